@@ -1,0 +1,96 @@
+# npzmount: mount a NumPy .npz (ZIP) archive read-only with FUSE.
+# Targets: all (./npzmount), check, check-asan, demo, bench, fuzz, install, uninstall, clean.
+# Honours CC, CFLAGS, CPPFLAGS, LDFLAGS, PREFIX, DESTDIR.
+
+VERSION   := 0.1.0
+PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
+MANDIR    ?= $(PREFIX)/share/man
+CC        ?= cc
+CFLAGS    ?= -O2 -g
+WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
+PYTHON    := /usr/bin/python3
+
+PKGS      := fuse3 zlib
+DEP_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+DEP_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+ALL_CFLAGS = -std=gnu11 $(WARN) -D_FILE_OFFSET_BITS=64 -DNPZMOUNT_VERSION='"$(VERSION)"' \
+             $(DEP_CFLAGS) $(CPPFLAGS) $(CFLAGS)
+LIBS       = $(DEP_LIBS) -lpthread
+
+# The core knows nothing about FUSE; tests, fuzzers and tools link it directly.
+CORE_SRC  := src/io.c src/zipdir.c src/namespace.c src/cache.c src/inflate_index.c \
+             src/reader.c src/npz.c
+FUSE_SRC  := src/fuse_ops.c src/main.c
+UNIT_SRC  := $(wildcard tests/unit/*.c)
+
+# Two build trees: the normal one, and one with ASan/UBSan for the test suite.
+B         := build
+BA        := build-asan
+SANITIZE  := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+.PHONY: all check check-unit check-asan check-integration demo bench fuzz install uninstall \
+        clean deps
+all: npzmount
+
+$(B)/%.o: src/%.c src/*.h | $(B)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+$(BA)/%.o: src/%.c src/*.h | $(BA)
+	$(CC) $(ALL_CFLAGS) -O1 $(SANITIZE) -c $< -o $@
+$(B) $(BA):
+	mkdir -p $@
+
+$(B)/libnpzcore.a: $(CORE_SRC:src/%.c=$(B)/%.o)
+	ar rcs $@ $^
+$(BA)/libnpzcore.a: $(CORE_SRC:src/%.c=$(BA)/%.o)
+	ar rcs $@ $^
+
+npzmount: $(FUSE_SRC:src/%.c=$(B)/%.o) $(B)/libnpzcore.a
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
+$(BA)/npzmount: $(FUSE_SRC:src/%.c=$(BA)/%.o) $(BA)/libnpzcore.a
+	$(CC) $(ALL_CFLAGS) $(SANITIZE) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# Unit tests: every tests/unit/NAME.c is one program linked against the core.
+$(B)/unit_%: tests/unit/%.c tests/unit/*.h $(B)/libnpzcore.a
+	$(CC) $(ALL_CFLAGS) -Isrc $(LDFLAGS) -o $@ $< $(B)/libnpzcore.a $(LIBS)
+$(BA)/unit_%: tests/unit/%.c tests/unit/*.h $(BA)/libnpzcore.a
+	$(CC) $(ALL_CFLAGS) -O1 $(SANITIZE) -Isrc $(LDFLAGS) -o $@ $< $(BA)/libnpzcore.a $(LIBS)
+
+UNITS      = $(UNIT_SRC:tests/unit/%.c=$(B)/unit_%)
+UNITS_ASAN = $(UNIT_SRC:tests/unit/%.c=$(BA)/unit_%)
+
+deps:
+	@scripts/install-deps
+
+check: deps
+	$(MAKE) all
+	$(MAKE) check-unit
+	$(MAKE) check-asan
+	$(MAKE) check-integration
+
+check-unit: $(UNITS)
+	@tests/run-unit $(UNITS)
+
+check-asan: $(UNITS_ASAN) $(BA)/npzmount
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    tests/run-unit $(UNITS_ASAN)
+
+check-integration: npzmount $(BA)/npzmount
+	NPZMOUNT=$(CURDIR)/npzmount $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+demo: deps all
+	@scripts/demo
+
+bench: all
+	@scripts/install-deps --bench
+	@scripts/bench
+
+install: npzmount
+	install -D -m 0755 npzmount $(DESTDIR)$(BINDIR)/npzmount
+	install -D -m 0644 man/npzmount.1 $(DESTDIR)$(MANDIR)/man1/npzmount.1
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/npzmount $(DESTDIR)$(MANDIR)/man1/npzmount.1
+
+clean:
+	rm -rf $(B) $(BA) npzmount build-fuzz

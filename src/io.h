@@ -1,0 +1,22 @@
+/*
+ * io: small helpers around pread(2) shared by the ZIP reader and the member readers.
+ * All return 0 or a negative errno; a short read (the file ended early) is -EIO.
+ * Thread-safe: they only use pread on a caller-owned descriptor.
+ */
+#ifndef NPZMOUNT_IO_H
+#define NPZMOUNT_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Reads exactly len bytes at off, retrying on EINTR and partial reads. */
+int io_read_exact(int fd, void *buf, size_t len, uint64_t off);
+
+static inline uint16_t le16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static inline uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t le64(const unsigned char *p) { return le32(p) | (uint64_t)le32(p + 4) << 32; }
+
+#endif

@@ -1,0 +1,265 @@
+/*
+ * namespace: see namespace.h. Directories are created in a first pass so that a file can never
+ * take a name a directory needs; files are added in a second pass in reverse archive order so
+ * that the last duplicate keeps the plain name, as it does for zipfile and numpy.
+ * Lookups go through one open-addressing hash table keyed by (parent inode, name).
+ */
+#include "namespace.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NAME_MAX_BYTES 255
+#define SUFFIX_ROOM 24 /* "~" plus up to 20 digits, with room to spare */
+
+struct ns {
+    struct ns_node *nodes; /* nodes[ino - 1] */
+    uint64_t count, cap;
+    uint64_t *table;       /* inode numbers, 0 = empty slot */
+    uint64_t table_mask;
+    uint64_t *children;
+    uint64_t *next_suffix; /* per inode: the next ~N to try for a name taken by that inode */
+};
+
+static uint64_t hash_key(uint64_t parent, const char *name)
+{
+    uint64_t h = 1469598103934665603ull ^ (parent * 0x9E3779B97F4A7C15ull);
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return h ^ (h >> 29);
+}
+
+uint64_t ns_lookup(const struct ns *ns, uint64_t parent, const char *name)
+{
+    for (uint64_t i = hash_key(parent, name) & ns->table_mask;; i = (i + 1) & ns->table_mask) {
+        uint64_t ino = ns->table[i];
+        if (ino == 0)
+            return 0;
+        const struct ns_node *n = &ns->nodes[ino - 1];
+        if (n->parent == parent && ino != NS_ROOT && strcmp(n->name, name) == 0)
+            return ino;
+    }
+}
+
+static int table_grow(struct ns *ns)
+{
+    uint64_t size = (ns->table_mask + 1) * 2;
+    uint64_t *t = calloc(size, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    for (uint64_t ino = 2; ino <= ns->count; ino++) {
+        const struct ns_node *n = &ns->nodes[ino - 1];
+        uint64_t i = hash_key(n->parent, n->name) & (size - 1);
+        while (t[i])
+            i = (i + 1) & (size - 1);
+        t[i] = ino;
+    }
+    free(ns->table);
+    ns->table = t;
+    ns->table_mask = size - 1;
+    return 0;
+}
+
+/* Adds a node named name (copied) under parent; returns its inode or 0 on ENOMEM. */
+static uint64_t add_node(struct ns *ns, uint64_t parent, const char *name, bool is_dir,
+                         uint64_t member)
+{
+    if (ns->count == ns->cap) {
+        uint64_t cap = ns->cap * 2;
+        struct ns_node *grown = realloc(ns->nodes, cap * sizeof *grown);
+        if (!grown)
+            return 0;
+        ns->nodes = grown;
+        uint64_t *suffix = realloc(ns->next_suffix, cap * sizeof *suffix);
+        if (!suffix)
+            return 0;
+        ns->next_suffix = suffix;
+        ns->cap = cap;
+    }
+    if ((ns->count + 1) * 2 > ns->table_mask + 1 && table_grow(ns) < 0)
+        return 0;
+    char *copy = strdup(name);
+    if (!copy)
+        return 0;
+    uint64_t ino = ++ns->count;
+    ns->next_suffix[ino - 1] = 1;
+    ns->nodes[ino - 1] = (struct ns_node){
+        .name = copy, .parent = parent, .member = member, .is_dir = is_dir,
+    };
+    uint64_t i = hash_key(parent, name) & ns->table_mask;
+    while (ns->table[i])
+        i = (i + 1) & ns->table_mask;
+    ns->table[i] = ino;
+    return ino;
+}
+
+/* Copies the next usable component of *p into out (at most NAME_MAX_BYTES - room bytes, cut at
+ * a UTF-8 character boundary); returns false when the name has no more components. */
+static bool next_component(const char **p, const char *end, char *out, size_t room)
+{
+    while (*p < end) {
+        const char *s = *p;
+        const char *slash = memchr(s, '/', (size_t)(end - s));
+        const char *e = slash ? slash : end;
+        *p = slash ? slash + 1 : end;
+        size_t len = (size_t)(e - s);
+        if (len == 0 || (len == 1 && s[0] == '.') || (len == 2 && s[0] == '.' && s[1] == '.'))
+            continue;
+        size_t max = NAME_MAX_BYTES - room;
+        if (len > max) {
+            len = max;
+            while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
+                len--;
+        }
+        for (size_t i = 0; i < len; i++)
+            out[i] = s[i] ? s[i] : '_';
+        out[len] = '\0';
+        return true;
+    }
+    return false;
+}
+
+/* Walks (creating as needed) the directories of a member's path. Returns the inode of the
+ * last directory, and leaves the final component in leaf ("" when there is none). For a
+ * directory entry, every component is a directory and leaf stays "". Returns 0 on ENOMEM. */
+static uint64_t walk_dirs(struct ns *ns, const struct zip_member *m, char *leaf)
+{
+    const char *p = m->name, *end = m->name + m->name_len;
+    char comp[NAME_MAX_BYTES + 1];
+    uint64_t dir = NS_ROOT;
+    bool have = next_component(&p, end, comp, SUFFIX_ROOM);
+    leaf[0] = '\0';
+    while (have) {
+        char next[NAME_MAX_BYTES + 1];
+        bool more = next_component(&p, end, next, SUFFIX_ROOM);
+        if (!more && !m->is_dir) {
+            strcpy(leaf, comp);
+            break;
+        }
+        uint64_t ino = ns_lookup(ns, dir, comp);
+        if (ino == 0 && (ino = add_node(ns, dir, comp, true, NS_NO_MEMBER)) == 0)
+            return 0;
+        dir = ino;
+        memcpy(comp, next, sizeof comp);
+        have = more;
+    }
+    return dir;
+}
+
+static int add_file(struct ns *ns, uint64_t dir, const char *leaf, uint64_t member)
+{
+    char name[NAME_MAX_BYTES + SUFFIX_ROOM + 1]; /* base is at most 255 - SUFFIX_ROOM */
+    const char *base = leaf[0] ? leaf : "_";
+    snprintf(name, sizeof name, "%s", base);
+    uint64_t owner = ns_lookup(ns, dir, name);
+    if (owner != 0) {
+        /* The holder of the plain name remembers how far its ~N suffixes went, so that many
+         * duplicates cost linear time, not quadratic. */
+        uint64_t *k = &ns->next_suffix[owner - 1];
+        do
+            snprintf(name, sizeof name, "%s~%llu", base, (unsigned long long)(*k)++);
+        while (ns_lookup(ns, dir, name) != 0);
+    }
+    return add_node(ns, dir, name, false, member) ? 0 : -ENOMEM;
+}
+
+static int link_children(struct ns *ns)
+{
+    ns->children = malloc((ns->count ? ns->count : 1) * sizeof *ns->children);
+    if (!ns->children)
+        return -ENOMEM;
+    for (uint64_t ino = 2; ino <= ns->count; ino++)
+        ns->nodes[ns->nodes[ino - 1].parent - 1].nchildren++;
+    uint64_t at = 0;
+    for (uint64_t ino = 1; ino <= ns->count; ino++) {
+        struct ns_node *n = &ns->nodes[ino - 1];
+        n->first_child = at;
+        at += n->nchildren;
+        n->nchildren = 0;
+    }
+    for (uint64_t ino = 2; ino <= ns->count; ino++) {
+        struct ns_node *p = &ns->nodes[ns->nodes[ino - 1].parent - 1];
+        ns->children[p->first_child + p->nchildren++] = ino;
+    }
+    return 0;
+}
+
+static int build(struct ns *ns, const struct zip_archive *za)
+{
+    char leaf[NAME_MAX_BYTES + 1];
+    for (uint64_t i = 0; i < za->count; i++) {
+        uint64_t dir = walk_dirs(ns, &za->members[i], leaf);
+        if (dir == 0)
+            return -ENOMEM;
+        if (za->members[i].is_dir && dir != NS_ROOT)
+            ns->nodes[dir - 1].member = i;
+    }
+    for (uint64_t i = za->count; i-- > 0;) {
+        if (za->members[i].is_dir)
+            continue;
+        uint64_t dir = walk_dirs(ns, &za->members[i], leaf);
+        if (dir == 0 || add_file(ns, dir, leaf, i) < 0)
+            return -ENOMEM;
+    }
+    return link_children(ns);
+}
+
+int ns_build(const struct zip_archive *za, struct ns **out)
+{
+    struct ns *ns = calloc(1, sizeof *ns);
+    if (!ns)
+        return -ENOMEM;
+    ns->cap = 64;
+    ns->nodes = malloc(ns->cap * sizeof *ns->nodes);
+    ns->next_suffix = malloc(ns->cap * sizeof *ns->next_suffix);
+    ns->table_mask = 127;
+    ns->table = calloc(ns->table_mask + 1, sizeof *ns->table);
+    char *root = strdup("");
+    if (!ns->nodes || !ns->next_suffix || !ns->table || !root) {
+        free(root);
+        ns_free(ns);
+        return -ENOMEM;
+    }
+    ns->nodes[0] = (struct ns_node){
+        .name = root, .parent = NS_ROOT, .member = NS_NO_MEMBER, .is_dir = true,
+    };
+    ns->next_suffix[0] = 1;
+    ns->count = 1;
+    int rc = build(ns, za);
+    if (rc < 0) {
+        ns_free(ns);
+        return rc;
+    }
+    *out = ns;
+    return 0;
+}
+
+void ns_free(struct ns *ns)
+{
+    if (!ns)
+        return;
+    for (uint64_t i = 0; i < ns->count; i++)
+        free((char *)ns->nodes[i].name);
+    free(ns->nodes);
+    free(ns->table);
+    free(ns->children);
+    free(ns->next_suffix);
+    free(ns);
+}
+
+const struct ns_node *ns_get(const struct ns *ns, uint64_t ino)
+{
+    return ino >= 1 && ino <= ns->count ? &ns->nodes[ino - 1] : NULL;
+}
+
+uint64_t ns_child(const struct ns *ns, const struct ns_node *dir, uint64_t i)
+{
+    return ns->children[dir->first_child + i];
+}
+
+uint64_t ns_count(const struct ns *ns)
+{
+    return ns->count;
+}

@@ -1,0 +1,57 @@
+/*
+ * namespace: the directory tree the mount shows, built once from the member table.
+ *
+ * Inode numbers are dense: 1 is the root (FUSE_ROOT_ID), every other node is 2..count, in a
+ * deterministic order (the same archive always gives the same numbers).
+ *
+ * Naming rule (also in the man page): a member name is split at '/'; empty, '.' and '..'
+ * components are dropped, so nothing can appear outside the mount; NUL bytes become '_';
+ * components are cut to 231 bytes
+ * (room for a suffix within NAME_MAX). Every prefix of a name is a directory, whether or not the
+ * archive has an entry for it. A file left with no name is called '_'. When two members end up
+ * with the same path, the LAST one in the archive (the one zipfile and numpy read) keeps it and
+ * the others become 'name~1', 'name~2', ... counting backwards; a file whose path is also a
+ * directory is renamed the same way (the directory keeps the name).
+ *
+ * Ownership and threads: ns_build returns a tree the caller frees with ns_free; it is
+ * immutable, so any number of threads may call the lookups at once. Names point into the tree.
+ */
+#ifndef NPZMOUNT_NAMESPACE_H
+#define NPZMOUNT_NAMESPACE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "zipdir.h"
+
+#define NS_ROOT 1
+#define NS_NO_MEMBER UINT64_MAX
+
+struct ns_node {
+    const char *name;        /* one path component ("" for the root) */
+    uint64_t parent;         /* inode of the parent; the root is its own parent */
+    uint64_t member;         /* index into the member table, or NS_NO_MEMBER */
+    uint64_t first_child;    /* for directories: index into ns.children */
+    uint64_t nchildren;
+    bool is_dir;
+};
+
+struct ns;
+
+/* Builds the tree for za; returns 0 or -ENOMEM. */
+int ns_build(const struct zip_archive *za, struct ns **out);
+void ns_free(struct ns *ns);
+
+/* The node of inode ino, or NULL when no such inode exists. */
+const struct ns_node *ns_get(const struct ns *ns, uint64_t ino);
+
+/* The inode named name in directory parent, or 0 when there is none. */
+uint64_t ns_lookup(const struct ns *ns, uint64_t parent, const char *name);
+
+/* The i-th child inode of directory dir (0 <= i < nchildren). */
+uint64_t ns_child(const struct ns *ns, const struct ns_node *dir, uint64_t i);
+
+/* Number of inodes, root included. */
+uint64_t ns_count(const struct ns *ns);
+
+#endif
