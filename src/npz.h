@@ -20,7 +20,6 @@
 struct npz_options {
     uint64_t span;        /* output bytes between deflate checkpoints (0: default) */
     uint64_t cache_bytes; /* bound of the decoded-data cache (0: default) */
-    int verbose;          /* log per-member errors to stderr when they first occur */
 };
 
 #define NPZ_DEFAULT_SPAN (1u << 20)

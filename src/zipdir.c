@@ -312,6 +312,8 @@ static void check_method(struct zip_member *m)
         member_error(m, -EIO, "encrypted member");
     else if (m->method != ZIP_METHOD_STORED && m->method != ZIP_METHOD_DEFLATED)
         member_error(m, -EIO, "unsupported compression method");
+    else if (m->usize > INT64_MAX || m->csize > INT64_MAX)
+        member_error(m, -EIO, "member size out of range");
     else if (m->method == ZIP_METHOD_STORED && m->csize != m->usize)
         member_error(m, -EIO, "stored member with differing sizes");
 }

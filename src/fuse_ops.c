@@ -1,0 +1,286 @@
+/*
+ * fuse_ops: see fuse_ops.h. Inode numbers are namespace inode numbers, which are fixed for the
+ * life of the mount, so lookup counts need no bookkeeping and forget is a no-op.
+ */
+#include "fuse_ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#define TIMEOUT 86400.0        /* the archive is immutable while mounted */
+#define BLKSIZE 131072         /* tell tools to read in 128 KiB pieces */
+
+static struct fs *fs_of(fuse_req_t req)
+{
+    return fuse_req_userdata(req);
+}
+
+static const struct zip_member *member_of(const struct fs *fs, const struct ns_node *n)
+{
+    return n->member == NS_NO_MEMBER ? NULL : &npz_zip(fs->npz)->members[n->member];
+}
+
+/* Permission bits: what a Unix writer recorded (write bits cleared), else 0444 / 0555. */
+static mode_t perms(const struct zip_member *zm, bool is_dir)
+{
+    mode_t fallback = is_dir ? 0555 : 0444;
+    if (!zm || (zm->mode & 0777) == 0)
+        return fallback;
+    mode_t m = zm->mode & 0555;
+    if (is_dir)
+        m |= (m & 0444) >> 2; /* a readable directory must be searchable */
+    return m;
+}
+
+static void fill_attr(const struct fs *fs, fuse_ino_t ino, const struct ns_node *n,
+                      struct stat *st)
+{
+    const struct zip_member *zm = member_of(fs, n);
+    memset(st, 0, sizeof *st);
+    st->st_ino = ino;
+    st->st_uid = fs->uid;
+    st->st_gid = fs->gid;
+    st->st_nlink = 1; /* also for directories: "unknown", so find(1) does not guess */
+    st->st_blksize = BLKSIZE;
+    st->st_mode = (n->is_dir ? S_IFDIR : S_IFREG) | perms(zm, n->is_dir);
+    if (!n->is_dir && zm) {
+        st->st_size = (off_t)(zm->usize > INT64_MAX ? INT64_MAX : zm->usize);
+        st->st_blocks = (blkcnt_t)((zm->csize > INT64_MAX ? INT64_MAX : zm->csize) + 511) / 512;
+    }
+    time_t t = zm ? (time_t)zm->mtime : fs->archive_mtime;
+    st->st_mtim.tv_sec = st->st_atim.tv_sec = st->st_ctim.tv_sec = t;
+}
+
+static void fill_entry(const struct fs *fs, fuse_ino_t ino, const struct ns_node *n,
+                       struct fuse_entry_param *e)
+{
+    memset(e, 0, sizeof *e);
+    e->ino = ino;
+    e->generation = 1;
+    e->attr_timeout = TIMEOUT;
+    e->entry_timeout = TIMEOUT;
+    fill_attr(fs, ino, n, &e->attr);
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    const struct ns *ns = npz_ns(fs->npz);
+    const struct ns_node *p = ns_get(ns, parent);
+    if (!p || !p->is_dir) {
+        fuse_reply_err(req, p ? ENOTDIR : ENOENT);
+        return;
+    }
+    struct fuse_entry_param e;
+    uint64_t ino = ns_lookup(ns, parent, name);
+    if (ino == 0) {
+        memset(&e, 0, sizeof e); /* a negative entry, cached like the rest */
+        e.entry_timeout = TIMEOUT;
+        fuse_reply_entry(req, &e);
+        return;
+    }
+    fill_entry(fs, ino, ns_get(ns, ino), &e);
+    fuse_reply_entry(req, &e);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    (void)ino, (void)nlookup;
+    fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+    (void)count, (void)forgets;
+    fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)fi;
+    struct fs *fs = fs_of(req);
+    const struct ns_node *n = ns_get(npz_ns(fs->npz), ino);
+    if (!n) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    struct stat st;
+    fill_attr(fs, ino, n, &st);
+    fuse_reply_attr(req, &st, TIMEOUT);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    const struct ns_node *n = ns_get(npz_ns(fs_of(req)->npz), ino);
+    if (!n)
+        fuse_reply_err(req, ENOENT);
+    else if (n->is_dir)
+        fuse_reply_err(req, EISDIR);
+    else if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+        fuse_reply_err(req, EROFS);
+    else {
+        fi->keep_cache = 1; /* pages stay valid across opens: numpy opens a file 3 times */
+        fi->noflush = 1;
+        fuse_reply_open(req, fi);
+    }
+}
+
+/* A per-thread buffer for read replies, grown to the largest request and kept. */
+static pthread_key_t buf_key;
+static pthread_once_t buf_once = PTHREAD_ONCE_INIT;
+
+struct tbuf {
+    size_t cap;
+    unsigned char data[];
+};
+
+static void make_key(void)
+{
+    pthread_key_create(&buf_key, free);
+}
+
+static unsigned char *thread_buffer(size_t len)
+{
+    pthread_once(&buf_once, make_key);
+    struct tbuf *b = pthread_getspecific(buf_key);
+    if (!b || b->cap < len) {
+        free(b);
+        b = malloc(sizeof *b + len);
+        if (!b) {
+            pthread_setspecific(buf_key, NULL);
+            return NULL;
+        }
+        b->cap = len;
+        pthread_setspecific(buf_key, b);
+    }
+    return b->data;
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    (void)fi;
+    struct fs *fs = fs_of(req);
+    const struct ns_node *n = ns_get(npz_ns(fs->npz), ino);
+    if (!n || n->is_dir || n->member == NS_NO_MEMBER) {
+        fuse_reply_err(req, n ? EISDIR : ENOENT);
+        return;
+    }
+    unsigned char *buf = thread_buffer(size);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    ssize_t got = npz_read(fs->npz, n->member, buf, size, (uint64_t)off);
+    if (got < 0)
+        fuse_reply_err(req, (int)-got);
+    else
+        fuse_reply_buf(req, (const char *)buf, (size_t)got);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    const struct ns_node *n = ns_get(npz_ns(fs_of(req)->npz), ino);
+    if (!n || !n->is_dir) {
+        fuse_reply_err(req, n ? ENOTDIR : ENOENT);
+        return;
+    }
+    fi->keep_cache = 1;
+    fi->cache_readdir = 1;
+    fuse_reply_open(req, fi);
+}
+
+/* Directory positions: 0 is ".", 1 is "..", 2 + i is child i; an entry's offset is the
+ * position after it. */
+static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
+{
+    struct fs *fs = fs_of(req);
+    const struct ns *ns = npz_ns(fs->npz);
+    const struct ns_node *dir = ns_get(ns, ino);
+    if (!dir || !dir->is_dir) {
+        fuse_reply_err(req, dir ? ENOTDIR : ENOENT);
+        return;
+    }
+    char *buf = (char *)thread_buffer(size);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    size_t used = 0;
+    for (uint64_t pos = (uint64_t)off; pos < dir->nchildren + 2; pos++) {
+        uint64_t cino = pos == 0 ? ino : pos == 1 ? dir->parent : ns_child(ns, dir, pos - 2);
+        const char *name = pos == 0 ? "." : pos == 1 ? ".." : ns_get(ns, cino)->name;
+        const struct ns_node *c = ns_get(ns, cino);
+        size_t n;
+        if (plus) {
+            struct fuse_entry_param e;
+            fill_entry(fs, cino, c, &e);
+            n = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)pos + 1);
+        } else {
+            struct stat st = {.st_ino = cino, .st_mode = c->is_dir ? S_IFDIR : S_IFREG};
+            n = fuse_add_direntry(req, buf + used, size - used, name, &st, (off_t)pos + 1);
+        }
+        if (n > size - used)
+            break;
+        used += n;
+    }
+    fuse_reply_buf(req, buf, used);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+    (void)fi;
+    readdir_common(req, ino, size, off, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                           struct fuse_file_info *fi)
+{
+    (void)fi;
+    readdir_common(req, ino, size, off, true);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    (void)ino;
+    struct fs *fs = fs_of(req);
+    const struct zip_archive *za = npz_zip(fs->npz);
+    struct statvfs sv = {
+        .f_bsize = 4096,
+        .f_frsize = 4096,
+        .f_blocks = (za->file_size + 4095) / 4096,
+        .f_files = ns_count(npz_ns(fs->npz)),
+        .f_namemax = 255,
+        .f_flag = ST_RDONLY,
+    };
+    fuse_reply_statfs(req, &sv);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    (void)userdata;
+    /* Readdirplus always: `ls -l` then costs one request per batch, not one per entry. */
+    if (conn->capable & FUSE_CAP_READDIRPLUS)
+        conn->want |= FUSE_CAP_READDIRPLUS;
+    conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
+}
+
+const struct fuse_lowlevel_ops fs_ops = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = op_getattr,
+    .open = op_open,
+    .read = op_read,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
+    .statfs = op_statfs,
+};

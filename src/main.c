@@ -1,0 +1,287 @@
+/*
+ * main: command line, checks that give one clear line before anything is mounted, then the
+ * libfuse session. The archive is opened and indexed before mounting, so a bad archive never
+ * leaves a mount behind; the parent returns only once the mount exists and the daemon runs.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fuse_ops.h"
+#include "log.h"
+
+struct config {
+    const char *archive;
+    char *span;
+    char *cache;
+    int help;
+    int version;
+};
+
+#define OPT(t, p) {t, offsetof(struct config, p), 1}
+static const struct fuse_opt opt_spec[] = {
+    {"span=%s", offsetof(struct config, span), 0},
+    {"cache=%s", offsetof(struct config, cache), 0},
+    OPT("-h", help), OPT("--help", help), OPT("-V", version), OPT("--version", version),
+    FUSE_OPT_END,
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: npzmount [options] ARCHIVE MOUNTPOINT\n"
+            "\n"
+            "Mount a NumPy .npz (ZIP) archive read-only; every member appears as a plain file,\n"
+            "so np.load(MOUNTPOINT/'x.npy', mmap_mode='r') works. Unmount with\n"
+            "'fusermount3 -u MOUNTPOINT'.\n"
+            "\n"
+            "npzmount options:\n"
+            "    -h   --help            print this help and exit\n"
+            "    -V   --version         print the version and exit\n"
+            "    -o span=SIZE           output bytes between deflate checkpoints (default 1M)\n"
+            "    -o cache=SIZE          bound of the decoded-data cache (default 256M)\n"
+            "    SIZE is a number of bytes with an optional k, M or G suffix (powers of 1024).\n"
+            "\n");
+}
+
+static int error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int error(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("npzmount: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return code;
+}
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+    (void)outargs;
+    struct config *cfg = data;
+    if (key == FUSE_OPT_KEY_NONOPT && !cfg->archive) {
+        cfg->archive = arg;
+        return 0; /* consumed: the next one is the mountpoint, for libfuse */
+    }
+    return 1;
+}
+
+/* Reroutes libfuse's own messages ("fuse: ...\n") into our one-line format. */
+static void fuse_logger(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+    char line[1024];
+    vsnprintf(line, sizeof line, fmt, ap);
+    if (level >= FUSE_LOG_DEBUG) {
+        fputs(line, stderr);
+        return;
+    }
+    line[strcspn(line, "\n")] = '\0';
+    const char *msg = strncmp(line, "fuse: ", 6) == 0 ? line + 6 : line;
+    log_error("%s", msg);
+}
+
+/* Parses "123", "64k", "1M", "2G"; returns 0 or -EINVAL. */
+static int parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || s[0] == '-')
+        return -EINVAL;
+    int shift = 0;
+    switch (*end) {
+    case '\0': break;
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    default: return -EINVAL;
+    }
+    if (*end == 'i' || *end == 'B')
+        end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
+    if (*end || v > (UINT64_MAX >> shift))
+        return -EINVAL;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+/* Decodes the octal escapes of a /proc/self/mountinfo field in place. */
+static void unescape(char *s)
+{
+    char *o = s;
+    for (; *s; s++) {
+        if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+            s[3] >= '0' && s[3] <= '7') {
+            *o++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+            s += 3;
+        } else {
+            *o++ = *s;
+        }
+    }
+    *o = '\0';
+}
+
+static int is_mountpoint(const char *path)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return 0;
+    char *line = NULL;
+    size_t cap = 0;
+    int found = 0;
+    while (!found && getline(&line, &cap, f) > 0) {
+        char mnt[PATH_MAX + 1];
+        if (sscanf(line, "%*s %*s %*s %*s %" "4096" "s", mnt) == 1) {
+            unescape(mnt);
+            found = strcmp(mnt, path) == 0;
+        }
+    }
+    free(line);
+    fclose(f);
+    return found;
+}
+
+static int check_mountpoint(const char *mp)
+{
+    struct stat st;
+    char real[PATH_MAX];
+    if (stat(mp, &st) < 0)
+        return error(1, "%s: %s", mp, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return error(1, "%s: mountpoint is not a directory", mp);
+    if (realpath(mp, real) && is_mountpoint(real))
+        return error(1, "%s: already mounted", mp);
+    return 0;
+}
+
+static int parse_tuning(const struct config *cfg, struct npz_options *o)
+{
+    if (cfg->span && (parse_size(cfg->span, &o->span) < 0 || o->span < NPZ_MIN_SPAN ||
+                      o->span > NPZ_MAX_SPAN))
+        return error(2, "span=%s: expected a size from 32k to 64M", cfg->span);
+    if (cfg->cache && (parse_size(cfg->cache, &o->cache_bytes) < 0 || o->cache_bytes == 0))
+        return error(2, "cache=%s: expected a size such as 64M", cfg->cache);
+    return 0;
+}
+
+static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)
+{
+    if (opts->singlethread)
+        return fuse_session_loop(se);
+    struct fuse_loop_config *lc = fuse_loop_cfg_create();
+    if (!lc)
+        return -ENOMEM;
+    fuse_loop_cfg_set_clone_fd(lc, (unsigned)opts->clone_fd);
+    fuse_loop_cfg_set_idle_threads(lc, opts->max_idle_threads);
+    fuse_loop_cfg_set_max_threads(lc, opts->max_threads);
+    int rc = fuse_session_loop_mt(se, lc);
+    fuse_loop_cfg_destroy(lc);
+    return rc;
+}
+
+/* Forces a read-only mount with kernel permission checks; fsname shows the archive in
+ * mount(8) and df(1), escaped so that commas in its path are safe. */
+static int add_mount_options(struct fuse_args *args, const char *archive)
+{
+    char *o = NULL;
+    size_t len = strlen(archive) + sizeof "fsname=";
+    char *fsname = malloc(len);
+    if (!fsname)
+        return -1;
+    snprintf(fsname, len, "fsname=%s", archive);
+    int rc = fuse_opt_add_opt(&o, "ro,default_permissions,subtype=npzmount") ||
+             fuse_opt_add_opt_escaped(&o, fsname) || fuse_opt_add_arg(args, "-o") ||
+             fuse_opt_add_arg(args, o);
+    free(fsname);
+    free(o);
+    return rc ? -1 : 0;
+}
+
+/* Mounts and serves until unmounted; returns the exit status. */
+static int run(struct fuse_args *args, struct fuse_cmdline_opts *opts, struct fs *fs)
+{
+    int status = 1;
+    struct fuse_session *se = fuse_session_new(args, &fs_ops, sizeof fs_ops, fs);
+    if (!se)
+        return 2; /* libfuse said why (unknown option) */
+    if (fuse_set_signal_handlers(se) != 0)
+        goto out_session;
+    if (fuse_session_mount(se, opts->mountpoint) != 0)
+        goto out_signals;
+    if (fuse_daemonize(opts->foreground) != 0)
+        goto out_unmount;
+    if (!opts->foreground)
+        log_to_syslog(true);
+    status = serve(se, opts) == 0 ? 0 : 1;
+out_unmount:
+    fuse_session_unmount(se);
+out_signals:
+    fuse_remove_signal_handlers(se);
+out_session:
+    fuse_session_destroy(se);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+    struct config cfg = {0};
+    struct fuse_cmdline_opts opts = {0};
+    struct npz_options nopt = {0};
+    struct fs fs = {0};
+    char msg[512];
+    int status = 2;
+
+    fuse_set_log_func(fuse_logger);
+    if (fuse_opt_parse(&args, &cfg, opt_spec, opt_proc) != 0)
+        goto out;
+    if (cfg.help) {
+        usage(stdout);
+        fflush(stdout);
+        fuse_cmdline_help();
+        fuse_lowlevel_help();
+        status = 0;
+        goto out;
+    }
+    if (cfg.version) {
+        printf("npzmount %s (libfuse %s)\n", NPZMOUNT_VERSION, fuse_pkgversion());
+        status = 0;
+        goto out;
+    }
+    if (fuse_parse_cmdline(&args, &opts) != 0)
+        goto out;
+    if (!cfg.archive || !opts.mountpoint) {
+        error(2, "usage: npzmount [options] ARCHIVE MOUNTPOINT (see --help)");
+        goto out;
+    }
+    if ((status = parse_tuning(&cfg, &nopt)) != 0 || (status = check_mountpoint(opts.mountpoint)))
+        goto out;
+    int rc = npz_open(cfg.archive, &nopt, &fs.npz, msg, sizeof msg);
+    if (rc < 0) {
+        status = error(1, "%s: %s", cfg.archive, msg);
+        goto out;
+    }
+    struct stat st;
+    fs.uid = getuid();
+    fs.gid = getgid();
+    fs.archive_mtime = fstat(npz_zip(fs.npz)->fd, &st) == 0 ? st.st_mtime : 0;
+    if (add_mount_options(&args, cfg.archive) != 0) {
+        status = error(1, "out of memory");
+        goto out_npz;
+    }
+    status = run(&args, &opts, &fs);
+out_npz:
+    npz_close(fs.npz);
+out:
+    free(opts.mountpoint);
+    free(cfg.span);
+    free(cfg.cache);
+    fuse_opt_free_args(&args);
+    return status;
+}

@@ -1,0 +1,55 @@
+/*
+ * reader: produces the bytes of one member. One small interface, one implementation per way a
+ * member can be stored; npz picks the implementation once per member (reader_for) and calls
+ * it with the request already clipped to the member's size.
+ *
+ * A reader may keep per-member state: npz gives it a slot that starts NULL; the reader creates
+ * its state on first use (installing it atomically, as readers run concurrently) and npz hands
+ * it back to free_state at close. Errors are negative errno; -EIO means the member cannot be
+ * served, and why() then gives a one-line reason.
+ */
+#ifndef NPZMOUNT_READER_H
+#define NPZMOUNT_READER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cache.h"
+#include "zipdir.h"
+
+/* What readers share, owned by npz. */
+struct reader_env {
+    int fd;
+    struct cache *cache;
+    uint64_t span;
+};
+
+/* One member as a reader sees it. */
+struct reader_member {
+    uint64_t idx;
+    const struct zip_member *zm;
+    _Atomic(void *) *state;
+};
+
+struct reader_ops {
+    const char *name;
+    /* Copies [off, off + len) of the member into buf; off + len <= usize. Returns len or an
+     * error. */
+    ssize_t (*read)(const struct reader_env *env, const struct reader_member *m, void *buf,
+                    size_t len, uint64_t off);
+    /* Why the member failed, or NULL. */
+    const char *(*why)(const struct reader_member *m);
+    void (*free_state)(void *state);
+};
+
+extern const struct reader_ops reader_stored;
+extern const struct reader_ops reader_deflate;
+extern const struct reader_ops reader_broken;
+
+/* The reader for a member: reader_broken for members zipdir flagged. */
+const struct reader_ops *reader_for(const struct zip_member *zm);
+
+#endif

@@ -1,0 +1,25 @@
+/*
+ * reader_stored: method 0. The member's bytes are the archive's bytes, so a read is one pread
+ * at data_off + off on the shared descriptor: no state, no allocation, no lock.
+ */
+#include "io.h"
+#include "reader.h"
+
+static ssize_t stored_read(const struct reader_env *env, const struct reader_member *m,
+                           void *buf, size_t len, uint64_t off)
+{
+    int rc = io_read_exact(env->fd, buf, len, m->zm->data_off + off);
+    return rc < 0 ? rc : (ssize_t)len;
+}
+
+static const char *stored_why(const struct reader_member *m)
+{
+    (void)m;
+    return "read error in the archive";
+}
+
+const struct reader_ops reader_stored = {
+    .name = "stored",
+    .read = stored_read,
+    .why = stored_why,
+};

@@ -1,0 +1,631 @@
+"""Helpers for the npzmount integration tests.
+
+Nothing in here knows about pytest fixtures (those live in conftest.py); it is plain code:
+
+* running the binary and mounting/unmounting it safely (``mounted``),
+* reading /proc/self/mountinfo (``is_mountpoint``, ``mount_count``, ``mount_options``),
+* a Python model of the naming rule of src/namespace.h (``expected_tree``),
+* expected attributes of a member (``expected_mode``, ``expected_mtime``),
+* a small ZIP layout parser and byte patchers used to build broken archives,
+* reading helpers for the mounted files.
+"""
+
+import contextlib
+import errno
+import io
+import os
+import signal
+import stat
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("NPZMOUNT") or str(REPO / "npzmount")
+FUSERMOUNT = "fusermount3"
+
+MOUNT_TIMEOUT = float(os.environ.get("NPZMOUNT_MOUNT_TIMEOUT", "60"))
+UNMOUNT_TIMEOUT = 30.0
+DAEMON_EXIT_TIMEOUT = float(os.environ.get("NPZMOUNT_EXIT_TIMEOUT", "20"))
+
+# Mounts made by this test process that are still up: realpath -> daemon pid (or None).
+ACTIVE = {}
+_ACTIVE_LOCK = threading.Lock()
+
+
+# --------------------------------------------------------------------------------------------
+# /proc/self/mountinfo
+
+
+def _unescape_mountinfo(field):
+    """mountinfo escapes space, tab, newline and backslash as \\ooo (octal)."""
+    out = bytearray()
+    raw = field.encode("utf-8", "surrogateescape")
+    i = 0
+    while i < len(raw):
+        if raw[i : i + 1] == b"\\" and i + 4 <= len(raw) and raw[i + 1 : i + 4].isdigit():
+            out.append(int(raw[i + 1 : i + 4], 8))
+            i += 4
+        else:
+            out.append(raw[i])
+            i += 1
+    return out.decode("utf-8", "surrogateescape")
+
+
+def mountinfo():
+    """Yields dicts with mount_point, options, fstype, source, super_options, dev."""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            pre, _, post = line.rstrip("\n").partition(" - ")
+            a = pre.split(" ")
+            b = post.split(" ")
+            yield {
+                "dev": a[2],
+                "mount_point": _unescape_mountinfo(a[4]),
+                "options": a[5].split(","),
+                "fstype": b[0] if b else "",
+                "source": _unescape_mountinfo(b[1]) if len(b) > 1 else "",
+                "super_options": b[2].split(",") if len(b) > 2 else [],
+            }
+
+
+def mount_entries(path):
+    p = os.path.realpath(path)
+    return [m for m in mountinfo() if m["mount_point"] == p]
+
+
+def mount_count(path):
+    return len(mount_entries(path))
+
+
+def is_mountpoint(path):
+    return mount_count(path) > 0
+
+
+def mount_options(path):
+    """Per-mount options of the topmost mount at path (e.g. ['ro', 'nosuid', ...])."""
+    entries = mount_entries(path)
+    assert entries, f"{path} is not a mount point"
+    return entries[-1]["options"]
+
+
+def mounts_under(root):
+    root = os.path.realpath(root).rstrip("/") + "/"
+    return [m["mount_point"] for m in mountinfo() if m["mount_point"].startswith(root)]
+
+
+# --------------------------------------------------------------------------------------------
+# processes
+
+
+def _pid_state(pid):
+    """The state letter of pid ('R', 'S', 'Z', ...) or None when it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rindex(b")") + 2 : data.rindex(b")") + 3].decode()
+
+
+def pid_alive(pid):
+    state = _pid_state(pid)
+    return state is not None and state not in ("Z", "X")
+
+
+def find_daemons(mountpoint, cwd=None):
+    """Live processes (other than us) with mountpoint among their arguments."""
+    target = os.path.realpath(mountpoint)
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        for arg in argv[1:]:
+            if not arg:
+                continue
+            s = os.fsdecode(arg)
+            if not os.path.isabs(s):
+                s = os.path.join(cwd or "/", s)
+            if os.path.normpath(s) == target and pid_alive(int(d)):
+                found.append(int(d))
+                break
+    return found
+
+
+def wait_exit(pid, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    return not pid_alive(pid)
+
+
+def kill_pid(pid):
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------------------------
+# running the binary
+
+
+class Result:
+    def __init__(self, args, returncode, stdout, stderr):
+        self.args = args
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def __repr__(self):
+        return (f"Result(args={self.args!r}, rc={self.returncode}, stdout={self.stdout!r}, "
+                f"stderr={self.stderr!r})")
+
+
+def run_npzmount(args, timeout=MOUNT_TIMEOUT, env=None, cwd=None):
+    """Runs the binary with args. Output goes to temporary files, not pipes, so that a daemon
+    that (wrongly) keeps the caller's stdout/stderr open cannot make this wait forever."""
+    argv = [BIN, *[str(a) for a in args]]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                              timeout=timeout, env=env, cwd=cwd)
+        out.seek(0)
+        err.seek(0)
+        return Result(argv, proc.returncode, out.read().decode("utf-8", "replace"),
+                      err.read().decode("utf-8", "replace"))
+
+
+def fusermount_unmount(mountpoint, lazy=False):
+    args = [FUSERMOUNT, "-uz" if lazy else "-u", str(mountpoint)]
+    try:
+        return subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=UNMOUNT_TIMEOUT).returncode
+    except subprocess.TimeoutExpired:
+        return -1
+
+
+def force_unmount(mountpoint):
+    """Unmounts every stacked mount at mountpoint: -u first, -uz when that fails."""
+    for _ in range(8):
+        if not is_mountpoint(mountpoint):
+            return
+        if fusermount_unmount(mountpoint) != 0:
+            fusermount_unmount(mountpoint, lazy=True)
+
+
+class MountError(AssertionError):
+    pass
+
+
+@contextlib.contextmanager
+def mounted(archive, mountpoint, options=(), env=None, cwd=None, timeout=MOUNT_TIMEOUT):
+    """Mounts archive at mountpoint (created when missing), yields the mountpoint as a Path,
+    and always unmounts afterwards, asserting that nothing is left mounted and that the
+    daemon exits. archive and mountpoint are passed to the binary exactly as given (so they
+    may be relative to cwd)."""
+    mp_given = str(mountpoint)
+    mp = Path(os.path.realpath(os.path.join(cwd or os.getcwd(), mp_given)))
+    mp.mkdir(parents=True, exist_ok=True)
+    assert not is_mountpoint(mp), f"{mp} is already a mount point before mounting"
+    body_failed = False
+    pids = []
+    try:
+        try:
+            res = run_npzmount([*options, archive, mp_given], timeout=timeout, env=env, cwd=cwd)
+        except subprocess.TimeoutExpired:
+            raise MountError(f"npzmount {list(options)} {archive} {mp_given} did not return "
+                             f"within {timeout}s (it must return once the mount is usable)")
+        if res.returncode != 0:
+            raise MountError(f"npzmount failed (exit {res.returncode}): {res.stderr.strip()!r}")
+        if not is_mountpoint(mp):
+            raise MountError("npzmount exited 0 but the mount point is not in "
+                             f"/proc/self/mountinfo: {res!r}")
+        pids = find_daemons(mp, cwd=cwd)
+        with _ACTIVE_LOCK:
+            ACTIVE[str(mp)] = pids[0] if pids else None
+        try:
+            yield mp
+        except BaseException:
+            body_failed = True
+            raise
+        # The daemon must have survived whatever the test did to it.
+        for pid in pids:
+            assert pid_alive(pid), f"the npzmount daemon (pid {pid}) died during the test"
+        assert is_mountpoint(mp), "the mount disappeared during the test"
+    finally:
+        with _ACTIVE_LOCK:
+            ACTIVE.pop(str(mp), None)
+        clean = True
+        if is_mountpoint(mp):
+            if fusermount_unmount(mp) != 0:
+                clean = False
+                force_unmount(mp)
+        left = is_mountpoint(mp)
+        exited = all(wait_exit(pid, DAEMON_EXIT_TIMEOUT if clean else 2) for pid in pids)
+        for pid in pids:
+            if pid_alive(pid):
+                kill_pid(pid)
+        if not body_failed:
+            assert not left, f"{mp} is still mounted after fusermount3 -u / -uz"
+            assert clean, f"fusermount3 -u {mp} failed (busy?); needed a lazy unmount"
+            assert exited, f"npzmount daemon {pids} did not exit after the unmount"
+
+
+# --------------------------------------------------------------------------------------------
+# the naming rule (src/namespace.h) as a model
+
+SUFFIX_ROOM = 24
+NAME_MAX_BYTES = 255
+COMPONENT_MAX = NAME_MAX_BYTES - SUFFIX_ROOM  # 231
+
+
+def name_components(raw):
+    """raw: the member name as UTF-8 bytes. Returns its usable components (bytes)."""
+    comps = []
+    for c in raw.split(b"/"):
+        if c in (b"", b".", b".."):
+            continue
+        if len(c) > COMPONENT_MAX:
+            n = COMPONENT_MAX
+            while n > 0 and (c[n] & 0xC0) == 0x80:
+                n -= 1
+            c = c[:n]
+        comps.append(c.replace(b"\0", b"_"))
+    return comps
+
+
+def raw_name(info):
+    """The member name as the product sees it: decoded (CP437 or UTF-8) then UTF-8 encoded,
+    NUL bytes included (zipfile cuts ZipInfo.filename at a NUL; orig_filename keeps it)."""
+    return info.orig_filename.encode("utf-8", "surrogateescape")
+
+
+class Node:
+    __slots__ = ("kind", "info", "index", "next_suffix")
+
+    def __init__(self, kind, info=None, index=None):
+        self.kind = kind  # 'dir' or 'file'
+        self.info = info  # the ZipInfo behind it (for dirs: the last directory entry, or None)
+        self.index = index
+        self.next_suffix = 1
+
+    def __repr__(self):
+        return f"Node({self.kind}, {self.info.orig_filename if self.info else None!r})"
+
+
+def expected_tree(infos):
+    """Maps every path of the mount (relative, str, '/'-separated) to a Node, following the
+    rule of src/namespace.h: directories first; then files in reverse archive order, a taken
+    name getting ~N suffixes counted by the holder of the plain name."""
+    nodes = {(): Node("dir")}
+
+    def ensure_dirs(comps):
+        for i in range(1, len(comps) + 1):
+            key = tuple(comps[:i])
+            if key not in nodes:
+                nodes[key] = Node("dir")
+        return tuple(comps)
+
+    for i, info in enumerate(infos):
+        raw = raw_name(info)
+        comps = name_components(raw)
+        is_dir = raw.endswith(b"/")
+        if is_dir:
+            d = ensure_dirs(comps)
+            if d:
+                nodes[d].info = info
+                nodes[d].index = i
+        else:
+            ensure_dirs(comps[:-1])
+    for i in range(len(infos) - 1, -1, -1):
+        info = infos[i]
+        raw = raw_name(info)
+        if raw.endswith(b"/"):
+            continue
+        comps = name_components(raw)
+        parent = tuple(comps[:-1])
+        base = comps[-1] if comps else b"_"
+        key = parent + (base,)
+        if key in nodes:
+            owner = nodes[key]
+            while True:
+                cand = parent + (base + b"~%d" % owner.next_suffix,)
+                owner.next_suffix += 1
+                if cand not in nodes:
+                    key = cand
+                    break
+        nodes[key] = Node("file", info, i)
+    return {"/".join(os.fsdecode(c) for c in k): v for k, v in nodes.items() if k}
+
+
+def expected_children(tree, directory=""):
+    prefix = directory + "/" if directory else ""
+    out = set()
+    for p in tree:
+        if p.startswith(prefix) and "/" not in p[len(prefix):]:
+            out.add(p[len(prefix):])
+    return out
+
+
+def walk_mount(root):
+    """Maps every path under root (relative, str) to 'dir' or 'file' (by d_type)."""
+    out = {}
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(os.path.join(root, rel) if rel else root) as it:
+            for e in it:
+                p = f"{rel}/{e.name}" if rel else e.name
+                if e.is_dir(follow_symlinks=False):
+                    out[p] = "dir"
+                    stack.append(p)
+                elif e.is_file(follow_symlinks=False):
+                    out[p] = "file"
+                else:
+                    out[p] = "other"
+    return out
+
+
+def _ut_mtime(extra):
+    """The modification time from a UT (0x5455) extended timestamp extra field, or None."""
+    i = 0
+    while i + 4 <= len(extra):
+        hid, n = struct.unpack_from("<HH", extra, i)
+        d = extra[i + 4 : i + 4 + n]
+        if hid == 0x5455 and n >= 5 and d[0] & 1:
+            return struct.unpack_from("<i", d, 1)[0]
+        i += 4 + n
+    return None
+
+
+def expected_mtime(info):
+    ut = _ut_mtime(info.extra)
+    if ut is not None:
+        return ut
+    return int(time.mktime(tuple(info.date_time) + (0, 0, -1)))
+
+
+def recorded_mode(info):
+    if info.create_system == 3:
+        return info.external_attr >> 16
+    return 0
+
+
+def expected_mode(info, is_dir):
+    mode = recorded_mode(info) if info is not None else 0
+    if mode:
+        return mode & 0o777 & ~0o222
+    return 0o555 if is_dir else 0o444
+
+
+# --------------------------------------------------------------------------------------------
+# archives
+
+
+def npy_bytes(arr, allow_pickle=True):
+    b = io.BytesIO()
+    np.save(b, arr, allow_pickle=allow_pickle)
+    return b.getvalue()
+
+
+def write_zip(path, members, compression=zipfile.ZIP_STORED, comment=b"", compresslevel=None):
+    """members: iterable of (name or ZipInfo, bytes). Duplicates allowed."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 'Duplicate name'
+        with zipfile.ZipFile(path, "w", compression=compression,
+                             compresslevel=compresslevel) as zf:
+            for name, data in members:
+                zf.writestr(name, data)
+            if comment:
+                zf.comment = comment
+    return Path(path)
+
+
+def zip_infos(path):
+    with zipfile.ZipFile(path) as zf:
+        return zf.infolist()
+
+
+def zip_reference(path):
+    """(infolist, {id(info) -> bytes}) read with zipfile, every member by its own ZipInfo."""
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        data = {}
+        for info in infos:
+            if not info.is_dir():
+                data[id(info)] = zf.read(info)
+        return infos, data
+
+
+class Entry:
+    """One member as laid out in the file (all offsets absolute within the file)."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def __repr__(self):
+        return f"Entry({self.name!r}, local={self.local_off}, data={self.data_off})"
+
+
+def zip_layout(data):
+    """Parses the archive bytes (no prepended data) and returns a list of Entry with cd_off,
+    local_off, data_off, name (bytes), flags, method, crc, csize, usize."""
+    pos = None
+    for i in range(len(data) - 22, max(-1, len(data) - 22 - 65536), -1):
+        if data[i : i + 4] == b"PK\x05\x06":
+            clen = struct.unpack_from("<H", data, i + 20)[0]
+            if i + 22 + clen == len(data):
+                pos = i
+                break
+    assert pos is not None, "no end of central directory record"
+    cd_size, cd_off = struct.unpack_from("<II", data, pos + 12)
+    if pos >= 20 and data[pos - 20 : pos - 16] == b"PK\x06\x07":
+        z64 = struct.unpack_from("<Q", data, pos - 20 + 8)[0]
+        assert data[z64 : z64 + 4] == b"PK\x06\x06"
+        cd_size, cd_off = struct.unpack_from("<QQ", data, z64 + 40)
+    entries = []
+    p = cd_off
+    while p < cd_off + cd_size:
+        assert data[p : p + 4] == b"PK\x01\x02", f"bad central entry at {p}"
+        (flags, method, _t, _d, crc, csize, usize, nlen, xlen, clen, _disk, _ia, _ea,
+         local) = struct.unpack_from("<HHHHIIIHHHHHII", data, p + 8)
+        name = data[p + 46 : p + 46 + nlen]
+        extra = data[p + 46 + nlen : p + 46 + nlen + xlen]
+        need = [csize == 0xFFFFFFFF, usize == 0xFFFFFFFF, local == 0xFFFFFFFF]
+        if any(need):
+            i = 0
+            while i + 4 <= len(extra):
+                hid, n = struct.unpack_from("<HH", extra, i)
+                if hid == 1:
+                    vals = list(struct.unpack_from("<%dQ" % (n // 8), extra, i + 4))
+                    if need[1]:
+                        usize = vals.pop(0)
+                    if need[0]:
+                        csize = vals.pop(0)
+                    if need[2]:
+                        local = vals.pop(0)
+                    break
+                i += 4 + n
+        assert data[local : local + 4] == b"PK\x03\x04", f"bad local header at {local}"
+        lnlen, lxlen = struct.unpack_from("<HH", data, local + 26)
+        entries.append(Entry(cd_off=p, local_off=local, data_off=local + 30 + lnlen + lxlen,
+                             name=name, flags=flags, method=method, crc=crc, csize=csize,
+                             usize=usize))
+        p += 46 + nlen + xlen + clen
+    return entries
+
+
+def find_entry(entries, name):
+    if isinstance(name, str):
+        name = name.encode()
+    hits = [e for e in entries if e.name == name]
+    assert len(hits) == 1, f"{name!r}: {len(hits)} entries"
+    return hits[0]
+
+
+def patch_file(path, edits):
+    """edits: iterable of (offset, bytes)."""
+    with open(path, "r+b") as f:
+        for off, b in edits:
+            f.seek(off)
+            f.write(b)
+
+
+def set_flags_and_method(path, name, flags_or=0, method=None):
+    """Sets bits in the general purpose flags and/or the method, in both the local and the
+    central header of member name."""
+    data = Path(path).read_bytes()
+    e = find_entry(zip_layout(data), name)
+    edits = []
+    lflags, lmethod = struct.unpack_from("<HH", data, e.local_off + 6)
+    cflags, cmethod = struct.unpack_from("<HH", data, e.cd_off + 8)
+    edits.append((e.local_off + 6, struct.pack("<HH", lflags | flags_or,
+                                                lmethod if method is None else method)))
+    edits.append((e.cd_off + 8, struct.pack("<HH", cflags | flags_or,
+                                             cmethod if method is None else method)))
+    patch_file(path, edits)
+
+
+def set_central_crc(path, name, crc):
+    data = Path(path).read_bytes()
+    e = find_entry(zip_layout(data), name)
+    patch_file(path, [(e.cd_off + 16, struct.pack("<I", crc & 0xFFFFFFFF))])
+    return e.crc
+
+
+def set_central_sizes(path, name, csize, usize):
+    data = Path(path).read_bytes()
+    e = find_entry(zip_layout(data), name)
+    patch_file(path, [(e.cd_off + 20, struct.pack("<II", csize, usize))])
+
+
+def set_central_local_offset(path, name, offset):
+    data = Path(path).read_bytes()
+    e = find_entry(zip_layout(data), name)
+    patch_file(path, [(e.cd_off + 42, struct.pack("<I", offset))])
+
+
+def rename_member_bytes(path, old, new):
+    """Replaces member name old by new (same length, bytes) in both headers."""
+    assert len(old) == len(new)
+    data = bytearray(Path(path).read_bytes())
+    e = find_entry(zip_layout(bytes(data)), old)
+    for off in (e.local_off + 30, e.cd_off + 46):
+        assert data[off : off + len(old)] == old
+        data[off : off + len(old)] = new
+    Path(path).write_bytes(bytes(data))
+
+
+def corrupt_member_data(path, name, fraction=0.5, count=16):
+    """XORs count bytes of member name's stored (compressed) data with 0xFF, starting at
+    fraction of the way in. Returns the Entry."""
+    data = Path(path).read_bytes()
+    e = find_entry(zip_layout(data), name)
+    assert e.csize > count * 4, "member too small to corrupt in the middle"
+    at = e.data_off + int(e.csize * fraction)
+    chunk = bytes(b ^ 0xFF for b in data[at : at + count])
+    patch_file(path, [(at, chunk)])
+    return e
+
+
+def member_raw_data(path, name):
+    data = Path(path).read_bytes()
+    e = find_entry(zip_layout(data), name)
+    return data[e.data_off : e.data_off + e.csize], e
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+def read_file(path, bufsize=1 << 20):
+    out = bytearray()
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            b = f.read(bufsize)
+            if not b:
+                return bytes(out)
+            out += b
+
+
+def pread_all(fd, size, chunk):
+    out = bytearray()
+    off = 0
+    while True:
+        b = os.pread(fd, chunk, off)
+        if not b:
+            break
+        out += b
+        off += len(b)
+    assert off == size, f"read {off} bytes, expected {size}"
+    return bytes(out)
+
+
+def read_errno(path, bufsize=1 << 20):
+    """Reads path to the end; returns None when that works, else the errno of the failure."""
+    try:
+        read_file(path, bufsize)
+    except OSError as e:
+        return e.errno
+    return None
+
+
+EIO = errno.EIO
+EROFS = errno.EROFS
+
+
+def mode_bits(st):
+    return stat.S_IMODE(st.st_mode)
