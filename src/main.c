@@ -73,18 +73,26 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
     return 1;
 }
 
-/* Reroutes libfuse's own messages ("fuse: ...\n") into our one-line format. */
+/* Reroutes libfuse's own messages ("fuse: ...\n", sometimes written in several pieces) into
+ * our one-line format: pieces are gathered until the newline. Debug output passes through. */
 static void fuse_logger(enum fuse_log_level level, const char *fmt, va_list ap)
 {
-    char line[1024];
-    vsnprintf(line, sizeof line, fmt, ap);
+    static char line[1024];
+    static size_t used;
     if (level >= FUSE_LOG_DEBUG) {
-        fputs(line, stderr);
+        vfprintf(stderr, fmt, ap);
         return;
     }
-    line[strcspn(line, "\n")] = '\0';
-    const char *msg = strncmp(line, "fuse: ", 6) == 0 ? line + 6 : line;
-    log_error("%s", msg);
+    vsnprintf(line + used, sizeof line - used, fmt, ap);
+    used = strlen(line);
+    char *nl = strchr(line, '\n');
+    if (!nl && used < sizeof line - 1)
+        return;
+    if (nl)
+        *nl = '\0';
+    log_error("%s", strncmp(line, "fuse: ", 6) == 0 ? line + 6 : line);
+    used = 0;
+    line[0] = '\0';
 }
 
 /* Parses "123", "64k", "1M", "2G"; returns 0 or -EINVAL. */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -23,6 +24,8 @@ struct npz {
     const struct reader_ops **ops; /* per member */
     _Atomic(void *) *state;        /* per member, owned by its reader */
     atomic_bool *logged;           /* per member: failure already reported */
+    struct stat st;                /* the archive as opened, to notice changes */
+    atomic_bool changed;
 };
 
 int npz_open(const char *path, const struct npz_options *opt, struct npz **out, char *msg,
@@ -40,7 +43,11 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
         free(npz);
         return err;
     }
-    int rc = zip_open(npz->env.fd, &npz->zip, msg, msg_len);
+    int rc = fstat(npz->env.fd, &npz->st) < 0 ? -errno : 0;
+    if (rc == 0)
+        rc = zip_open(npz->env.fd, &npz->zip, msg, msg_len);
+    else
+        snprintf(msg, msg_len, "%s", strerror(-rc));
     if (rc < 0) {
         close(npz->env.fd);
         free(npz);
@@ -95,6 +102,23 @@ const struct ns *npz_ns(const struct npz *npz)
     return npz->ns;
 }
 
+/* The archive must not change while mounted; if it does (truncated or rewritten in place),
+ * every read fails rather than serve bytes of a different file. One fstat per read is cheap
+ * next to a FUSE round trip. */
+static bool archive_changed(struct npz *npz)
+{
+    struct stat st;
+    if (atomic_load_explicit(&npz->changed, memory_order_relaxed))
+        return true;
+    if (fstat(npz->env.fd, &st) == 0 && st.st_size == npz->st.st_size &&
+        st.st_mtim.tv_sec == npz->st.st_mtim.tv_sec &&
+        st.st_mtim.tv_nsec == npz->st.st_mtim.tv_nsec)
+        return false;
+    if (!atomic_exchange(&npz->changed, true))
+        log_error("archive changed while mounted: all reads now fail");
+    return true;
+}
+
 ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t off)
 {
     if (idx >= npz->zip.count)
@@ -104,6 +128,8 @@ ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t 
         return zm->err && off < zm->usize ? -EIO : 0;
     if (len > zm->usize - off)
         len = (size_t)(zm->usize - off);
+    if (archive_changed(npz))
+        return -EIO;
     struct reader_member m = {.idx = idx, .zm = zm, .state = &npz->state[idx]};
     ssize_t n = npz->ops[idx]->read(&npz->env, &m, buf, len, off);
     if (n < 0 && !atomic_exchange(&npz->logged[idx], true))

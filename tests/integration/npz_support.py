@@ -629,3 +629,108 @@ EROFS = errno.EROFS
 
 def mode_bits(st):
     return stat.S_IMODE(st.st_mode)
+
+
+# --------------------------------------------------------------------------------------------
+# test data
+
+STRUCT_DTYPE = np.dtype([("id", "<i4"), ("pos", ">f8", (3,)), ("name", "S7"), ("ok", "?")])
+
+
+def make_stored_arrays():
+    """Arrays covering the layouts np.load(mmap_mode='r') must handle (keys -> arrays)."""
+    rng = np.random.default_rng(20240601)
+    s = np.zeros(1000, dtype=STRUCT_DTYPE)
+    s["id"] = np.arange(1000)
+    s["pos"] = rng.standard_normal((1000, 3))
+    s["name"] = [b"n%05d" % i for i in range(1000)]
+    s["ok"] = rng.integers(0, 2, 1000).astype(bool)
+    arrays = {
+        "c_order": rng.standard_normal((300, 201)),
+        "f_order": np.asfortranarray(rng.standard_normal((123, 457)).astype(np.float32)),
+        "f_order_3d": np.asfortranarray(rng.integers(-9, 9, (7, 11, 13)).astype(np.int16)),
+        "structured": s,
+        "big_endian_i4": np.arange(-5000, 5000, dtype=">i4"),
+        "big_endian_f8": rng.standard_normal(777).astype(">f8"),
+        "zero_d": np.array(42.5),
+        "zero_d_int": np.array(-7, dtype=np.int64),
+        "empty": np.zeros((0, 5)),
+        "empty_1d_be": np.zeros(0, dtype=">u2"),
+        "empty_struct": np.zeros(0, dtype=STRUCT_DTYPE),
+        "bool_": rng.integers(0, 2, 4097).astype(bool),
+        "int8": rng.integers(-128, 128, 10001, dtype=np.int8),
+        "uint16": rng.integers(0, 2**16, (33, 65), dtype=np.uint16),
+        "uint64": rng.integers(0, 2**63, 999, dtype=np.uint64),
+        "float16": rng.standard_normal(3001).astype(np.float16),
+        "complex128": (rng.standard_normal(500) + 1j * rng.standard_normal(500)),
+        "datetime64": np.arange("2000-01-01", "2000-03-01", dtype="datetime64[h]"),
+        "unicode": np.array(["alpha", "βeta", "γάμμα", "", "delta-long-string"]),
+        "bytes_": np.array([b"ab", b"", b"xyz"]),
+        # ~3 MiB, not a multiple of the page size: the random pread target.
+        "medium": rng.integers(0, 2**31, 786_433, dtype=np.int32),
+        "a/b": np.arange(10),
+        "a/c/d": np.eye(4),
+        "deep/er/still/x": np.arange(6, dtype=np.uint8).reshape(2, 3),
+        "with space": np.ones(3),
+        "ünïcødé_key": np.full(5, 3, dtype=np.int32),
+    }
+    objects = np.empty(5, dtype=object)
+    objects[:] = ["text", 12345, (1, 2.5, "t"), None, {"k": [1, 2, 3]}]
+    arrays["objects"] = objects
+    return arrays
+
+
+# --------------------------------------------------------------------------------------------
+# what a mount of an archive should show
+
+
+class Reference:
+    """What zipfile says about an archive, arranged as the mount should show it."""
+
+    def __init__(self, archive, infos=None, data=None):
+        if infos is None:
+            infos, data = zip_reference(archive)
+        self.archive = Path(archive)
+        self.infos = infos
+        self._data = data  # id(info) -> bytes
+        self.tree = expected_tree(infos)
+
+    def files(self):
+        return sorted(p for p, n in self.tree.items() if n.kind == "file")
+
+    def dirs(self):
+        return sorted(p for p, n in self.tree.items() if n.kind == "dir")
+
+    def kinds(self):
+        return {p: n.kind for p, n in self.tree.items()}
+
+    def data(self, path):
+        return self._data[id(self.tree[path].info)]
+
+    def info(self, path):
+        return self.tree[path].info
+
+
+def check_mount(mnt, ref, contents=True, modes=True, mtimes=True, skip=()):
+    """Asserts that the mount shows exactly ref: paths, kinds, sizes, bytes, modes, mtimes.
+    Paths in skip are listed and sized but not read."""
+    assert walk_mount(mnt) == ref.kinds()
+    for p in ref.files():
+        info = ref.info(p)
+        st = os.stat(os.path.join(mnt, p))
+        assert stat.S_ISREG(st.st_mode), p
+        assert st.st_size == info.file_size, p
+        if modes:
+            assert mode_bits(st) == expected_mode(info, False), (p, oct(st.st_mode))
+        if mtimes:
+            assert int(st.st_mtime) == expected_mtime(info), p
+        if contents and p not in skip:
+            assert read_file(os.path.join(mnt, p)) == ref.data(p), p
+    for p in ref.dirs():
+        st = os.stat(os.path.join(mnt, p))
+        assert stat.S_ISDIR(st.st_mode), p
+        node = ref.tree[p]
+        if modes:
+            assert mode_bits(st) == expected_mode(node.info, True), (p, oct(st.st_mode))
+        if mtimes and node.info is not None:
+            assert int(st.st_mtime) == expected_mtime(node.info), p
