@@ -30,7 +30,7 @@ B         := build
 BA        := build-asan
 SANITIZE  := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-.PHONY: all check check-unit check-asan check-integration demo bench fuzz install uninstall \
+.PHONY: all check check-unit check-asan check-tsan check-integration demo bench fuzz install uninstall \
         clean deps
 all: npzmount
 
@@ -60,6 +60,19 @@ $(BA)/unit_%: tests/unit/%.c tests/unit/*.h $(BA)/libnpzcore.a
 UNITS      = $(UNIT_SRC:tests/unit/%.c=$(B)/unit_%)
 UNITS_ASAN = $(UNIT_SRC:tests/unit/%.c=$(BA)/unit_%)
 
+# ThreadSanitizer build of the core and a many-reader stress run over it.
+BT        := build-tsan
+$(BT)/%.o: src/%.c src/*.h | $(BT)
+	$(CC) $(ALL_CFLAGS) -O1 -fsanitize=thread -c $< -o $@
+$(BT):
+	mkdir -p $@
+$(BT)/stress: tests/stress/stress.c $(CORE_SRC:src/%.c=$(BT)/%.o)
+	$(CC) $(ALL_CFLAGS) -O1 -fsanitize=thread -Isrc $(LDFLAGS) -o $@ $^ $(LIBS)
+
+check-tsan: $(BT)/stress
+	$(PYTHON) tests/stress/make_archive.py $(BT)/stress.zip 16
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 $(BT)/stress $(BT)/stress.zip 16 300
+
 deps:
 	@scripts/install-deps
 
@@ -67,6 +80,7 @@ check: deps
 	$(MAKE) all
 	$(MAKE) check-unit
 	$(MAKE) check-asan
+	$(MAKE) check-tsan
 	$(MAKE) check-integration
 
 check-unit: $(UNITS)
@@ -94,4 +108,4 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/npzmount $(DESTDIR)$(MANDIR)/man1/npzmount.1
 
 clean:
-	rm -rf $(B) $(BA) npzmount build-fuzz
+	rm -rf $(B) $(BA) $(BT) npzmount build-fuzz

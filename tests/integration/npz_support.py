@@ -734,3 +734,91 @@ def check_mount(mnt, ref, contents=True, modes=True, mtimes=True, skip=()):
             assert mode_bits(st) == expected_mode(node.info, True), (p, oct(st.st_mode))
         if mtimes and node.info is not None:
             assert int(st.st_mtime) == expected_mtime(node.info), p
+
+
+def set_central_attrs(path, name, create_system=None, external_attr=None):
+    """Patches 'version made by' (its high byte: the host system) and/or the external
+    attributes of member name in the central directory."""
+    data = Path(path).read_bytes()
+    e = find_entry(zip_layout(data), name)
+    edits = []
+    if create_system is not None:
+        edits.append((e.cd_off + 5, bytes([create_system])))
+    if external_attr is not None:
+        edits.append((e.cd_off + 38, struct.pack("<I", external_attr)))
+    patch_file(path, edits)
+
+
+def add_archive_comment(path, comment):
+    """Appends comment to the archive's end record (which must have none yet)."""
+    data = Path(path).read_bytes()
+    pos = data.rindex(b"PK\x05\x06")
+    assert pos + 22 == len(data), "the archive already has a comment"
+    data = data[: pos + 20] + struct.pack("<H", len(comment)) + comment
+    Path(path).write_bytes(data)
+
+
+def to_zip64_end(src, dst):
+    """Rewrites an archive so that it ends with a ZIP64 end record + locator and a classic end
+    record whose fields are all saturated (the ZIP64 record holds the real values)."""
+    data = Path(src).read_bytes()
+    pos = data.rindex(b"PK\x05\x06")
+    assert pos + 22 == len(data)
+    _sig, _d, _cd, _n, total, cd_size, cd_off, _c = struct.unpack_from("<IHHHHIIH", data, pos)
+    body = data[:pos]
+    z64_off = len(body)
+    z64 = struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 0x031E, 45, 0, 0, total, total,
+                      cd_size, cd_off)
+    loc = struct.pack("<IIQI", 0x07064B50, 0, z64_off, 1)
+    eocd = struct.pack("<IHHHHIIH", 0x06054B50, 0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF,
+                       0xFFFFFFFF, 0xFFFFFFFF, 0)
+    Path(dst).write_bytes(body + z64 + loc + eocd)
+    return Path(dst)
+
+
+INFOZIP_TREE = {
+    # path -> (mode, array); directories: path ending in '/' -> mode
+    "a.npy": (0o640, lambda: np.arange(1000, dtype=np.int32)),
+    "c.npy": (0o444, lambda: np.linspace(0, 1, 333)),
+    "sub/": 0o750,
+    "sub/b.npy": (0o755, lambda: np.eye(20, dtype=np.float32)),
+    "sub/empty/": 0o700,
+    "sub/deeper/": 0o755,
+    "sub/deeper/d.npy": (0o600, lambda: np.arange(5000, dtype=">i8").reshape(50, 100)),
+}
+INFOZIP_MTIME = 1622548800  # 2021-06-01 12:00:00 UTC: an even second
+
+
+def make_infozip_tree(root):
+    """Writes INFOZIP_TREE under root with its modes and an even-second mtime everywhere."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for p, spec in INFOZIP_TREE.items():
+        if p.endswith("/"):
+            (root / p).mkdir(parents=True, exist_ok=True)
+    for p, spec in INFOZIP_TREE.items():
+        if not p.endswith("/"):
+            mode, make = spec
+            np.save(root / p, make())
+            os.chmod(root / p, mode)
+            os.utime(root / p, (INFOZIP_MTIME, INFOZIP_MTIME))
+    for p, spec in sorted(INFOZIP_TREE.items(), reverse=True):
+        if p.endswith("/"):
+            os.chmod(root / p, spec)
+            os.utime(root / p, (INFOZIP_MTIME, INFOZIP_MTIME))
+    return root
+
+
+def infozip(tree, out, *flags, pipe=False):
+    """Runs Info-ZIP zip -r inside tree. With pipe=True the archive is written to a pipe (so
+    zip cannot seek: data descriptors)."""
+    out = Path(out).resolve()
+    if pipe:
+        with open(out, "wb") as f:
+            p = subprocess.run(["zip", "-q", "-r", *flags, "-", "."], cwd=tree,
+                               stdout=subprocess.PIPE, check=True, timeout=120)
+            f.write(p.stdout)
+    else:
+        subprocess.run(["zip", "-q", "-r", *flags, str(out), "."], cwd=tree, check=True,
+                       timeout=120)
+    return out

@@ -1,0 +1,24 @@
+"""Writes the archive tests/stress/stress.c reads: member mNN.bin holds pattern(NN, j) at
+offset j (the same formula as in stress.c), half stored, half deflated, sizes 0..~3 MiB."""
+import sys
+import zipfile
+
+import numpy as np
+
+
+def pattern(i, n):
+    j = np.arange(n, dtype=np.uint64)
+    v = (j // 7 * np.uint64(2654435761) + np.uint64(i * 97)) >> np.uint64(11)
+    return (v & np.uint64(0xFF)).astype(np.uint8).tobytes()
+
+
+def main(path, count):
+    with zipfile.ZipFile(path, "w") as z:
+        for i in range(count):
+            n = (i * 370_001) % (3 << 20)
+            method = zipfile.ZIP_DEFLATED if i % 2 else zipfile.ZIP_STORED
+            z.writestr(zipfile.ZipInfo(f"m{i:02d}.bin"), pattern(i, n), compress_type=method)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 16)
