@@ -189,8 +189,19 @@ static uint32_t copy_name(char *dst, const unsigned char *src, uint32_t n, bool 
     return o;
 }
 
-static int64_t dos_time(uint16_t time, uint16_t date)
+/* The last DOS timestamp converted: mktime is slow (it rereads the zone), and archives repeat
+ * one timestamp (numpy writes 1980-01-01 for all). */
+struct time_memo {
+    uint32_t key;
+    int64_t value;
+};
+
+/* DOS time as local time. */
+static int64_t dos_time(uint16_t time, uint16_t date, struct time_memo *memo)
 {
+    uint32_t key = (uint32_t)date << 16 | time;
+    if (key == memo->key)
+        return memo->value;
     struct tm tm = {
         .tm_year = 80 + (date >> 9),
         .tm_mon = ((date >> 5) & 15) - 1,
@@ -201,7 +212,9 @@ static int64_t dos_time(uint16_t time, uint16_t date)
         .tm_isdst = -1,
     };
     time_t t = mktime(&tm);
-    return t == (time_t)-1 ? 0 : (int64_t)t;
+    memo->key = key;
+    memo->value = t == (time_t)-1 ? 0 : (int64_t)t;
+    return memo->value;
 }
 
 static void member_error(struct zip_member *m, int err, const char *why)
@@ -250,16 +263,11 @@ static void parse_central_extra(struct zip_member *m, const unsigned char *x, ui
         member_error(m, -EIO, "ZIP64 extra field missing or too short");
 }
 
-static int parse_central(const unsigned char *cd, uint64_t cd_size, uint64_t count_hint,
-                         struct zip_archive *za, char *msg, size_t len)
+/* First pass: checks the framing of every entry, and counts entries and the name bytes they
+ * will need (CP437 names can grow to 3 bytes per character in UTF-8). */
+static int measure_central(const unsigned char *cd, uint64_t cd_size, uint64_t *count,
+                           uint64_t *pool_bytes, char *msg, size_t len)
 {
-    /* Names can grow 3x when converted from CP437; the pool is sized for the worst case. */
-    uint64_t cap = count_hint < cd_size / CENTRAL_LEN ? count_hint : cd_size / CENTRAL_LEN;
-    za->members = calloc(cap ? cap : 1, sizeof *za->members);
-    za->name_pool = malloc(cd_size * 3 + 1);
-    if (!za->members || !za->name_pool)
-        return fail(msg, len, -ENOMEM, "out of memory");
-
     uint64_t pos = 0, n = 0, pool = 0;
     while (pos < cd_size) {
         const unsigned char *e = cd + pos;
@@ -271,19 +279,37 @@ static int parse_central(const unsigned char *cd, uint64_t cd_size, uint64_t cou
         if (elen > cd_size - pos)
             return fail(msg, len, -EINVAL, "corrupt central directory (entry %llu truncated)",
                         (unsigned long long)n);
-        if (n == cap) {
-            uint64_t ncap = cap * 2 + 16;
-            struct zip_member *grown = realloc(za->members, ncap * sizeof *grown);
-            if (!grown)
-                return fail(msg, len, -ENOMEM, "out of memory");
-            memset(grown + cap, 0, (ncap - cap) * sizeof *grown);
-            za->members = grown;
-            cap = ncap;
-        }
+        pool += (le16(e + 8) & ZIP_FLAG_UTF8 ? nlen : 3 * (uint64_t)nlen) + 1;
+        n++;
+        pos += elen;
+    }
+    *count = n;
+    *pool_bytes = pool;
+    return 0;
+}
+
+/* Second pass, over framing measure_central has checked: fills the member table. */
+static int parse_central(const unsigned char *cd, uint64_t cd_size, struct zip_archive *za,
+                         char *msg, size_t len)
+{
+    uint64_t count = 0, pool_bytes = 0;
+    struct time_memo memo = {.key = UINT32_MAX};
+    int rc = measure_central(cd, cd_size, &count, &pool_bytes, msg, len);
+    if (rc < 0)
+        return rc;
+    za->members = calloc(count ? count : 1, sizeof *za->members);
+    za->name_pool = malloc(pool_bytes ? pool_bytes : 1);
+    if (!za->members || !za->name_pool)
+        return fail(msg, len, -ENOMEM, "out of memory");
+
+    uint64_t pos = 0, pool = 0;
+    for (uint64_t n = 0; n < count; n++) {
+        const unsigned char *e = cd + pos;
+        uint32_t nlen = le16(e + 28), xlen = le16(e + 30), clen = le16(e + 32);
         struct zip_member *m = &za->members[n];
         m->flags = le16(e + 8);
         m->method = le16(e + 10);
-        m->mtime = dos_time(le16(e + 12), le16(e + 14));
+        m->mtime = dos_time(le16(e + 12), le16(e + 14), &memo);
         m->crc32 = le32(e + 16);
         m->csize = le32(e + 20);
         m->usize = le32(e + 24);
@@ -299,10 +325,9 @@ static int parse_central(const unsigned char *cd, uint64_t cd_size, uint64_t cou
                             m->csize == 0xFFFFFFFFu, m->header_off == 0xFFFFFFFFu);
         if (disk != 0 && disk != 0xFFFF)
             member_error(m, -EIO, "member lives on another disk");
-        n++;
-        pos += elen;
+        pos += CENTRAL_LEN + (uint64_t)nlen + xlen + clen;
     }
-    za->count = n;
+    za->count = count;
     return 0;
 }
 
@@ -393,7 +418,7 @@ int zip_open(int fd, struct zip_archive *za, char *msg, size_t len)
     if (rc < 0)
         rc = fail(msg, len, rc, "cannot read the central directory: %s", strerror(-rc));
     else
-        rc = parse_central(buf, cd.size, cd.count, za, msg, len);
+        rc = parse_central(buf, cd.size, za, msg, len);
     free(buf);
     if (rc < 0) {
         zip_close(za);
