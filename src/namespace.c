@@ -112,6 +112,8 @@ static bool next_component(const char **p, const char *end, char *out, size_t ro
             len = max;
             while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
                 len--;
+            if (len == 0) /* no character boundary at all: cut the bytes as they are */
+                len = max;
         }
         for (size_t i = 0; i < len; i++)
             out[i] = s[i] ? s[i] : '_';
@@ -148,20 +150,27 @@ static uint64_t walk_dirs(struct ns *ns, const struct zip_member *m, char *leaf)
     return dir;
 }
 
-static int add_file(struct ns *ns, uint64_t dir, const char *leaf, uint64_t member)
+/* Names the file base (or "_") in dir if that path is free; returns 1 if it did, 0 if the
+ * path is taken, -ENOMEM. */
+static int add_plain(struct ns *ns, uint64_t dir, const char *leaf, uint64_t member)
+{
+    const char *base = leaf[0] ? leaf : "_";
+    if (ns_lookup(ns, dir, base) != 0)
+        return 0;
+    return add_node(ns, dir, base, false, member) ? 1 : -ENOMEM;
+}
+
+/* Names a file whose path was taken "base~N", with the first N whose path is free. */
+static int add_renamed(struct ns *ns, uint64_t dir, const char *leaf, uint64_t member)
 {
     char name[NAME_MAX_BYTES + SUFFIX_ROOM + 1]; /* base is at most 255 - SUFFIX_ROOM */
     const char *base = leaf[0] ? leaf : "_";
-    snprintf(name, sizeof name, "%s", base);
-    uint64_t owner = ns_lookup(ns, dir, name);
-    if (owner != 0) {
-        /* The holder of the plain name remembers how far its ~N suffixes went, so that many
-         * duplicates cost linear time, not quadratic. */
-        uint64_t *k = &ns->next_suffix[owner - 1];
-        do
-            snprintf(name, sizeof name, "%s~%llu", base, (unsigned long long)(*k)++);
-        while (ns_lookup(ns, dir, name) != 0);
-    }
+    /* The holder of the plain name remembers how far its ~N suffixes went, so that many
+     * duplicates cost linear time, not quadratic. */
+    uint64_t *k = &ns->next_suffix[ns_lookup(ns, dir, base) - 1];
+    do
+        snprintf(name, sizeof name, "%s~%llu", base, (unsigned long long)(*k)++);
+    while (ns_lookup(ns, dir, name) != 0);
     return add_node(ns, dir, name, false, member) ? 0 : -ENOMEM;
 }
 
@@ -186,6 +195,9 @@ static int link_children(struct ns *ns)
     return 0;
 }
 
+/* Three passes: directories first, so no file takes a name a directory needs; then every file
+ * that can keep its own path, latest first, so the last duplicate wins; then the others get
+ * suffixes, which therefore never take a path some member has by its own name. */
 static int build(struct ns *ns, const struct zip_archive *za)
 {
     char leaf[NAME_MAX_BYTES + 1];
@@ -196,14 +208,25 @@ static int build(struct ns *ns, const struct zip_archive *za)
         if (za->members[i].is_dir && dir != NS_ROOT)
             ns->nodes[dir - 1].member = i;
     }
-    for (uint64_t i = za->count; i-- > 0;) {
+    bool *renamed = calloc(za->count ? za->count : 1, sizeof *renamed);
+    if (!renamed)
+        return -ENOMEM;
+    int rc = 0;
+    for (uint64_t i = za->count; rc >= 0 && i-- > 0;) {
         if (za->members[i].is_dir)
             continue;
         uint64_t dir = walk_dirs(ns, &za->members[i], leaf);
-        if (dir == 0 || add_file(ns, dir, leaf, i) < 0)
-            return -ENOMEM;
+        rc = dir == 0 ? -ENOMEM : add_plain(ns, dir, leaf, i);
+        renamed[i] = rc == 0;
     }
-    return link_children(ns);
+    for (uint64_t i = za->count; rc >= 0 && i-- > 0;) {
+        if (!renamed[i])
+            continue;
+        uint64_t dir = walk_dirs(ns, &za->members[i], leaf);
+        rc = dir == 0 ? -ENOMEM : add_renamed(ns, dir, leaf, i);
+    }
+    free(renamed);
+    return rc < 0 ? rc : link_children(ns);
 }
 
 int ns_build(const struct zip_archive *za, struct ns **out)

@@ -344,7 +344,8 @@ static void check_method(struct zip_member *m)
 }
 
 /* Reads the local header: data starts after ITS name and extra, which may differ from the
- * central ones. The data range must end before the central directory. */
+ * central ones. The data range must end before the central directory. data_off stays 0 when
+ * there is no local header to be found. */
 static void resolve_data(int fd, struct zip_member *m, uint64_t limit)
 {
     unsigned char h[LOCAL_LEN];
@@ -370,23 +371,25 @@ static int by_header_off(const void *a, const void *b)
     return x < y ? -1 : x > y; /* stable: central directory order */
 }
 
-/* Flags members whose data runs into the next member's local header (overlapping entries
- * are how zip bombs are built). Entries sharing one header: all but the last are flagged. */
+/* Flags members whose data runs into the next real local header (overlapping entries are how
+ * zip bombs are built). Entries whose own header is missing say nothing about their
+ * neighbours. Entries sharing one header: all but the last are flagged. */
 static int check_overlaps(struct zip_archive *za)
 {
-    if (za->count < 2)
-        return 0;
-    struct zip_member **order = malloc(za->count * sizeof *order);
+    struct zip_member **order = malloc((za->count ? za->count : 1) * sizeof *order);
     if (!order)
         return -ENOMEM;
     for (uint64_t i = 0; i < za->count; i++)
         order[i] = &za->members[i];
     qsort(order, za->count, sizeof *order, by_header_off);
-    for (uint64_t i = 0; i + 1 < za->count; i++) {
-        struct zip_member *m = order[i], *next = order[i + 1];
-        uint64_t end = m->err ? m->header_off + LOCAL_LEN : m->data_off + m->csize;
-        if (next->header_off < end)
+    uint64_t next_header = UINT64_MAX;
+    for (uint64_t i = za->count; i-- > 0;) {
+        struct zip_member *m = order[i];
+        if (m->data_off == 0)
+            continue;
+        if (next_header < m->data_off + m->csize)
             member_error(m, -EIO, "member data overlaps another member");
+        next_header = m->header_off;
     }
     free(order);
     return 0;

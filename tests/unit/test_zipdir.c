@@ -225,9 +225,9 @@ static void check_member(const char *cname, int fd, uint64_t i, const struct zip
                          (int64_t)e->v[f]);
         else
             check_report(got[f] == e->v[f], __FILE__, __LINE__,
-                         "%s: got %" PRIu64 ", want %" PRIu64 "%s%s", field_names[f], got[f],
+                         "%s: got %" PRIu64 ", want %" PRIu64 "%s%s%s", field_names[f], got[f],
                          e->v[f], m->err ? " (member flagged: " : "",
-                         m->err ? (m->why ? m->why : "no reason") : "");
+                         m->err ? (m->why ? m->why : "no reason") : "", m->err ? ")" : "");
     }
     if (m->err) {
         CHECK(m->err < 0);
