@@ -346,13 +346,15 @@ static int extend_one(struct zindex *zi, const struct point *p, uint64_t k, zind
                         : used == limit ? "member longer than its declared size"
                                         : "corrupt deflate data");
     }
-    zi->crc = (uint32_t)crc32(zi->crc, buf, (uInt)used);
+    /* The running CRC moves only once the chunk is accounted for: after a failed (ENOMEM)
+     * checkpoint the same chunk is decoded again. */
+    uint32_t crc = (uint32_t)crc32(zi->crc, buf, (uInt)used);
     if (ended) {
         if (d->out != zi->src.usize) {
             free(buf);
             return fail(zi, "member shorter than its declared size");
         }
-        if (zi->crc != zi->src.crc32) {
+        if (crc != zi->src.crc32) {
             free(buf);
             return fail(zi, "CRC-32 mismatch");
         }
@@ -363,6 +365,7 @@ static int extend_one(struct zindex *zi, const struct point *p, uint64_t k, zind
         free(buf);
         return rc;
     }
+    zi->crc = crc;
     sink(ctx, k, buf, used);
     return 0;
 }
