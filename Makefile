@@ -30,7 +30,7 @@ B         := build
 BA        := build-asan
 SANITIZE  := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-.PHONY: all check check-unit check-asan check-tsan check-integration demo bench fuzz install uninstall \
+.PHONY: all check check-unit check-asan check-tsan check-integration-asan check-integration demo bench fuzz install uninstall \
         clean deps
 all: npzmount
 
@@ -82,6 +82,7 @@ check: deps
 	$(MAKE) check-asan
 	$(MAKE) check-tsan
 	$(MAKE) check-integration
+	$(MAKE) check-integration-asan
 
 check-unit: $(UNITS)
 	@tests/run-unit $(UNITS)
@@ -90,8 +91,20 @@ check-asan: $(UNITS_ASAN) $(BA)/npzmount
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    tests/run-unit $(UNITS_ASAN)
 
-check-integration: npzmount $(BA)/npzmount
-	NPZMOUNT=$(CURDIR)/npzmount $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+PYTEST = $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+check-integration: npzmount
+	NPZMOUNT=$(CURDIR)/npzmount $(PYTEST)
+
+# The same suite against a daemon built with ASan/UBSan. The daemon's stderr is gone once it
+# detaches, so sanitizer reports go to files, and any such file fails the run.
+SAN_LOG = $(CURDIR)/$(BA)/daemon-report
+check-integration-asan: $(BA)/npzmount
+	rm -f $(SAN_LOG).*
+	NPZMOUNT=$(CURDIR)/$(BA)/npzmount \
+	ASAN_OPTIONS=log_path=$(SAN_LOG):detect_leaks=1 \
+	UBSAN_OPTIONS=log_path=$(SAN_LOG):print_stacktrace=1:halt_on_error=1 $(PYTEST)
+	@if ls $(SAN_LOG).* >/dev/null 2>&1; then cat $(SAN_LOG).*; exit 1; fi
 
 demo: deps all
 	@scripts/demo

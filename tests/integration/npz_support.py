@@ -280,6 +280,8 @@ def name_components(raw):
             n = COMPONENT_MAX
             while n > 0 and (c[n] & 0xC0) == 0x80:
                 n -= 1
+            if n == 0:  # no character boundary at all: cut the bytes as they are
+                n = COMPONENT_MAX
             c = c[:n]
         comps.append(c.replace(b"\0", b"_"))
     return comps
@@ -306,8 +308,10 @@ class Node:
 
 def expected_tree(infos):
     """Maps every path of the mount (relative, str, '/'-separated) to a Node, following the
-    rule of src/namespace.h: directories first; then files in reverse archive order, a taken
-    name getting ~N suffixes counted by the holder of the plain name."""
+    rule of src/namespace.h: directories first; then every file that can keep its own path,
+    latest first (the last duplicate wins); then the others, latest first, get the first free
+    ~N suffix, counted by the holder of the plain name, so a suffix never takes a path that
+    some member has by its own name."""
     nodes = {(): Node("dir")}
 
     def ensure_dirs(comps):
@@ -328,24 +332,31 @@ def expected_tree(infos):
                 nodes[d].index = i
         else:
             ensure_dirs(comps[:-1])
+
+    def plain_key(info):
+        comps = name_components(raw_name(info))
+        return tuple(comps[:-1]), (comps[-1] if comps else b"_")
+
+    renamed = []
     for i in range(len(infos) - 1, -1, -1):
         info = infos[i]
-        raw = raw_name(info)
-        if raw.endswith(b"/"):
+        if raw_name(info).endswith(b"/"):
             continue
-        comps = name_components(raw)
-        parent = tuple(comps[:-1])
-        base = comps[-1] if comps else b"_"
-        key = parent + (base,)
-        if key in nodes:
-            owner = nodes[key]
-            while True:
-                cand = parent + (base + b"~%d" % owner.next_suffix,)
-                owner.next_suffix += 1
-                if cand not in nodes:
-                    key = cand
-                    break
-        nodes[key] = Node("file", info, i)
+        parent, base = plain_key(info)
+        if parent + (base,) in nodes:
+            renamed.append(i)
+        else:
+            nodes[parent + (base,)] = Node("file", info, i)
+    for i in renamed:
+        info = infos[i]
+        parent, base = plain_key(info)
+        owner = nodes[parent + (base,)]
+        while True:
+            cand = parent + (base + b"~%d" % owner.next_suffix,)
+            owner.next_suffix += 1
+            if cand not in nodes:
+                break
+        nodes[cand] = Node("file", info, i)
     return {"/".join(os.fsdecode(c) for c in k): v for k, v in nodes.items() if k}
 
 
@@ -403,10 +414,16 @@ def recorded_mode(info):
 
 
 def expected_mode(info, is_dir):
-    mode = recorded_mode(info) if info is not None else 0
-    if mode:
-        return mode & 0o777 & ~0o222
-    return 0o555 if is_dir else 0o444
+    """Permission bits: those a Unix writer recorded with the write bits cleared, else 0444
+    for files and 0555 for directories. A directory that is readable is also searchable
+    (r implies x), or its recorded 0600 would make it unusable."""
+    mode = recorded_mode(info) & 0o777 if info is not None else 0
+    if not mode:
+        return 0o555 if is_dir else 0o444
+    mode &= 0o555
+    if is_dir:
+        mode |= (mode & 0o444) >> 2
+    return mode
 
 
 # --------------------------------------------------------------------------------------------
@@ -720,6 +737,7 @@ def check_mount(mnt, ref, contents=True, modes=True, mtimes=True, skip=()):
         st = os.stat(os.path.join(mnt, p))
         assert stat.S_ISREG(st.st_mode), p
         assert st.st_size == info.file_size, p
+        assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid()), p
         if modes:
             assert mode_bits(st) == expected_mode(info, False), (p, oct(st.st_mode))
         if mtimes:
@@ -732,8 +750,11 @@ def check_mount(mnt, ref, contents=True, modes=True, mtimes=True, skip=()):
         node = ref.tree[p]
         if modes:
             assert mode_bits(st) == expected_mode(node.info, True), (p, oct(st.st_mode))
-        if mtimes and node.info is not None:
-            assert int(st.st_mtime) == expected_mtime(node.info), p
+        if mtimes:
+            # directories without an entry of their own take the archive's time
+            want = (expected_mtime(node.info) if node.info is not None
+                    else int(os.stat(ref.archive).st_mtime))
+            assert int(st.st_mtime) == want, p
 
 
 def set_central_attrs(path, name, create_system=None, external_attr=None):
@@ -822,3 +843,57 @@ def infozip(tree, out, *flags, pipe=False):
         subprocess.run(["zip", "-q", "-r", *flags, str(out), "."], cwd=tree, check=True,
                        timeout=120)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# memory mappings
+
+
+def run_in_child(fn, *args):
+    """Runs fn(*args) in a forked child and fails (AssertionError) when it fails.
+
+    Touching a memory mapping whose FUSE read fails raises SIGBUS, which would kill pytest
+    itself (leaving mounts behind); in a child it only fails the test that did it."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 0
+        try:
+            os.close(r)
+            fn(*args)
+        except BaseException:
+            import traceback
+
+            code = 1
+            with contextlib.suppress(Exception):
+                os.write(w, traceback.format_exc().encode("utf-8", "replace")[-60000:])
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        msg = f.read().decode("utf-8", "replace")
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        hint = (" (SIGBUS: a read through the memory mapping failed, i.e. the FUSE read "
+                "returned an error)" if sig == signal.SIGBUS else "")
+        raise AssertionError(f"the checking child died of signal {signal.Signals(sig).name}"
+                             f"{hint}")
+    if os.WEXITSTATUS(status) != 0:
+        raise AssertionError("failed in the checking child:\n" + msg)
+
+
+def check_mmap_equal(path, want, check_layout=True):
+    """np.load(path, mmap_mode='r') equals want (run it through run_in_child)."""
+    got = np.load(path, mmap_mode="r")
+    try:
+        assert isinstance(got, np.memmap), type(got)
+        assert got.dtype == want.dtype, (got.dtype, want.dtype)
+        assert got.shape == want.shape, (got.shape, want.shape)
+        if check_layout:
+            assert got.flags.f_contiguous == want.flags.f_contiguous
+            assert got.flags.c_contiguous == want.flags.c_contiguous
+        assert np.array_equal(got, want)
+        assert got.tobytes(order="A") == want.tobytes(order="A")
+    finally:
+        del got

@@ -138,17 +138,7 @@ def test_small_and_odd_read_sizes(mnt, ref):
 def test_np_load_mmap_equals_numpy(mnt, stored_npz, key):
     with np.load(stored_npz) as z:
         want = z[key]
-    got = np.load(mnt / f"{key}.npy", mmap_mode="r")
-    try:
-        assert isinstance(got, np.memmap)
-        assert got.dtype == want.dtype
-        assert got.shape == want.shape
-        assert got.flags.f_contiguous == want.flags.f_contiguous
-        assert got.flags.c_contiguous == want.flags.c_contiguous
-        assert np.array_equal(got, want)
-        assert got.tobytes(order="A") == want.tobytes(order="A")
-    finally:
-        del got  # close the mapping so that the mount can be unmounted
+    S.run_in_child(S.check_mmap_equal, mnt / f"{key}.npy", want)
 
 
 def test_np_load_object_array_with_pickle(mnt, stored_npz, stored_arrays):
@@ -325,8 +315,9 @@ def test_big_member_mmap(big_mnt, big_npz):
         want = z["big"]
         after = z["after"]
     assert os.stat(big_mnt / "big.npy").st_size == want.nbytes + 128
-    got = np.load(big_mnt / "big.npy", mmap_mode="r")
-    try:
+
+    def check():
+        got = np.load(big_mnt / "big.npy", mmap_mode="r")
         assert isinstance(got, np.memmap)
         assert got.shape == want.shape and got.dtype == want.dtype
         # the far end first, then a few spots, then everything
@@ -334,8 +325,8 @@ def test_big_member_mmap(big_mnt, big_npz):
         for i in (0, 1, 4095, 1 << 20, (1 << 22) + 3, len(want) - 1):
             assert got[i] == want[i], i
         assert np.array_equal(got, want)
-    finally:
-        del got
+
+    S.run_in_child(check)
     assert np.array_equal(np.load(big_mnt / "after.npy"), after)
 
 
