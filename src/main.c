@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -246,6 +247,10 @@ int main(int argc, char **argv)
     char msg[512];
     int status = 2;
 
+    /* Decoded chunks are large and short-lived; a fixed threshold keeps them in mmap'd memory
+     * that goes back to the system on free, instead of glibc raising the threshold and keeping
+     * freed chunks in per-thread arenas beyond the cache bound. */
+    mallopt(M_MMAP_THRESHOLD, 128 << 10);
     fuse_set_log_func(fuse_logger);
     if (fuse_opt_parse(&args, &cfg, opt_spec, opt_proc) != 0)
         goto out;
