@@ -36,7 +36,7 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
         snprintf(msg, msg_len, "out of memory");
         return -ENOMEM;
     }
-    npz->env.fd = open(path, O_RDONLY | O_CLOEXEC);
+    npz->env.fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not hang us */
     if (npz->env.fd < 0) {
         int err = -errno;
         snprintf(msg, msg_len, "%s", strerror(errno));

@@ -343,21 +343,43 @@ static void check_method(struct zip_member *m)
         member_error(m, -EIO, "stored member with differing sizes");
 }
 
+/* Room to read a local header with the longest name, and to convert that name. */
+struct local_scratch {
+    unsigned char raw[LOCAL_LEN + 65535];
+    char name[3 * 65535 + 1];
+};
+
 /* Reads the local header: data starts after ITS name and extra, which may differ from the
- * central ones. The data range must end before the central directory. data_off stays 0 when
- * there is no local header to be found. */
-static void resolve_data(int fd, struct zip_member *m, uint64_t limit)
+ * central ones. The local name must match the central one (else the offset is suspect), and
+ * the data range must end before the central directory. data_off stays 0 when there is no
+ * local header to be found. */
+static void resolve_data(int fd, struct zip_member *m, uint64_t limit, struct local_scratch *s)
 {
-    unsigned char h[LOCAL_LEN];
     if (m->header_off > limit || limit - m->header_off < LOCAL_LEN) {
         member_error(m, -EIO, "local header outside the archive");
         return;
     }
-    if (io_read_exact(fd, h, sizeof h, m->header_off) < 0 || le32(h) != SIG_LOCAL) {
+    /* One read covers the header and any name up to 1 KiB. */
+    uint64_t avail = limit - m->header_off;
+    size_t got = avail < LOCAL_LEN + 1024 ? (size_t)avail : LOCAL_LEN + 1024;
+    if (io_read_exact(fd, s->raw, got, m->header_off) < 0 || le32(s->raw) != SIG_LOCAL) {
         member_error(m, -EIO, "bad local header signature");
         return;
     }
-    m->data_off = m->header_off + LOCAL_LEN + le16(h + 26) + le16(h + 28);
+    uint32_t nlen = le16(s->raw + 26);
+    if (LOCAL_LEN + nlen > avail ||
+        (LOCAL_LEN + nlen > got && io_read_exact(fd, s->raw + got, LOCAL_LEN + nlen - got,
+                                                 m->header_off + got) < 0)) {
+        member_error(m, -EIO, "local header outside the archive");
+        return;
+    }
+    /* A header with another name belongs to another entry (or is damaged): not this one's. */
+    uint32_t n = copy_name(s->name, s->raw + LOCAL_LEN, nlen, m->flags & ZIP_FLAG_UTF8);
+    if (n != m->name_len || memcmp(s->name, m->name, n) != 0) {
+        member_error(m, -EIO, "local header name differs from the central directory");
+        return;
+    }
+    m->data_off = m->header_off + LOCAL_LEN + nlen + le16(s->raw + 28);
     if (m->data_off > limit || m->csize > limit - m->data_off)
         member_error(m, -EIO, "member data extends past the central directory");
 }
@@ -372,8 +394,9 @@ static int by_header_off(const void *a, const void *b)
 }
 
 /* Flags members whose data runs into the next real local header (overlapping entries are how
- * zip bombs are built). Entries whose own header is missing say nothing about their
- * neighbours. Entries sharing one header: all but the last are flagged. */
+ * zip bombs are built). Entries whose own header is missing or names another member say
+ * nothing about their neighbours; several entries of the same name sharing one header: all
+ * but the last are flagged. */
 static int check_overlaps(struct zip_archive *za)
 {
     struct zip_member **order = malloc((za->count ? za->count : 1) * sizeof *order);
@@ -427,6 +450,11 @@ int zip_open(int fd, struct zip_archive *za, char *msg, size_t len)
         zip_close(za);
         return rc;
     }
+    struct local_scratch *scratch = malloc(sizeof *scratch);
+    if (!scratch) {
+        zip_close(za);
+        return fail(msg, len, -ENOMEM, "out of memory");
+    }
     for (uint64_t i = 0; i < za->count; i++) {
         struct zip_member *m = &za->members[i];
         if (m->header_off > UINT64_MAX - cd.prefix)
@@ -434,8 +462,9 @@ int zip_open(int fd, struct zip_archive *za, char *msg, size_t len)
         else
             m->header_off += cd.prefix;
         check_method(m);
-        resolve_data(fd, m, cd.offset);
+        resolve_data(fd, m, cd.offset, scratch);
     }
+    free(scratch);
     if (check_overlaps(za) < 0) {
         zip_close(za);
         return fail(msg, len, -ENOMEM, "out of memory");

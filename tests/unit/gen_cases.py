@@ -621,9 +621,11 @@ def hand_cases():
         M('ascii.npy', b'', flags=0x800)],
         'flag bit 11 names kept as bytes; NUL bytes inside names; an empty name')
     hand_case('local_name_differs', [
-        M('short.npy', a, local_name=b'a-much-longer-local-name.npy'),
-        M('b.npy', b, 8, local_name=b'', local_extra=b'\xfe\xca\x03\x00abc')],
-        'local header name/extra differ from the central ones: data follows the LOCAL ones')
+        M('short.npy', a, local_name=b'a-much-longer-local-name.npy', err=True),
+        M('b.npy', b, 8, local_name=b'', local_extra=b'\xfe\xca\x03\x00abc', err=True),
+        M('c.npy', b, 8, local_extra=b'\xfe\xca\x03\x00abc')],
+        'a local header naming another member is flagged (as CPython does); a differing '
+        'local extra is fine: data follows the LOCAL extra')
     hand_case('cd_order_reversed', [M('a.npy', a), M('b.npy', b, 8), M('c.npy', b'cc')],
               'central directory lists members in reverse file order', order=[2, 1, 0])
     hand_case('dir_entries', [
@@ -682,11 +684,11 @@ def hand_cases():
         M('third', b'third')],
         'first member data (central csize + 10) runs into the next local header')
     hand_case('err_shared_header', [
-        M('a', a, err=True), M('b', b, 8), M('alias_of_a', header_of=0)],
+        M('a', a), M('b', b, 8), M('alias_of_a', header_of=0, err=True)],
         'two central entries point at one local header: the earlier (in CD order) is flagged')
     hand_case('err_shared_header3', [
-        M('x1', b'x', header_of=2, err=True), M('y', b'y'), M('x', a, err=True),
-        M('x2', b'x', header_of=2), M('z', b'zz')],
+        M('x1', b'x', header_of=2, err=True), M('y', b'y'), M('x', a),
+        M('x2', b'x', header_of=2, err=True), M('z', b'zz')],
         'three central entries share one local header: all but the last are flagged')
     inner_local = struct.pack('<IHHHHHIIIHH', SIG_LOCAL, 20, 0, 0, DOS_TIME, DOS_DATE,
                               zlib.crc32(b'kernel'), 6, 6, 1, 0) + b'k' + b'kernel'
