@@ -11,7 +11,7 @@ CFLAGS    ?= -O2 -g
 WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 PYTHON    := /usr/bin/python3
 
-PKGS      := fuse3 zlib
+PKGS      := fuse3 zlib libarchive
 DEP_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 DEP_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS = -std=gnu11 $(WARN) -D_FILE_OFFSET_BITS=64 -DNPZMOUNT_VERSION='"$(VERSION)"' \
@@ -21,7 +21,7 @@ LIBS       = $(DEP_LIBS) -lpthread
 # The core knows nothing about FUSE; tests, fuzzers and tools link it directly.
 CORE_SRC  := src/io.c src/log.c src/zipdir.c src/namespace.c src/cache.c src/inflate_index.c \
              src/reader.c src/reader_stored.c src/reader_deflate.c \
-             src/reader_broken.c src/npz.c
+             src/reader_archive.c src/reader_broken.c src/npz.c
 FUSE_SRC  := src/fuse_ops.c src/main.c
 UNIT_SRC  := $(wildcard tests/unit/*.c)
 
@@ -71,7 +71,8 @@ $(BT)/stress: tests/stress/stress.c $(CORE_SRC:src/%.c=$(BT)/%.o)
 
 check-tsan: $(BT)/stress
 	$(PYTHON) tests/stress/make_archive.py $(BT)/stress.zip 16
-	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 $(BT)/stress $(BT)/stress.zip 16 300
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/stress/tsan.supp \
+	    $(BT)/stress $(BT)/stress.zip 16 300
 
 deps:
 	@scripts/install-deps

@@ -1,5 +1,9 @@
-/* reader: picks the implementation of reader.h for a member. */
+/* reader: picks the implementation of reader.h for a member, and the chunk-cache walk that
+ * the decoding readers share. */
 #include "reader.h"
+
+#include <errno.h>
+#include <string.h>
 
 const struct reader_ops *reader_for(const struct zip_member *zm)
 {
@@ -7,5 +11,34 @@ const struct reader_ops *reader_for(const struct zip_member *zm)
         return &reader_broken;
     if (zm->method == ZIP_METHOD_DEFLATED)
         return &reader_deflate;
-    return &reader_stored;
+    if (zm->method == ZIP_METHOD_STORED)
+        return &reader_stored;
+    return &reader_archive;
+}
+
+ssize_t reader_copy_chunk(const struct reader_env *env, const struct reader_member *m,
+                          uint64_t k, uint64_t start, reader_produce produce, void *ctx,
+                          unsigned char *buf, size_t len, uint64_t off)
+{
+    struct cache_entry *e;
+    int rc = cache_get(env->cache, m->idx, k, &e);
+    if (rc < 0)
+        return rc;
+    if (rc == 0) {
+        unsigned char *data;
+        size_t n;
+        rc = produce(ctx, k, &data, &n);
+        if (rc < 0) {
+            cache_fail(env->cache, e, rc);
+            return rc;
+        }
+        cache_fill(env->cache, e, data, n);
+    }
+    size_t have;
+    const unsigned char *data = cache_data(e, &have);
+    uint64_t at = off - start;
+    size_t n = at >= have ? 0 : (have - at < len ? have - at : len);
+    memcpy(buf, data + at, n);
+    cache_put(env->cache, e);
+    return n ? (ssize_t)n : -EIO;
 }

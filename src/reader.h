@@ -47,7 +47,19 @@ struct reader_ops {
 
 extern const struct reader_ops reader_stored;
 extern const struct reader_ops reader_deflate;
+extern const struct reader_ops reader_archive;
 extern const struct reader_ops reader_broken;
+
+/* Produces chunk k of a member as a new malloc'd buffer (a reader's unit of decoding). */
+typedef int (*reader_produce)(void *ctx, uint64_t k, unsigned char **data, size_t *len);
+
+/* For readers that decode in chunks: copies what chunk k, which starts at member offset
+ * start, holds of [off, off + len) into buf. The chunk comes from the shared cache, or is
+ * produced once (readers of the same chunk meanwhile wait for it). Returns the bytes copied
+ * (at least 1) or an error. */
+ssize_t reader_copy_chunk(const struct reader_env *env, const struct reader_member *m,
+                          uint64_t k, uint64_t start, reader_produce produce, void *ctx,
+                          unsigned char *buf, size_t len, uint64_t off);
 
 /* The reader for a member: reader_broken for members zipdir flagged. */
 const struct reader_ops *reader_for(const struct zip_member *zm);

@@ -7,8 +7,6 @@
  * decode of the member.
  */
 #include <errno.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "inflate_index.h"
 #include "reader.h"
@@ -46,32 +44,9 @@ static struct zindex *index_of(const struct reader_env *env, const struct reader
     return expected;
 }
 
-/* Copies what chunk k holds of [off, off + len) into buf; returns bytes copied or an error. */
-static ssize_t copy_chunk(const struct reader_env *env, const struct reader_member *m,
-                          struct zindex *zi, uint64_t k, uint64_t start, unsigned char *buf,
-                          size_t len, uint64_t off)
+static int decode_chunk(void *zi, uint64_t k, unsigned char **data, size_t *len)
 {
-    struct cache_entry *e;
-    int rc = cache_get(env->cache, m->idx, k, &e);
-    if (rc < 0)
-        return rc;
-    if (rc == 0) {
-        unsigned char *data;
-        size_t n;
-        rc = zindex_decode(zi, k, &data, &n);
-        if (rc < 0) {
-            cache_fail(env->cache, e, rc);
-            return rc;
-        }
-        cache_fill(env->cache, e, data, n);
-    }
-    size_t have;
-    const unsigned char *data = cache_data(e, &have);
-    uint64_t at = off - start;
-    size_t n = at >= have ? 0 : (have - at < len ? have - at : len);
-    memcpy(buf, data + at, n);
-    cache_put(env->cache, e);
-    return n ? (ssize_t)n : -EIO;
+    return zindex_decode(zi, k, data, len);
 }
 
 static ssize_t deflate_read(const struct reader_env *env, const struct reader_member *m,
@@ -94,7 +69,8 @@ static ssize_t deflate_read(const struct reader_env *env, const struct reader_me
         }
         if (rc < 0)
             return rc;
-        ssize_t n = copy_chunk(env, m, zi, k, start, buf + done, len - done, off + done);
+        ssize_t n = reader_copy_chunk(env, m, k, start, decode_chunk, zi, buf + done, len - done,
+                                      off + done);
         if (n < 0)
             return n;
         done += (size_t)n;

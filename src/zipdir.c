@@ -331,11 +331,22 @@ static int parse_central(const unsigned char *cd, uint64_t cd_size, struct zip_a
     return 0;
 }
 
+static bool known_method(uint16_t method)
+{
+    switch (method) {
+    case ZIP_METHOD_STORED: case ZIP_METHOD_DEFLATED: case ZIP_METHOD_BZIP2:
+    case ZIP_METHOD_LZMA: case ZIP_METHOD_ZSTD: case ZIP_METHOD_XZ: case ZIP_METHOD_PPMD:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static void check_method(struct zip_member *m)
 {
     if (m->flags & ZIP_FLAG_ENCRYPTED)
         member_error(m, -EIO, "encrypted member");
-    else if (m->method != ZIP_METHOD_STORED && m->method != ZIP_METHOD_DEFLATED)
+    else if (!known_method(m->method))
         member_error(m, -EIO, "unsupported compression method");
     else if (m->usize > INT64_MAX || m->csize > INT64_MAX)
         member_error(m, -EIO, "member size out of range");

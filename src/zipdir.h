@@ -29,6 +29,11 @@
 enum {
     ZIP_METHOD_STORED = 0,
     ZIP_METHOD_DEFLATED = 8,
+    ZIP_METHOD_BZIP2 = 12,
+    ZIP_METHOD_LZMA = 14,
+    ZIP_METHOD_ZSTD = 93,
+    ZIP_METHOD_XZ = 95,
+    ZIP_METHOD_PPMD = 98,
 };
 
 enum {

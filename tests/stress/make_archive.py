@@ -1,5 +1,5 @@
 """Writes the archive tests/stress/stress.c reads: member mNN.bin holds pattern(NN, j) at
-offset j (the same formula as in stress.c), half stored, half deflated, sizes 0..~3 MiB."""
+offset j (the same formula as in stress.c), stored, deflated or bzip2 in turn, sizes 0..~3 MiB."""
 import sys
 import zipfile
 
@@ -16,7 +16,7 @@ def main(path, count):
     with zipfile.ZipFile(path, "w") as z:
         for i in range(count):
             n = (i * 370_001) % (3 << 20)
-            method = zipfile.ZIP_DEFLATED if i % 2 else zipfile.ZIP_STORED
+            method = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2)[i % 3]
             z.writestr(zipfile.ZipInfo(f"m{i:02d}.bin"), pattern(i, n), compress_type=method)
 
 

@@ -1,0 +1,287 @@
+/*
+ * reader_archive: every other compression method libarchive can decode (bzip2, LZMA, xz,
+ * zstd, PPMd), for archives that are not numpy's own but hold .npy files all the same.
+ *
+ * libarchive only decodes forwards, so each member has one cursor (a libarchive handle and
+ * the member offset it has reached) behind a lock. Output is cut into chunks of `span` bytes
+ * kept in the shared cache; reaching chunk k decodes and caches every chunk before it that the
+ * cursor passes, and a read behind the cursor that misses the cache restarts it. Random access
+ * to such members therefore costs up to one decode of the member per miss: fine for the rare
+ * archive that uses them, and the reason deflate has a checkpoint index instead.
+ *
+ * libarchive is fed a synthetic local header (true sizes from the central directory, as a
+ * ZIP64 extra, no data descriptor) followed by the member's data read from the archive, so
+ * none of the archive's own header quirks reach it. It checks the CRC-32 when the cursor
+ * reaches the end of the member; a mismatch fails the member.
+ */
+#include <archive.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io.h"
+#include "reader.h"
+
+#define HEADER_LEN (30 + 1 + 20) /* local header, one-letter name, ZIP64 extra */
+#define FEED_BUF (64u << 10)
+
+struct feed {
+    int fd;
+    uint64_t data_off, csize;
+    uint64_t pos; /* bytes of header + data handed to libarchive */
+    unsigned char header[HEADER_LEN];
+    unsigned char buf[FEED_BUF];
+};
+
+struct cursor {
+    pthread_mutex_t lock;
+    struct archive *a; /* NULL until first use and after the end of the member */
+    uint64_t pos;      /* member offset of the next byte the cursor yields */
+    bool failed;
+    char why[200];
+    struct feed feed;
+};
+
+struct produce_ctx {
+    const struct reader_env *env;
+    const struct reader_member *m;
+    struct cursor *c;
+};
+
+static void put16(unsigned char *p, uint16_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    put16(p, (uint16_t)v);
+    put16(p + 2, (uint16_t)(v >> 16));
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+    put32(p, (uint32_t)v);
+    put32(p + 4, (uint32_t)(v >> 32));
+}
+
+static void make_header(unsigned char *h, const struct zip_member *zm)
+{
+    memset(h, 0, HEADER_LEN);
+    put32(h, 0x04034b50);
+    put16(h + 4, 63);
+    put16(h + 6, zm->flags & 0x0006); /* method-specific bits only (LZMA end marker) */
+    put16(h + 8, zm->method);
+    put16(h + 12, 0x21); /* 1980-01-01 */
+    put32(h + 14, zm->crc32);
+    put32(h + 18, 0xFFFFFFFFu);
+    put32(h + 22, 0xFFFFFFFFu);
+    put16(h + 26, 1);
+    put16(h + 28, 20);
+    h[30] = 'm';
+    put16(h + 31, 0x0001);
+    put16(h + 33, 16);
+    put64(h + 35, zm->usize);
+    put64(h + 43, zm->csize);
+}
+
+static la_ssize_t feed_read(struct archive *a, void *ctx, const void **out)
+{
+    struct feed *f = ctx;
+    if (f->pos < HEADER_LEN) {
+        *out = f->header + f->pos;
+        la_ssize_t n = (la_ssize_t)(HEADER_LEN - f->pos);
+        f->pos = HEADER_LEN;
+        return n;
+    }
+    uint64_t at = f->pos - HEADER_LEN;
+    if (at >= f->csize)
+        return 0;
+    size_t n = f->csize - at < FEED_BUF ? (size_t)(f->csize - at) : FEED_BUF;
+    int rc = io_read_exact(f->fd, f->buf, n, f->data_off + at);
+    if (rc < 0) {
+        archive_set_error(a, -rc, "read error in the archive");
+        return -1;
+    }
+    *out = f->buf;
+    f->pos += n;
+    return (la_ssize_t)n;
+}
+
+static void close_cursor(struct cursor *c)
+{
+    if (c->a)
+        archive_read_free(c->a);
+    c->a = NULL;
+}
+
+/* Fails the member for good with libarchive's reason (or ours); lock held. */
+static int fail(struct cursor *c, const char *why)
+{
+    if (!c->failed) {
+        c->failed = true;
+        snprintf(c->why, sizeof c->why, "%s", why && *why ? why : "cannot decode");
+    }
+    close_cursor(c);
+    return -EIO;
+}
+
+static int open_cursor(struct cursor *c)
+{
+    close_cursor(c);
+    c->feed.pos = 0;
+    c->pos = 0;
+    c->a = archive_read_new();
+    if (!c->a)
+        return -ENOMEM;
+    struct archive_entry *entry;
+    if (archive_read_support_format_zip_streamable(c->a) != ARCHIVE_OK ||
+        archive_read_open(c->a, &c->feed, NULL, feed_read, NULL) != ARCHIVE_OK ||
+        archive_read_next_header(c->a, &entry) != ARCHIVE_OK)
+        return fail(c, archive_error_string(c->a));
+    return 0;
+}
+
+/* Reads exactly len bytes from the cursor; lock held. */
+static int cursor_read(struct cursor *c, unsigned char *buf, size_t len)
+{
+    size_t done = 0;
+    while (done < len) {
+        la_ssize_t n = archive_read_data(c->a, buf + done, len - done);
+        if (n < 0)
+            return fail(c, archive_error_string(c->a));
+        if (n == 0)
+            return fail(c, "member shorter than its declared size");
+        done += (size_t)n;
+    }
+    c->pos += len;
+    return 0;
+}
+
+/* At the end of the member, libarchive checks the CRC when asked for more; lock held. */
+static int cursor_finish(struct cursor *c)
+{
+    unsigned char extra;
+    la_ssize_t n = archive_read_data(c->a, &extra, 1);
+    if (n != 0)
+        return fail(c, n > 0 ? "member longer than its declared size"
+                             : archive_error_string(c->a));
+    close_cursor(c); /* the decoder's memory is not needed any more */
+    return 0;
+}
+
+/* Decodes chunk k (span bytes at k * span) at the cursor into a new buffer; lock held. */
+static int cursor_chunk(struct cursor *c, uint64_t span, uint64_t usize, uint64_t k,
+                        unsigned char **out, size_t *len)
+{
+    uint64_t start = k * span;
+    size_t n = (size_t)(usize - start < span ? usize - start : span);
+    unsigned char *buf = malloc(n ? n : 1);
+    if (!buf)
+        return -ENOMEM;
+    int rc = cursor_read(c, buf, n);
+    if (rc == 0 && start + n == usize)
+        rc = cursor_finish(c);
+    if (rc < 0) {
+        free(buf);
+        return rc;
+    }
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+static int produce(void *ctx, uint64_t k, unsigned char **out, size_t *len)
+{
+    struct produce_ctx *p = ctx;
+    struct cursor *c = p->c;
+    uint64_t span = p->env->span, usize = p->m->zm->usize;
+    int rc = 0;
+    pthread_mutex_lock(&c->lock);
+    if (c->failed)
+        rc = -EIO;
+    else if (!c->a || c->pos > k * span)
+        rc = open_cursor(c);
+    /* Chunks on the way are decoded anyway: keep them. */
+    for (uint64_t j = c->pos / span; rc == 0 && j < k; j++) {
+        unsigned char *data;
+        size_t n;
+        if ((rc = cursor_chunk(c, span, usize, j, &data, &n)) == 0)
+            cache_insert(p->env->cache, p->m->idx, j, data, n);
+    }
+    if (rc == 0)
+        rc = cursor_chunk(c, span, usize, k, out, len);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+static struct cursor *cursor_of(const struct reader_env *env, const struct reader_member *m)
+{
+    struct cursor *c = atomic_load_explicit(m->state, memory_order_acquire);
+    if (c)
+        return c;
+    struct cursor *fresh = calloc(1, sizeof *fresh);
+    if (!fresh)
+        return NULL;
+    pthread_mutex_init(&fresh->lock, NULL);
+    fresh->feed.fd = env->fd;
+    fresh->feed.data_off = m->zm->data_off;
+    fresh->feed.csize = m->zm->csize;
+    make_header(fresh->feed.header, m->zm);
+    void *expected = NULL;
+    if (atomic_compare_exchange_strong(m->state, &expected, fresh))
+        return fresh;
+    pthread_mutex_destroy(&fresh->lock);
+    free(fresh);
+    return expected;
+}
+
+static ssize_t archive_member_read(const struct reader_env *env, const struct reader_member *m,
+                                   void *out, size_t len, uint64_t off)
+{
+    struct cursor *c = cursor_of(env, m);
+    if (!c)
+        return -ENOMEM;
+    struct produce_ctx ctx = {env, m, c};
+    unsigned char *buf = out;
+    size_t done = 0;
+    while (done < len) {
+        uint64_t at = off + done, k = at / env->span;
+        ssize_t n = reader_copy_chunk(env, m, k, k * env->span, produce, &ctx, buf + done,
+                                      len - done, at);
+        if (n < 0)
+            return n;
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
+}
+
+static const char *archive_member_why(const struct reader_member *m)
+{
+    struct cursor *c = atomic_load(m->state);
+    if (!c)
+        return "cannot decode";
+    pthread_mutex_lock(&c->lock);
+    const char *why = c->failed ? c->why : "cannot decode";
+    pthread_mutex_unlock(&c->lock);
+    return why;
+}
+
+static void archive_member_free(void *state)
+{
+    struct cursor *c = state;
+    close_cursor(c);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+const struct reader_ops reader_archive = {
+    .name = "libarchive",
+    .read = archive_member_read,
+    .why = archive_member_why,
+    .free_state = archive_member_free,
+};
