@@ -197,7 +197,10 @@ static void make_ready(struct cache *c, struct cache_entry *e, void *data, size_
 void cache_fill(struct cache *c, struct cache_entry *e, void *data, size_t len)
 {
     pthread_mutex_lock(&c->lock);
-    make_ready(c, e, data, len);
+    if (e->state == READY) /* completed by cache_insert meanwhile */
+        free(data);
+    else
+        make_ready(c, e, data, len);
     pthread_cond_broadcast(&c->filled);
     pthread_mutex_unlock(&c->lock);
 }
@@ -205,6 +208,11 @@ void cache_fill(struct cache *c, struct cache_entry *e, void *data, size_t len)
 void cache_fail(struct cache *c, struct cache_entry *e, int err)
 {
     pthread_mutex_lock(&c->lock);
+    if (e->state == READY) { /* completed by cache_insert: the chunk is fine after all */
+        pthread_mutex_unlock(&c->lock);
+        cache_put(c, e);
+        return;
+    }
     e->err = err < 0 ? err : -EIO;
     struct cache_entry **p = slot(c, e->a, e->b);
     while (*p != e)
@@ -230,13 +238,23 @@ void cache_insert(struct cache *c, uint64_t a, uint64_t b, void *data, size_t le
 {
     pthread_mutex_lock(&c->lock);
     struct cache_entry *e = find(c, a, b);
-    if (e || !(e = add(c, a, b))) {
-        pthread_mutex_unlock(&c->lock);
+    if (e && e->state == FILLING) {
+        make_ready(c, e, data, len);
+        pthread_cond_broadcast(&c->filled);
+    } else if (e || !(e = add(c, a, b))) {
         free(data);
-        return;
+    } else {
+        make_ready(c, e, data, len);
     }
-    make_ready(c, e, data, len);
     pthread_mutex_unlock(&c->lock);
+}
+
+bool cache_is_ready(struct cache *c, const struct cache_entry *e)
+{
+    pthread_mutex_lock(&c->lock);
+    bool ready = e->state == READY;
+    pthread_mutex_unlock(&c->lock);
+    return ready;
 }
 
 const unsigned char *cache_data(const struct cache_entry *e, size_t *len)

@@ -13,7 +13,9 @@
  *     rc == 1: e is ready: use cache_data(e), then cache_put(c, e).
  *     rc == 0: the caller has claimed the chunk and must produce it, then call cache_fill(c, e,
  *              data, len) (ownership of data passes to the cache; e stays referenced, so use it
- *              and cache_put it) or cache_fail(c, e, err) (e is gone).
+ *              and cache_put it) or cache_fail(c, e, err) (e is gone). Someone may complete
+ *              the claimed chunk meanwhile with cache_insert: cache_is_ready(c, e) tells, and
+ *              the producer may then skip its work and just use e.
  *     rc < 0:  a filler failed for this very chunk while we waited; rc is its error.
  * Two readers asking for the same missing chunk: one fills it, the other waits.
  *
@@ -23,6 +25,7 @@
 #ifndef NPZMOUNT_CACHE_H
 #define NPZMOUNT_CACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,9 +42,13 @@ void cache_fill(struct cache *c, struct cache_entry *e, void *data, size_t len);
 void cache_fail(struct cache *c, struct cache_entry *e, int err);
 void cache_put(struct cache *c, struct cache_entry *e);
 
-/* Adds a ready chunk nobody asked for yet (taking ownership of data); a chunk already present
- * or being filled wins and data is freed. */
+/* Adds a ready chunk (taking ownership of data), typically one decoded on the way to another.
+ * A chunk being filled is completed with it and its waiters wake; a ready chunk wins and data
+ * is freed. */
 void cache_insert(struct cache *c, uint64_t a, uint64_t b, void *data, size_t len);
+
+/* Whether a claimed chunk has been completed by cache_insert. */
+bool cache_is_ready(struct cache *c, const struct cache_entry *e);
 
 const unsigned char *cache_data(const struct cache_entry *e, size_t *len);
 

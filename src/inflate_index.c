@@ -9,6 +9,7 @@
 #include "inflate_index.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -117,6 +118,8 @@ static int decoder_step(struct decoder *d, const struct zindex_source *src, unsi
         d->s.avail_in = (uInt)n;
         d->in += n;
     }
+    if (room > UINT_MAX) /* zlib counts in uInt; the caller loops for the rest */
+        room = UINT_MAX;
     d->s.next_out = dst;
     d->s.avail_out = (uInt)room;
     int rc = inflate(&d->s, flush);

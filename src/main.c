@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,31 +79,36 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
  * our one-line format: pieces are gathered until the newline. Debug output passes through. */
 static void fuse_logger(enum fuse_log_level level, const char *fmt, va_list ap)
 {
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     static char line[1024];
     static size_t used;
     if (level >= FUSE_LOG_DEBUG) {
         vfprintf(stderr, fmt, ap);
         return;
     }
+    pthread_mutex_lock(&lock);
     vsnprintf(line + used, sizeof line - used, fmt, ap);
     used = strlen(line);
     char *nl = strchr(line, '\n');
-    if (!nl && used < sizeof line - 1)
-        return;
-    if (nl)
-        *nl = '\0';
-    log_error("%s", strncmp(line, "fuse: ", 6) == 0 ? line + 6 : line);
-    used = 0;
-    line[0] = '\0';
+    if (nl || used >= sizeof line - 1) {
+        if (nl)
+            *nl = '\0';
+        log_error("%s", strncmp(line, "fuse: ", 6) == 0 ? line + 6 : line);
+        used = 0;
+        line[0] = '\0';
+    }
+    pthread_mutex_unlock(&lock);
 }
 
 /* Parses "123", "64k", "1M", "2G"; returns 0 or -EINVAL. */
 static int parse_size(const char *s, uint64_t *out)
 {
     char *end;
+    if (*s < '0' || *s > '9') /* strtoull would accept blanks and a minus sign */
+        return -EINVAL;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || s[0] == '-')
+    if (errno)
         return -EINVAL;
     int shift = 0;
     switch (*end) {
@@ -187,7 +193,8 @@ static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)
     if (!lc)
         return -ENOMEM;
     fuse_loop_cfg_set_clone_fd(lc, (unsigned)opts->clone_fd);
-    fuse_loop_cfg_set_idle_threads(lc, opts->max_idle_threads);
+    if (opts->max_idle_threads != UINT_MAX) /* UINT_MAX: not given */
+        fuse_loop_cfg_set_idle_threads(lc, opts->max_idle_threads);
     fuse_loop_cfg_set_max_threads(lc, opts->max_threads);
     int rc = fuse_session_loop_mt(se, lc);
     fuse_loop_cfg_destroy(lc);
@@ -213,14 +220,11 @@ static int add_mount_options(struct fuse_args *args, const char *archive)
 }
 
 /* Mounts and serves until unmounted; returns the exit status. */
-static int run(struct fuse_args *args, struct fuse_cmdline_opts *opts, struct fs *fs)
+static int run(struct fuse_session *se, struct fuse_cmdline_opts *opts)
 {
     int status = 1;
-    struct fuse_session *se = fuse_session_new(args, &fs_ops, sizeof fs_ops, fs);
-    if (!se)
-        return 2; /* libfuse said why (unknown option) */
     if (fuse_set_signal_handlers(se) != 0)
-        goto out_session;
+        return status;
     if (fuse_session_mount(se, opts->mountpoint) != 0)
         goto out_signals;
     if (fuse_daemonize(opts->foreground) != 0)
@@ -232,8 +236,6 @@ out_unmount:
     fuse_session_unmount(se);
 out_signals:
     fuse_remove_signal_handlers(se);
-out_session:
-    fuse_session_destroy(se);
     return status;
 }
 
@@ -273,24 +275,33 @@ int main(int argc, char **argv)
         error(2, "usage: npzmount [options] ARCHIVE MOUNTPOINT (see --help)");
         goto out;
     }
-    if ((status = parse_tuning(&cfg, &nopt)) != 0 || (status = check_mountpoint(opts.mountpoint)))
+    if ((status = parse_tuning(&cfg, &nopt)) != 0)
         goto out;
+    if (add_mount_options(&args, cfg.archive) != 0) {
+        status = error(1, "out of memory");
+        goto out;
+    }
+    /* The session checks the FUSE options: a typo fails before the archive is read. */
+    struct fuse_session *se = fuse_session_new(&args, &fs_ops, sizeof fs_ops, &fs);
+    if (!se) {
+        status = 2; /* libfuse said why */
+        goto out;
+    }
+    if ((status = check_mountpoint(opts.mountpoint)) != 0)
+        goto out_session;
     int rc = npz_open(cfg.archive, &nopt, &fs.npz, msg, sizeof msg);
     if (rc < 0) {
         status = error(1, "%s: %s", cfg.archive, msg);
-        goto out;
+        goto out_session;
     }
     struct stat st;
     fs.uid = getuid();
     fs.gid = getgid();
     fs.archive_mtime = fstat(npz_zip(fs.npz)->fd, &st) == 0 ? st.st_mtime : 0;
-    if (add_mount_options(&args, cfg.archive) != 0) {
-        status = error(1, "out of memory");
-        goto out_npz;
-    }
-    status = run(&args, &opts, &fs);
-out_npz:
+    status = run(se, &opts);
     npz_close(fs.npz);
+out_session:
+    fuse_session_destroy(se);
 out:
     free(opts.mountpoint);
     free(cfg.span);

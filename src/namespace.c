@@ -97,6 +97,11 @@ static uint64_t add_node(struct ns *ns, uint64_t parent, const char *name, bool 
 
 /* Copies the next usable component of *p into out (at most NAME_MAX_BYTES - room bytes, cut at
  * a UTF-8 character boundary); returns false when the name has no more components. */
+static bool is_dot_or_empty(const char *s, size_t len)
+{
+    return len == 0 || (len == 1 && s[0] == '.') || (len == 2 && s[0] == '.' && s[1] == '.');
+}
+
 static bool next_component(const char **p, const char *end, char *out, size_t room)
 {
     while (*p < end) {
@@ -105,7 +110,7 @@ static bool next_component(const char **p, const char *end, char *out, size_t ro
         const char *e = slash ? slash : end;
         *p = slash ? slash + 1 : end;
         size_t len = (size_t)(e - s);
-        if (len == 0 || (len == 1 && s[0] == '.') || (len == 2 && s[0] == '.' && s[1] == '.'))
+        if (is_dot_or_empty(s, len))
             continue;
         size_t max = NAME_MAX_BYTES - room;
         if (len > max) {
@@ -118,6 +123,8 @@ static bool next_component(const char **p, const char *end, char *out, size_t ro
         for (size_t i = 0; i < len; i++)
             out[i] = s[i] ? s[i] : '_';
         out[len] = '\0';
+        if (is_dot_or_empty(out, len)) /* the cut left "." or "..": never a usable name */
+            strcpy(out, "_");
         return true;
     }
     return false;

@@ -7,7 +7,7 @@
  * Naming rule (also in the man page): a member name is split at '/'; empty, '.' and '..'
  * components are dropped, so nothing can appear outside the mount; NUL bytes become '_';
  * components are cut to 231 bytes
- * (room for a suffix within NAME_MAX). Every prefix of a name is a directory, whether or not the
+ * (room for a suffix within NAME_MAX), and a cut that leaves "." or ".." gives '_'. Every prefix of a name is a directory, whether or not the
  * archive has an entry for it. A file left with no name is called '_'. When two members end up
  * with the same path, the LAST one in the archive (the one zipfile and numpy read) keeps it and
  * the others become 'name~1', 'name~2', ... counting backwards; a file whose path is also a

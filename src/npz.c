@@ -53,7 +53,8 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
         free(npz);
         return rc;
     }
-    npz->env.span = opt && opt->span ? opt->span : NPZ_DEFAULT_SPAN;
+    uint64_t span = opt && opt->span ? opt->span : NPZ_DEFAULT_SPAN;
+    npz->env.span = span < NPZ_MIN_SPAN ? NPZ_MIN_SPAN : span > NPZ_MAX_SPAN ? NPZ_MAX_SPAN : span;
     uint64_t cache = opt && opt->cache_bytes ? opt->cache_bytes : NPZ_DEFAULT_CACHE;
     uint64_t n = npz->zip.count ? npz->zip.count : 1;
     npz->env.cache = cache_new(cache, npz->env.span);

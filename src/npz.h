@@ -18,7 +18,8 @@
 #include "zipdir.h"
 
 struct npz_options {
-    uint64_t span;        /* output bytes between deflate checkpoints (0: default) */
+    uint64_t span;        /* output bytes between deflate checkpoints (0: default; clamped to
+                           * NPZ_MIN_SPAN..NPZ_MAX_SPAN) */
     uint64_t cache_bytes; /* bound of the decoded-data cache (0: default) */
 };
 

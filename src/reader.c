@@ -27,12 +27,13 @@ ssize_t reader_copy_chunk(const struct reader_env *env, const struct reader_memb
     if (rc == 0) {
         unsigned char *data;
         size_t n;
-        rc = produce(ctx, k, &data, &n);
+        rc = produce(ctx, k, e, &data, &n);
         if (rc < 0) {
             cache_fail(env->cache, e, rc);
             return rc;
         }
-        cache_fill(env->cache, e, data, n);
+        if (rc == 0)
+            cache_fill(env->cache, e, data, n);
     }
     size_t have;
     const unsigned char *data = cache_data(e, &have);

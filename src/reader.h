@@ -50,8 +50,11 @@ extern const struct reader_ops reader_deflate;
 extern const struct reader_ops reader_archive;
 extern const struct reader_ops reader_broken;
 
-/* Produces chunk k of a member as a new malloc'd buffer (a reader's unit of decoding). */
-typedef int (*reader_produce)(void *ctx, uint64_t k, unsigned char **data, size_t *len);
+/* Produces chunk k of a member as a new malloc'd buffer (a reader's unit of decoding).
+ * Returns 0, or 1 when the claimed cache entry was completed meanwhile (cache_is_ready) and
+ * nothing was produced, or a negative errno. */
+typedef int (*reader_produce)(void *ctx, uint64_t k, struct cache_entry *claim,
+                              unsigned char **data, size_t *len);
 
 /* For readers that decode in chunks: copies what chunk k, which starts at member offset
  * start, holds of [off, off + len) into buf. The chunk comes from the shared cache, or is

@@ -27,6 +27,7 @@
 
 #define HEADER_LEN (30 + 1 + 20) /* local header, one-letter name, ZIP64 extra */
 #define FEED_BUF (64u << 10)
+#define MAX_LIVE 8
 
 struct feed {
     int fd;
@@ -40,10 +41,43 @@ struct cursor {
     pthread_mutex_t lock;
     struct archive *a; /* NULL until first use and after the end of the member */
     uint64_t pos;      /* member offset of the next byte the cursor yields */
-    bool failed;
-    char why[200];
+    atomic_bool failed;
+    char why[200];     /* written once, before failed is set */
+    struct cursor *prev, *next; /* in the live list while a is open (under live_lock) */
     struct feed feed;
 };
+
+/* The cursors with an open decoder, most recently used first. Lock order: a cursor's lock,
+ * then live_lock, then (only by trylock) another cursor's lock. */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct cursor *live_head, *live_tail;
+static unsigned live_count;
+
+static void live_unlink(struct cursor *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        live_head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        live_tail = c->prev;
+    c->prev = c->next = NULL;
+    live_count--;
+}
+
+static void live_push(struct cursor *c)
+{
+    c->prev = NULL;
+    c->next = live_head;
+    if (live_head)
+        live_head->prev = c;
+    live_head = c;
+    if (!live_tail)
+        live_tail = c;
+    live_count++;
+}
 
 struct produce_ctx {
     const struct reader_env *env;
@@ -112,19 +146,44 @@ static la_ssize_t feed_read(struct archive *a, void *ctx, const void **out)
     return (la_ssize_t)n;
 }
 
+/* Closes c's decoder; c's lock held, live_lock not. */
 static void close_cursor(struct cursor *c)
 {
-    if (c->a)
-        archive_read_free(c->a);
+    if (!c->a)
+        return;
+    pthread_mutex_lock(&live_lock);
+    live_unlink(c);
+    pthread_mutex_unlock(&live_lock);
+    archive_read_free(c->a);
     c->a = NULL;
+}
+
+/* Makes c (open) the most recently used, and closes idle cursors beyond MAX_LIVE; c's lock
+ * held. A busy cursor is skipped: the bound can be exceeded by cursors in use right now. */
+static void live_touch(struct cursor *c, bool is_new)
+{
+    pthread_mutex_lock(&live_lock);
+    if (!is_new)
+        live_unlink(c);
+    live_push(c);
+    for (struct cursor *v = live_tail, *prev; v && live_count > MAX_LIVE; v = prev) {
+        prev = v->prev;
+        if (v == c || pthread_mutex_trylock(&v->lock) != 0)
+            continue;
+        live_unlink(v);
+        archive_read_free(v->a);
+        v->a = NULL;
+        pthread_mutex_unlock(&v->lock);
+    }
+    pthread_mutex_unlock(&live_lock);
 }
 
 /* Fails the member for good with libarchive's reason (or ours); lock held. */
 static int fail(struct cursor *c, const char *why)
 {
-    if (!c->failed) {
-        c->failed = true;
+    if (!atomic_load(&c->failed)) {
         snprintf(c->why, sizeof c->why, "%s", why && *why ? why : "cannot decode");
+        atomic_store(&c->failed, true);
     }
     close_cursor(c);
     return -EIO;
@@ -138,6 +197,7 @@ static int open_cursor(struct cursor *c)
     c->a = archive_read_new();
     if (!c->a)
         return -ENOMEM;
+    live_touch(c, true);
     struct archive_entry *entry;
     if (archive_read_support_format_zip_streamable(c->a) != ARCHIVE_OK ||
         archive_read_open(c->a, &c->feed, NULL, feed_read, NULL) != ARCHIVE_OK ||
@@ -195,17 +255,26 @@ static int cursor_chunk(struct cursor *c, uint64_t span, uint64_t usize, uint64_
     return 0;
 }
 
-static int produce(void *ctx, uint64_t k, unsigned char **out, size_t *len)
+static int produce(void *ctx, uint64_t k, struct cache_entry *claim, unsigned char **out,
+                   size_t *len)
 {
     struct produce_ctx *p = ctx;
     struct cursor *c = p->c;
     uint64_t span = p->env->span, usize = p->m->zm->usize;
     int rc = 0;
     pthread_mutex_lock(&c->lock);
-    if (c->failed)
+    /* Concurrent readahead: the thread that held the cursor may have decoded our chunk on its
+     * way to a later one. Restarting the cursor for it would be the expensive mistake. */
+    if (cache_is_ready(p->env->cache, claim)) {
+        pthread_mutex_unlock(&c->lock);
+        return 1;
+    }
+    if (atomic_load(&c->failed))
         rc = -EIO;
     else if (!c->a || c->pos > k * span)
         rc = open_cursor(c);
+    else
+        live_touch(c, false);
     /* Chunks on the way are decoded anyway: keep them. */
     for (uint64_t j = c->pos / span; rc == 0 && j < k; j++) {
         unsigned char *data;
@@ -250,6 +319,8 @@ static ssize_t archive_member_read(const struct reader_env *env, const struct re
     unsigned char *buf = out;
     size_t done = 0;
     while (done < len) {
+        if (atomic_load(&c->failed)) /* its cached chunks are no longer to be trusted */
+            return -EIO;
         uint64_t at = off + done, k = at / env->span;
         ssize_t n = reader_copy_chunk(env, m, k, k * env->span, produce, &ctx, buf + done,
                                       len - done, at);
@@ -263,18 +334,15 @@ static ssize_t archive_member_read(const struct reader_env *env, const struct re
 static const char *archive_member_why(const struct reader_member *m)
 {
     struct cursor *c = atomic_load(m->state);
-    if (!c)
-        return "cannot decode";
-    pthread_mutex_lock(&c->lock);
-    const char *why = c->failed ? c->why : "cannot decode";
-    pthread_mutex_unlock(&c->lock);
-    return why;
+    return c && atomic_load(&c->failed) ? c->why : "cannot decode";
 }
 
 static void archive_member_free(void *state)
 {
     struct cursor *c = state;
+    pthread_mutex_lock(&c->lock);
     close_cursor(c);
+    pthread_mutex_unlock(&c->lock);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }

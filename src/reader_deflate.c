@@ -44,9 +44,19 @@ static struct zindex *index_of(const struct reader_env *env, const struct reader
     return expected;
 }
 
-static int decode_chunk(void *zi, uint64_t k, unsigned char **data, size_t *len)
+struct decode_ctx {
+    struct cache *cache;
+    struct zindex *zi;
+};
+
+/* The frontier may have just delivered this very chunk to the cache: then there is no work. */
+static int decode_chunk(void *ctx, uint64_t k, struct cache_entry *claim, unsigned char **data,
+                        size_t *len)
 {
-    return zindex_decode(zi, k, data, len);
+    struct decode_ctx *d = ctx;
+    if (cache_is_ready(d->cache, claim))
+        return 1;
+    return zindex_decode(d->zi, k, data, len);
 }
 
 static ssize_t deflate_read(const struct reader_env *env, const struct reader_member *m,
@@ -69,8 +79,9 @@ static ssize_t deflate_read(const struct reader_env *env, const struct reader_me
         }
         if (rc < 0)
             return rc;
-        ssize_t n = reader_copy_chunk(env, m, k, start, decode_chunk, zi, buf + done, len - done,
-                                      off + done);
+        struct decode_ctx ctx = {env->cache, zi};
+        ssize_t n = reader_copy_chunk(env, m, k, start, decode_chunk, &ctx, buf + done,
+                                      len - done, off + done);
         if (n < 0)
             return n;
         done += (size_t)n;

@@ -192,6 +192,7 @@ static uint32_t copy_name(char *dst, const unsigned char *src, uint32_t n, bool 
 /* The last DOS timestamp converted: mktime is slow (it rereads the zone), and archives repeat
  * one timestamp (numpy writes 1980-01-01 for all). */
 struct time_memo {
+    bool valid;
     uint32_t key;
     int64_t value;
 };
@@ -200,7 +201,7 @@ struct time_memo {
 static int64_t dos_time(uint16_t time, uint16_t date, struct time_memo *memo)
 {
     uint32_t key = (uint32_t)date << 16 | time;
-    if (key == memo->key)
+    if (memo->valid && key == memo->key)
         return memo->value;
     struct tm tm = {
         .tm_year = 80 + (date >> 9),
@@ -212,6 +213,7 @@ static int64_t dos_time(uint16_t time, uint16_t date, struct time_memo *memo)
         .tm_isdst = -1,
     };
     time_t t = mktime(&tm);
+    memo->valid = true;
     memo->key = key;
     memo->value = t == (time_t)-1 ? 0 : (int64_t)t;
     return memo->value;
@@ -293,7 +295,7 @@ static int parse_central(const unsigned char *cd, uint64_t cd_size, struct zip_a
                          char *msg, size_t len)
 {
     uint64_t count = 0, pool_bytes = 0;
-    struct time_memo memo = {.key = UINT32_MAX};
+    struct time_memo memo = {0};
     int rc = measure_central(cd, cd_size, &count, &pool_bytes, msg, len);
     if (rc < 0)
         return rc;
@@ -437,7 +439,7 @@ int zip_open(int fd, struct zip_archive *za, char *msg, size_t len)
     za->fd = fd;
     if (fstat(fd, &st) < 0)
         return fail(msg, len, -errno, "cannot stat: %s", strerror(errno));
-    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+    if (!S_ISREG(st.st_mode))
         return fail(msg, len, -EINVAL, "not a regular file");
     za->file_size = (uint64_t)st.st_size;
     if (za->file_size == 0)

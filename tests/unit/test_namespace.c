@@ -556,6 +556,36 @@ static void test_cut_without_boundary(void)
     free(file);
 }
 
+/* A cut back to a character boundary that leaves "." or ".." must not make such a name. */
+static void test_cut_to_dots(void)
+{
+    char *two = rep('\x80', 300, "/inner.npy");
+    char *one = rep('\x80', 300, "");
+    char *a = malloc(strlen(two) + 4), *b = malloc(strlen(one) + 4);
+    snprintf(a, strlen(two) + 4, "..\xc3%s", two);
+    snprintf(b, strlen(one) + 4, ".\xc3%s", one);
+    struct zip_archive za = make_za(NULL, 0, 2);
+    add_member(&za, a, strlen(a));
+    add_member(&za, b, strlen(b));
+    struct ns *ns = NULL;
+    if (CHECK_EQ_I64(ns_build(&za, &ns), 0)) {
+        check_invariants(ns, &za);
+        for (uint64_t ino = 2; ino <= ns_count(ns); ino++) {
+            const char *name = ns_get(ns, ino)->name;
+            CHECK(strcmp(name, ".") != 0 && strcmp(name, "..") != 0);
+        }
+        uint64_t d = ns_lookup(ns, NS_ROOT, "_");
+        CHECK(d != 0 && ns_get(ns, d)->is_dir && ns_lookup(ns, d, "inner.npy") != 0);
+        CHECK(ns_lookup(ns, NS_ROOT, "_~1") != 0); /* the file, renamed away from the dir */
+    }
+    ns_free(ns);
+    free_za(&za);
+    free(two);
+    free(one);
+    free(a);
+    free(b);
+}
+
 static void test_lookups(void)
 {
     struct zip_archive za;
@@ -774,6 +804,7 @@ int main(int argc, char **argv)
     RUN_TEST(test_numpy_keys);
     RUN_TEST(test_long_components);
     RUN_TEST(test_cut_without_boundary);
+    RUN_TEST(test_cut_to_dots);
     RUN_TEST(test_lookups);
     RUN_TEST(test_many_names);
     RUN_TEST(test_stable_inodes);
