@@ -82,6 +82,7 @@ check: deps
 	$(MAKE) check-unit
 	$(MAKE) check-asan
 	$(MAKE) check-tsan
+	$(MAKE) check-fuzz
 	$(MAKE) check-integration
 	$(MAKE) check-integration-asan
 
@@ -123,3 +124,6 @@ uninstall:
 
 clean:
 	rm -rf $(B) $(BA) $(BT) npzmount build-fuzz
+
+# libFuzzer harnesses: fuzz, check-fuzz, fuzz-build, fuzz-cov
+include tests/fuzz/fuzz.mk

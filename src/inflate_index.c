@@ -247,12 +247,18 @@ int zindex_decode(struct zindex *zi, uint64_t k, unsigned char **out, size_t *le
         if (rc == Z_STREAM_END && done < n)
             rc = -EIO;
     }
-    if (rc < 0) {
+    /* zlib may read on past the chunk into the next block header and find it corrupt; the
+     * chunk itself is complete, and the error belongs to a later chunk (the frontier reports
+     * it). Such a decoder is not fit to continue, though. */
+    if (rc < 0 && done < n) {
         free(buf);
         decoder_free(d);
         return rc;
     }
-    return_cursor(zi, d);
+    if (rc < 0)
+        decoder_free(d);
+    else
+        return_cursor(zi, d);
     *out = buf;
     *len = n;
     return 0;

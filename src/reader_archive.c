@@ -31,7 +31,8 @@
 
 struct feed {
     int fd;
-    uint64_t data_off, csize;
+    uint64_t data_off, csize, usize;
+    bool lzma;    /* method 14: its dictionary claim is capped */
     uint64_t pos; /* bytes of header + data handed to libarchive */
     unsigned char header[HEADER_LEN];
     unsigned char buf[FEED_BUF];
@@ -123,6 +124,25 @@ static void make_header(unsigned char *h, const struct zip_member *zm)
     put64(h + 43, zm->csize);
 }
 
+/* An LZMA member (method 14) starts with a 4-byte version/size header and 5 property bytes,
+ * the last 4 of them the dictionary size, which liblzma allocates as claimed: 4 GiB for a
+ * hostile 100-byte member. No valid stream needs more than its own output, so the claim is
+ * cut to max(usize, 4 KiB) as the first data block goes in (it always holds those bytes). */
+static void cap_lzma_dict(struct feed *f, size_t n)
+{
+    if (n < 9)
+        return;
+    uint64_t cap = f->usize > 4096 ? f->usize : 4096;
+    if (cap > UINT32_MAX)
+        cap = UINT32_MAX;
+    if (le32(f->buf + 5) > cap) {
+        f->buf[5] = (unsigned char)cap;
+        f->buf[6] = (unsigned char)(cap >> 8);
+        f->buf[7] = (unsigned char)(cap >> 16);
+        f->buf[8] = (unsigned char)(cap >> 24);
+    }
+}
+
 static la_ssize_t feed_read(struct archive *a, void *ctx, const void **out)
 {
     struct feed *f = ctx;
@@ -141,6 +161,8 @@ static la_ssize_t feed_read(struct archive *a, void *ctx, const void **out)
         archive_set_error(a, -rc, "read error in the archive");
         return -1;
     }
+    if (at == 0 && f->lzma)
+        cap_lzma_dict(f, n);
     *out = f->buf;
     f->pos += n;
     return (la_ssize_t)n;
@@ -300,6 +322,8 @@ static struct cursor *cursor_of(const struct reader_env *env, const struct reade
     fresh->feed.fd = env->fd;
     fresh->feed.data_off = m->zm->data_off;
     fresh->feed.csize = m->zm->csize;
+    fresh->feed.usize = m->zm->usize;
+    fresh->feed.lzma = m->zm->method == ZIP_METHOD_LZMA;
     make_header(fresh->feed.header, m->zm);
     void *expected = NULL;
     if (atomic_compare_exchange_strong(m->state, &expected, fresh))
