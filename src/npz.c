@@ -131,8 +131,10 @@ ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t 
         len = (size_t)(zm->usize - off);
     if (archive_changed(npz))
         return -EIO;
-    struct reader_member m = {.idx = idx, .zm = zm, .state = &npz->state[idx]};
-    ssize_t n = npz->ops[idx]->read(&npz->env, &m, buf, len, off);
+    struct reader_member m = {.idx = idx, .zm = zm};
+    ssize_t n = reader_attach(npz->ops[idx], &npz->env, &npz->state[idx], &m);
+    if (n == 0)
+        n = npz->ops[idx]->read(&npz->env, &m, buf, len, off);
     if (n < 0 && !atomic_exchange(&npz->logged[idx], true))
         log_error("%s: %s", zm->name,
                 n == -EIO ? npz->ops[idx]->why(&m) : strerror((int)-n));

@@ -16,6 +16,25 @@ const struct reader_ops *reader_for(const struct zip_member *zm)
     return &reader_archive;
 }
 
+int reader_attach(const struct reader_ops *ops, const struct reader_env *env,
+                  _Atomic(void *) *slot, struct reader_member *m)
+{
+    m->state = atomic_load_explicit(slot, memory_order_acquire);
+    if (m->state || !ops->new_state)
+        return 0;
+    void *fresh = ops->new_state(env, m->zm);
+    if (!fresh)
+        return -ENOMEM;
+    void *expected = NULL;
+    if (atomic_compare_exchange_strong(slot, &expected, fresh)) {
+        m->state = fresh;
+    } else {
+        ops->free_state(fresh);
+        m->state = expected;
+    }
+    return 0;
+}
+
 ssize_t reader_copy_chunk(const struct reader_env *env, const struct reader_member *m,
                           uint64_t k, uint64_t start, reader_produce produce, void *ctx,
                           unsigned char *buf, size_t len, uint64_t off)

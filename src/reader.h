@@ -3,10 +3,10 @@
  * member can be stored; npz picks the implementation once per member (reader_for) and calls
  * it with the request already clipped to the member's size.
  *
- * A reader may keep per-member state: npz gives it a slot that starts NULL; the reader creates
- * its state on first use (installing it atomically, as readers run concurrently) and npz hands
- * it back to free_state at close. Errors are negative errno; -EIO means the member cannot be
- * served, and why() then gives a one-line reason.
+ * A reader may keep per-member state: it says how to make it (new_state) and free it
+ * (free_state); reader_attach creates it on a member's first read and installs it once in a
+ * slot npz owns, whatever the number of concurrent first readers. Errors are negative errno;
+ * -EIO means the member cannot be served, and why() then gives a one-line reason.
  */
 #ifndef NPZMOUNT_READER_H
 #define NPZMOUNT_READER_H
@@ -31,17 +31,18 @@ struct reader_env {
 struct reader_member {
     uint64_t idx;
     const struct zip_member *zm;
-    _Atomic(void *) *state;
+    void *state; /* from new_state, or NULL for readers without state */
 };
 
 struct reader_ops {
-    const char *name;
     /* Copies [off, off + len) of the member into buf; off + len <= usize. Returns len or an
      * error. */
     ssize_t (*read)(const struct reader_env *env, const struct reader_member *m, void *buf,
                     size_t len, uint64_t off);
     /* Why the member failed, or NULL. */
     const char *(*why)(const struct reader_member *m);
+    /* Per-member state, or NULL when out of memory; both NULL for stateless readers. */
+    void *(*new_state)(const struct reader_env *env, const struct zip_member *zm);
     void (*free_state)(void *state);
 };
 
@@ -63,6 +64,11 @@ typedef int (*reader_produce)(void *ctx, uint64_t k, struct cache_entry *claim,
 ssize_t reader_copy_chunk(const struct reader_env *env, const struct reader_member *m,
                           uint64_t k, uint64_t start, reader_produce produce, void *ctx,
                           unsigned char *buf, size_t len, uint64_t off);
+
+/* Sets m->state from slot, creating the state first if the slot is empty; a thread that loses
+ * the race to install it frees its own copy. Returns 0 or -ENOMEM. */
+int reader_attach(const struct reader_ops *ops, const struct reader_env *env,
+                  _Atomic(void *) *slot, struct reader_member *m);
 
 /* The reader for a member: reader_broken for members zipdir flagged. */
 const struct reader_ops *reader_for(const struct zip_member *zm);

@@ -310,35 +310,25 @@ static int produce(void *ctx, uint64_t k, struct cache_entry *claim, unsigned ch
     return rc;
 }
 
-static struct cursor *cursor_of(const struct reader_env *env, const struct reader_member *m)
+static void *archive_member_new(const struct reader_env *env, const struct zip_member *zm)
 {
-    struct cursor *c = atomic_load_explicit(m->state, memory_order_acquire);
-    if (c)
-        return c;
-    struct cursor *fresh = calloc(1, sizeof *fresh);
-    if (!fresh)
+    struct cursor *c = calloc(1, sizeof *c);
+    if (!c)
         return NULL;
-    pthread_mutex_init(&fresh->lock, NULL);
-    fresh->feed.fd = env->fd;
-    fresh->feed.data_off = m->zm->data_off;
-    fresh->feed.csize = m->zm->csize;
-    fresh->feed.usize = m->zm->usize;
-    fresh->feed.lzma = m->zm->method == ZIP_METHOD_LZMA;
-    make_header(fresh->feed.header, m->zm);
-    void *expected = NULL;
-    if (atomic_compare_exchange_strong(m->state, &expected, fresh))
-        return fresh;
-    pthread_mutex_destroy(&fresh->lock);
-    free(fresh);
-    return expected;
+    pthread_mutex_init(&c->lock, NULL);
+    c->feed.fd = env->fd;
+    c->feed.data_off = zm->data_off;
+    c->feed.csize = zm->csize;
+    c->feed.usize = zm->usize;
+    c->feed.lzma = zm->method == ZIP_METHOD_LZMA;
+    make_header(c->feed.header, zm);
+    return c;
 }
 
 static ssize_t archive_member_read(const struct reader_env *env, const struct reader_member *m,
                                    void *out, size_t len, uint64_t off)
 {
-    struct cursor *c = cursor_of(env, m);
-    if (!c)
-        return -ENOMEM;
+    struct cursor *c = m->state;
     struct produce_ctx ctx = {env, m, c};
     unsigned char *buf = out;
     size_t done = 0;
@@ -357,7 +347,7 @@ static ssize_t archive_member_read(const struct reader_env *env, const struct re
 
 static const char *archive_member_why(const struct reader_member *m)
 {
-    struct cursor *c = atomic_load(m->state);
+    struct cursor *c = m->state;
     return c && atomic_load(&c->failed) ? c->why : "cannot decode";
 }
 
@@ -372,8 +362,8 @@ static void archive_member_free(void *state)
 }
 
 const struct reader_ops reader_archive = {
-    .name = "libarchive",
     .read = archive_member_read,
     .why = archive_member_why,
+    .new_state = archive_member_new,
     .free_state = archive_member_free,
 };

@@ -19,7 +19,6 @@ static const char *broken_why(const struct reader_member *m)
 }
 
 const struct reader_ops reader_broken = {
-    .name = "broken",
     .read = broken_read,
     .why = broken_why,
 };

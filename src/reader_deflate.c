@@ -22,26 +22,16 @@ static void to_cache(void *ctx, uint64_t k, unsigned char *data, size_t len)
     cache_insert(s->cache, s->idx, k, data, len);
 }
 
-static struct zindex *index_of(const struct reader_env *env, const struct reader_member *m)
+static void *deflate_new(const struct reader_env *env, const struct zip_member *zm)
 {
-    struct zindex *zi = atomic_load_explicit(m->state, memory_order_acquire);
-    if (zi)
-        return zi;
     struct zindex_source src = {
         .fd = env->fd,
-        .offset = m->zm->data_off,
-        .csize = m->zm->csize,
-        .usize = m->zm->usize,
-        .crc32 = m->zm->crc32,
+        .offset = zm->data_off,
+        .csize = zm->csize,
+        .usize = zm->usize,
+        .crc32 = zm->crc32,
     };
-    struct zindex *fresh = zindex_new(&src, env->span);
-    if (!fresh)
-        return NULL;
-    void *expected = NULL;
-    if (atomic_compare_exchange_strong(m->state, &expected, fresh))
-        return fresh;
-    zindex_free(fresh); /* another thread installed one first */
-    return expected;
+    return zindex_new(&src, env->span);
 }
 
 struct decode_ctx {
@@ -62,9 +52,7 @@ static int decode_chunk(void *ctx, uint64_t k, struct cache_entry *claim, unsign
 static ssize_t deflate_read(const struct reader_env *env, const struct reader_member *m,
                             void *out, size_t len, uint64_t off)
 {
-    struct zindex *zi = index_of(env, m);
-    if (!zi)
-        return -ENOMEM;
+    struct zindex *zi = m->state;
     unsigned char *buf = out;
     size_t done = 0;
     while (done < len) {
@@ -91,8 +79,7 @@ static ssize_t deflate_read(const struct reader_env *env, const struct reader_me
 
 static const char *deflate_why(const struct reader_member *m)
 {
-    struct zindex *zi = atomic_load(m->state);
-    const char *why = zi ? zindex_why(zi) : NULL;
+    const char *why = m->state ? zindex_why(m->state) : NULL;
     return why ? why : "cannot decode";
 }
 
@@ -102,8 +89,8 @@ static void deflate_free(void *state)
 }
 
 const struct reader_ops reader_deflate = {
-    .name = "deflate",
     .read = deflate_read,
     .why = deflate_why,
+    .new_state = deflate_new,
     .free_state = deflate_free,
 };

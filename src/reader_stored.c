@@ -19,7 +19,6 @@ static const char *stored_why(const struct reader_member *m)
 }
 
 const struct reader_ops reader_stored = {
-    .name = "stored",
     .read = stored_read,
     .why = stored_why,
 };
