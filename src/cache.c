@@ -2,6 +2,7 @@
  * cache: see cache.h. A chained hash table over (a, b) plus one doubly linked LRU list of the
  * ready entries. Entries being filled are in the table (so others can wait on them) but not in
  * the list. An evicted entry still referenced is unlinked from both and freed on its last put.
+ * Spare buffers wait in a free list threaded through their own first bytes.
  */
 #include "cache.h"
 
@@ -27,18 +28,25 @@ struct cache_entry {
 struct cache {
     pthread_mutex_t lock;
     pthread_cond_t filled;
-    uint64_t max_bytes, bytes;
+    size_t piece;
+    uint64_t max_bytes;
+    uint64_t ready;                 /* READY entries in the table: what the bound counts */
+    void *spare;                    /* free list of buffers */
+    uint64_t nspare;
     struct cache_entry **buckets;
     uint64_t mask;
     struct cache_entry *head, *tail;
+    void (*notify)(void *);
+    void *notify_ctx;
 };
 
-struct cache *cache_new(uint64_t max_bytes, uint64_t expected_chunk)
+struct cache *cache_new(uint64_t max_bytes, size_t piece)
 {
     struct cache *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    uint64_t want = expected_chunk ? max_bytes / expected_chunk * 2 : 1024;
+    c->piece = piece < sizeof(void *) ? sizeof(void *) : piece;
+    uint64_t want = max_bytes / c->piece * 2;
     uint64_t n = 256;
     while (n < want && n < (1u << 22))
         n <<= 1;
@@ -54,10 +62,47 @@ struct cache *cache_new(uint64_t max_bytes, uint64_t expected_chunk)
     return c;
 }
 
-static void entry_free(struct cache_entry *e)
+size_t cache_piece(const struct cache *c)
 {
-    free(e->data);
-    free(e);
+    return c->piece;
+}
+
+void cache_set_notify(struct cache *c, void (*fn)(void *ctx), void *ctx)
+{
+    pthread_mutex_lock(&c->lock);
+    c->notify = fn;
+    c->notify_ctx = ctx;
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* Unlocks and tells the scheduler that a piece left production. */
+static void unlock_notify(struct cache *c)
+{
+    void (*fn)(void *) = c->notify;
+    void *ctx = c->notify_ctx;
+    pthread_mutex_unlock(&c->lock);
+    if (fn)
+        fn(ctx);
+}
+
+void cache_notify(struct cache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    unlock_notify(c);
+}
+
+/* Keeps a spare buffer while the pool stays near the bound, else frees it. Lock held. */
+static void spare_push(struct cache *c, unsigned char *buf)
+{
+    if (!buf)
+        return;
+    if ((c->ready + c->nspare) * c->piece >= c->max_bytes + 8 * c->piece) {
+        free(buf);
+        return;
+    }
+    *(void **)buf = c->spare;
+    c->spare = buf;
+    c->nspare++;
 }
 
 void cache_free(struct cache *c)
@@ -67,13 +112,26 @@ void cache_free(struct cache *c)
     for (uint64_t i = 0; i <= c->mask; i++) {
         for (struct cache_entry *e = c->buckets[i], *n; e; e = n) {
             n = e->hnext;
-            entry_free(e);
+            free(e->data);
+            free(e);
         }
+    }
+    while (c->spare) {
+        void *next = *(void **)c->spare;
+        free(c->spare);
+        c->spare = next;
     }
     free(c->buckets);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->filled);
     free(c);
+}
+
+/* Frees an entry nobody references any more, keeping its buffer. Lock held. */
+static void entry_release(struct cache *c, struct cache_entry *e)
+{
+    spare_push(c, e->data);
+    free(e);
 }
 
 static struct cache_entry **slot(struct cache *c, uint64_t a, uint64_t b)
@@ -106,26 +164,53 @@ static void lru_push(struct cache *c, struct cache_entry *e)
         c->tail = e;
 }
 
-/* Removes e from the table (and the list when ready); frees it if nobody holds it. */
-static void unlink_entry(struct cache *c, struct cache_entry *e)
+static void table_unlink(struct cache *c, struct cache_entry *e)
 {
     struct cache_entry **p = slot(c, e->a, e->b);
     while (*p != e)
         p = &(*p)->hnext;
     *p = e->hnext;
-    if (e->state == READY) {
-        lru_unlink(c, e);
-        c->bytes -= e->len;
-    }
     e->linked = false;
-    if (e->refs == 0)
-        entry_free(e);
 }
 
-static void evict(struct cache *c, struct cache_entry *keep)
+/* Removes e from the table (and the list when ready); frees it if nobody holds it. */
+static void unlink_entry(struct cache *c, struct cache_entry *e)
 {
-    while (c->bytes > c->max_bytes && c->tail && c->tail != keep)
+    table_unlink(c, e);
+    if (e->state == READY) {
+        lru_unlink(c, e);
+        c->ready--;
+    }
+    if (e->refs == 0)
+        entry_release(c, e);
+}
+
+static void evict(struct cache *c, const struct cache_entry *keep)
+{
+    while (c->ready * c->piece > c->max_bytes && c->tail && c->tail != keep)
         unlink_entry(c, c->tail);
+}
+
+unsigned char *cache_buffer(struct cache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    /* At the bound, the least recently used piece nobody reads gives up its buffer. */
+    if (!c->spare && (c->ready + 1) * c->piece > c->max_bytes && c->tail && c->tail->refs == 0)
+        unlink_entry(c, c->tail);
+    unsigned char *buf = c->spare;
+    if (buf) {
+        c->spare = *(void **)buf;
+        c->nspare--;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return buf ? buf : malloc(c->piece);
+}
+
+void cache_unused(struct cache *c, unsigned char *buf)
+{
+    pthread_mutex_lock(&c->lock);
+    spare_push(c, buf);
+    pthread_mutex_unlock(&c->lock);
 }
 
 static struct cache_entry *find(struct cache *c, uint64_t a, uint64_t b)
@@ -151,17 +236,33 @@ static struct cache_entry *add(struct cache *c, uint64_t a, uint64_t b)
     return e;
 }
 
-int cache_get(struct cache *c, uint64_t a, uint64_t b, struct cache_entry **out)
+/* Drops a reference taken by cache_get on an entry that turned out unusable. Lock held. */
+static void unref(struct cache *c, struct cache_entry *e)
+{
+    if (--e->refs == 0 && !e->linked)
+        entry_release(c, e);
+}
+
+int cache_get(struct cache *c, uint64_t a, uint64_t b, enum cache_how how,
+              struct cache_entry **out)
 {
     int rc;
+    struct cache_entry *e;
     pthread_mutex_lock(&c->lock);
-    struct cache_entry *e = find(c, a, b);
-    if (!e) {
-        e = add(c, a, b);
-        rc = e ? 0 : -ENOMEM;
-        if (e)
-            e->refs = 1;
-    } else {
+    for (;;) {
+        e = find(c, a, b);
+        if (!e) {
+            e = how == CACHE_PEEK ? NULL : add(c, a, b);
+            rc = e || how == CACHE_PEEK ? 0 : -ENOMEM;
+            if (e)
+                e->refs = 1;
+            break;
+        }
+        if (e->state == FILLING && how != CACHE_WAIT) {
+            rc = how == CACHE_PEEK ? 0 : -EAGAIN;
+            e = NULL;
+            break;
+        }
         e->refs++;
         while (e->state == FILLING)
             pthread_cond_wait(&c->filled, &c->lock);
@@ -171,82 +272,93 @@ int cache_get(struct cache *c, uint64_t a, uint64_t b, struct cache_entry **out)
                 lru_push(c, e);
             }
             rc = 1;
-        } else {
-            rc = e->err;
-            if (--e->refs == 0 && !e->linked)
-                entry_free(e);
-            e = NULL;
+            break;
         }
+        rc = e->err;
+        unref(c, e);
+        e = NULL;
+        if (rc != -EAGAIN) /* an abandoned claim: look again, maybe claim it ourselves */
+            break;
     }
     pthread_mutex_unlock(&c->lock);
     *out = e;
     return rc;
 }
 
-/* Makes e ready with data, most recent, and trims the cache to its bound. Lock held. */
-static void make_ready(struct cache *c, struct cache_entry *e, void *data, size_t len)
+/* Makes e ready with buf, most recent, and trims the cache to its bound. Lock held. */
+static void make_ready(struct cache *c, struct cache_entry *e, unsigned char *buf, size_t len)
 {
-    e->data = data;
+    e->data = buf;
     e->len = len;
     e->state = READY;
+    c->ready++;
     lru_push(c, e);
-    c->bytes += len;
     evict(c, e);
 }
 
-void cache_fill(struct cache *c, struct cache_entry *e, void *data, size_t len)
+void cache_fill(struct cache *c, struct cache_entry *e, unsigned char *buf, size_t len)
 {
     pthread_mutex_lock(&c->lock);
     if (e->state == READY) /* completed by cache_insert meanwhile */
-        free(data);
+        spare_push(c, buf);
     else
-        make_ready(c, e, data, len);
+        make_ready(c, e, buf, len);
     pthread_cond_broadcast(&c->filled);
-    pthread_mutex_unlock(&c->lock);
+    unlock_notify(c);
+}
+
+/* Takes a claimed, unfilled entry out of the table with err for its waiters. Lock held. */
+static void drop_claim(struct cache *c, struct cache_entry *e, int err)
+{
+    e->err = err;
+    table_unlink(c, e);
+    e->state = FAILED;
+    unref(c, e);
+    pthread_cond_broadcast(&c->filled);
 }
 
 void cache_fail(struct cache *c, struct cache_entry *e, int err)
 {
     pthread_mutex_lock(&c->lock);
-    if (e->state == READY) { /* completed by cache_insert: the chunk is fine after all */
-        pthread_mutex_unlock(&c->lock);
-        cache_put(c, e);
-        return;
-    }
-    e->err = err < 0 ? err : -EIO;
-    struct cache_entry **p = slot(c, e->a, e->b);
-    while (*p != e)
-        p = &(*p)->hnext;
-    *p = e->hnext;
-    e->linked = false;
-    e->state = FAILED;
-    if (--e->refs == 0)
-        entry_free(e);
-    pthread_cond_broadcast(&c->filled);
-    pthread_mutex_unlock(&c->lock);
+    if (e->state == READY) /* completed by cache_insert: the piece is fine after all */
+        unref(c, e);
+    else
+        drop_claim(c, e, err < 0 && err != -EAGAIN ? err : -EIO);
+    unlock_notify(c);
+}
+
+void cache_abandon(struct cache *c, struct cache_entry *e)
+{
+    pthread_mutex_lock(&c->lock);
+    if (e->state == READY)
+        unref(c, e);
+    else
+        drop_claim(c, e, -EAGAIN);
+    unlock_notify(c);
 }
 
 void cache_put(struct cache *c, struct cache_entry *e)
 {
     pthread_mutex_lock(&c->lock);
-    if (--e->refs == 0 && !e->linked)
-        entry_free(e);
+    unref(c, e);
     pthread_mutex_unlock(&c->lock);
 }
 
-void cache_insert(struct cache *c, uint64_t a, uint64_t b, void *data, size_t len)
+void cache_insert(struct cache *c, uint64_t a, uint64_t b, unsigned char *buf, size_t len)
 {
     pthread_mutex_lock(&c->lock);
     struct cache_entry *e = find(c, a, b);
     if (e && e->state == FILLING) {
-        make_ready(c, e, data, len);
+        make_ready(c, e, buf, len);
         pthread_cond_broadcast(&c->filled);
-    } else if (e || !(e = add(c, a, b))) {
-        free(data);
-    } else {
-        make_ready(c, e, data, len);
+        unlock_notify(c);
+        return;
     }
-    pthread_mutex_unlock(&c->lock);
+    if (e || !(e = add(c, a, b)))
+        spare_push(c, buf);
+    else
+        make_ready(c, e, buf, len);
+    unlock_notify(c);
 }
 
 bool cache_is_ready(struct cache *c, const struct cache_entry *e)
@@ -266,7 +378,7 @@ const unsigned char *cache_data(const struct cache_entry *e, size_t *len)
 uint64_t cache_bytes(struct cache *c)
 {
     pthread_mutex_lock(&c->lock);
-    uint64_t n = c->bytes;
+    uint64_t n = c->ready * c->piece;
     pthread_mutex_unlock(&c->lock);
     return n;
 }

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -161,6 +162,52 @@ static unsigned char *thread_buffer(size_t len)
     return b->data;
 }
 
+/* A read that needs decoding, run by the core's workers (sched.h) so that no FUSE thread
+ * waits for a decode: the FUSE thread that received it is free at once. */
+struct read_job {
+    struct sched_job sj;
+    fuse_req_t req;
+    struct npz *npz;
+    uint64_t member;
+    size_t size;
+    uint64_t off;
+    atomic_bool interrupted;
+};
+
+static void reply_read(fuse_req_t req, ssize_t got, const unsigned char *buf)
+{
+    if (got < 0)
+        fuse_reply_err(req, (int)-got);
+    else
+        fuse_reply_buf(req, (const char *)buf, (size_t)got);
+}
+
+/* Called by libfuse, with the request's lock held, when the kernel interrupts the request
+ * (the reader got a signal): the job gives up at its next check and answers EINTR. */
+static void on_interrupt(fuse_req_t req, void *data)
+{
+    (void)req;
+    struct read_job *j = data;
+    atomic_store(&j->interrupted, true);
+    npz_wake(j->npz);
+}
+
+static int run_read_job(struct sched_job *sj)
+{
+    struct read_job *j = (struct read_job *)sj;
+    unsigned char *buf = thread_buffer(j->size);
+    ssize_t got = buf ? npz_read(j->npz, j->member, buf, j->size, j->off, READ_NOWAIT,
+                                 &j->interrupted)
+                      : -ENOMEM;
+    if (got == -EAGAIN)
+        return -EAGAIN;
+    /* Unregistering waits for an on_interrupt in progress, so j outlives it. */
+    fuse_req_interrupt_func(j->req, NULL, NULL);
+    reply_read(j->req, got, buf);
+    free(j);
+    return 0;
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
@@ -176,11 +223,22 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    ssize_t got = npz_read(fs->npz, n->member, buf, size, (uint64_t)off);
-    if (got < 0)
-        fuse_reply_err(req, (int)-got);
-    else
-        fuse_reply_buf(req, (const char *)buf, (size_t)got);
+    /* Stored members and pieces already decoded are served right here. */
+    ssize_t got = npz_read(fs->npz, n->member, buf, size, (uint64_t)off, READ_CACHED, NULL);
+    struct read_job *j = got == -EAGAIN ? calloc(1, sizeof *j) : NULL;
+    if (got != -EAGAIN || !j) {
+        reply_read(req, j || got != -EAGAIN ? got : -ENOMEM, buf);
+        return;
+    }
+    *j = (struct read_job){.sj.run = run_read_job, .req = req, .npz = fs->npz,
+                           .member = n->member, .size = size, .off = (uint64_t)off};
+    atomic_init(&j->interrupted, false);
+    fuse_req_interrupt_func(req, on_interrupt, j);
+    if (npz_submit(fs->npz, &j->sj) < 0) {
+        fuse_req_interrupt_func(req, NULL, NULL);
+        free(j);
+        fuse_reply_err(req, EAGAIN);
+    }
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

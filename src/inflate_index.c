@@ -1,30 +1,37 @@
 /*
  * inflate_index: see inflate_index.h for the algorithm and its contract.
  *
- * Two decoders live with an index: the frontier decoder, which only the extending thread
- * touches and which simply keeps going from one chunk to the next, and a spare "cursor" left
- * where the last indexed-chunk decode stopped, so that reading chunk k+1 after chunk k continues
- * the stream instead of restarting from a checkpoint.
+ * Decoders: the frontier decoder, which only the thread holding `build` touches and which
+ * stays at the frontier between calls, and a spare "cursor" left where the last restart
+ * stopped, so that reading piece q+1 after piece q continues the stream instead of restarting
+ * from a checkpoint. Both stop only at piece boundaries. A restart that finds the cursor taken
+ * makes a decoder of its own.
+ *
+ * The window of a new checkpoint comes from zlib itself (inflateGetDictionary): the output it
+ * belongs to may already sit in pieces handed to the sink.
  */
 #include "inflate_index.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
-#include <stdbool.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
 
 #include "io.h"
+#include "window.h"
 
 #define IN_BUF (64u << 10)
 
 struct point {
-    uint64_t out;          /* output offset of the checkpoint */
-    uint64_t in;           /* input bytes consumed at that moment */
-    int bits;              /* unused bits left in byte in - 1 (0-7) */
-    unsigned char *window; /* the 32 KiB of output before out; NULL at out == 0 */
+    uint64_t out;       /* output offset of the checkpoint */
+    uint64_t in;        /* input bytes consumed at that moment */
+    int bits;           /* unused bits left in byte in - 1 (0-7) */
+    uint32_t wlen;      /* window bytes (less than 32 KiB only near the start) */
+    uint32_t zlen;      /* bytes of the packed window in win */
+    unsigned char *win; /* packed window (window.h); NULL at out == 0 */
 };
 
 struct decoder {
@@ -36,18 +43,25 @@ struct decoder {
 
 struct zindex {
     struct zindex_source src;
-    uint64_t span;
+    size_t piece;
+    struct budget *mem;
     pthread_mutex_t lock;  /* guards everything below except the frontier fields */
+    uint64_t span;         /* grows when checkpoints are thinned */
     struct point *pts;
     uint64_t npoints, cap;
+    uint32_t *pcrc;        /* CRC-32 of pieces 0..ncrc-1 */
+    uint64_t ncrc, pcrc_cap;
+    uint64_t fpos;         /* the frontier: output offset, a piece boundary or usize */
     bool complete;
     int err;
     const char *why;
     struct decoder *cursor;
+    uint64_t charged;      /* bytes taken from mem */
+    atomic_int fg_waiting; /* foreground producers that found the frontier busy */
 
     pthread_mutex_t build; /* held by the one thread extending the frontier */
     struct decoder *frontier;
-    uint32_t crc;          /* CRC-32 of all output the frontier produced */
+    uint32_t crc;          /* CRC-32 of output [0, fpos) */
 };
 
 static int fail(struct zindex *zi, const char *why)
@@ -60,6 +74,37 @@ static int fail(struct zindex *zi, const char *why)
     pthread_mutex_unlock(&zi->lock);
     return -EIO;
 }
+
+static uint64_t npieces(const struct zindex *zi)
+{
+    return (zi->src.usize + zi->piece - 1) / zi->piece;
+}
+
+/* Length of piece q. */
+static size_t piece_len(const struct zindex *zi, uint64_t q)
+{
+    uint64_t start = q * zi->piece;
+    return (size_t)(zi->src.usize - start < zi->piece ? zi->src.usize - start : zi->piece);
+}
+
+/* ---- memory accounting (lock held) ---- */
+
+static int charge(struct zindex *zi, uint64_t n)
+{
+    if (zi->mem && budget_take(zi->mem, n) < 0)
+        return -ENOMEM;
+    zi->charged += n;
+    return 0;
+}
+
+static void refund(struct zindex *zi, uint64_t n)
+{
+    if (zi->mem)
+        budget_give(zi->mem, n);
+    zi->charged -= n;
+}
+
+/* ---- decoders ---- */
 
 static struct decoder *decoder_new(void)
 {
@@ -96,8 +141,12 @@ static int decoder_seek(struct decoder *d, const struct zindex_source *src, cons
         if (inflatePrime(&d->s, p->bits, byte >> (8 - p->bits)) != Z_OK)
             return -EIO;
     }
-    if (p->window && inflateSetDictionary(&d->s, p->window, ZINDEX_WINDOW) != Z_OK)
-        return -EIO;
+    if (p->win) {
+        unsigned char raw[ZINDEX_WINDOW];
+        if (window_unpack(p->win, p->zlen, raw, p->wlen) < 0 ||
+            inflateSetDictionary(&d->s, raw, p->wlen) != Z_OK)
+            return -EIO;
+    }
     d->s.avail_in = 0;
     d->in = p->in;
     d->out = p->out;
@@ -132,13 +181,142 @@ static int decoder_step(struct decoder *d, const struct zindex_source *src, unsi
     return -EIO;     /* corrupt data, or the stream wants input past csize */
 }
 
-struct zindex *zindex_new(const struct zindex_source *src, uint64_t span)
+/* ---- checkpoints ---- */
+
+/* Drops every other checkpoint (keeping the first) and doubles the span. Lock held. */
+static void thin(struct zindex *zi)
+{
+    uint64_t kept = 1;
+    for (uint64_t i = 1; i < zi->npoints; i++) {
+        if (i % 2 == 0) {
+            zi->pts[kept++] = zi->pts[i];
+        } else {
+            refund(zi, zi->pts[i].zlen);
+            free(zi->pts[i].win);
+        }
+    }
+    zi->npoints = kept;
+    zi->span *= 2;
+}
+
+/* Room for one more point in the table. Lock held. */
+static int reserve_point(struct zindex *zi)
+{
+    if (zi->npoints < zi->cap)
+        return 0;
+    uint64_t grow = zi->cap * sizeof *zi->pts;
+    if (charge(zi, grow) < 0)
+        return -ENOMEM;
+    struct point *p = realloc(zi->pts, zi->cap * 2 * sizeof *p);
+    if (!p) {
+        refund(zi, grow);
+        return -ENOMEM;
+    }
+    zi->pts = p;
+    zi->cap *= 2;
+    return 0;
+}
+
+/* Records a checkpoint where d stands (a block boundary). Under memory pressure the window is
+ * packed, then older checkpoints are thinned; if even that leaves no room the point is skipped
+ * (the span widens, nothing fails). Lock not held. */
+static void add_point(struct zindex *zi, struct decoder *d)
+{
+    unsigned char raw[ZINDEX_WINDOW];
+    uInt wlen = 0;
+    if (inflateGetDictionary(&d->s, raw, &wlen) != Z_OK)
+        return;
+    struct point p = {.out = d->out, .in = d->in - d->s.avail_in, .bits = d->s.data_type & 7,
+                      .wlen = wlen};
+    if (window_pack(raw, wlen, 1, &p.win, &p.zlen) < 0)
+        return;
+    pthread_mutex_lock(&zi->lock);
+    bool packed = p.zlen < p.wlen;
+    for (int tries = 0; tries < 3; tries++) {
+        if (reserve_point(zi) == 0 && charge(zi, p.zlen) == 0) {
+            zi->pts[zi->npoints++] = p;
+            pthread_mutex_unlock(&zi->lock);
+            return;
+        }
+        if (!packed) { /* pressure: pay for a real attempt at packing */
+            unsigned char *z;
+            uint32_t zlen;
+            if (window_pack(raw, wlen, 0, &z, &zlen) == 0) {
+                free(p.win);
+                p.win = z;
+                p.zlen = zlen;
+            }
+            packed = true;
+        } else if (zi->npoints > 2) {
+            thin(zi);
+        }
+    }
+    pthread_mutex_unlock(&zi->lock);
+    free(p.win);
+}
+
+/* The last checkpoint at or before off. Lock held. */
+static const struct point *point_before(const struct zindex *zi, uint64_t off)
+{
+    uint64_t lo = 0, hi = zi->npoints;
+    while (hi - lo > 1) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (zi->pts[mid].out <= off)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return &zi->pts[lo];
+}
+
+/* Records the CRC of frontier piece q. Lock held. Pieces beyond what the budget allows keep
+ * no CRC: they are then served unverified when decoded again, like any plain zran index. */
+static void record_crc(struct zindex *zi, uint64_t q, uint32_t crc)
+{
+    if (q != zi->ncrc)
+        return;
+    if (q >= zi->pcrc_cap) {
+        uint64_t ncap = zi->pcrc_cap ? zi->pcrc_cap * 2 : 64;
+        if (ncap > npieces(zi))
+            ncap = npieces(zi);
+        if (ncap <= q || charge(zi, (ncap - zi->pcrc_cap) * sizeof *zi->pcrc) < 0)
+            return;
+        uint32_t *p = realloc(zi->pcrc, ncap * sizeof *p);
+        if (!p) {
+            refund(zi, (ncap - zi->pcrc_cap) * sizeof *zi->pcrc);
+            return;
+        }
+        zi->pcrc = p;
+        zi->pcrc_cap = ncap;
+    }
+    zi->pcrc[q] = crc;
+    zi->ncrc++;
+}
+
+/* A private copy of p's packed window (p->win may be freed by thinning once the lock is
+ * dropped). Lock held. Returns 0 or -ENOMEM. */
+static int copy_point(const struct point *p, struct point *out)
+{
+    *out = *p;
+    if (!p->win)
+        return 0;
+    if (!(out->win = malloc(p->zlen)))
+        return -ENOMEM;
+    memcpy(out->win, p->win, p->zlen);
+    return 0;
+}
+
+/* ---- creation ---- */
+
+struct zindex *zindex_new(const struct zindex_source *src, const struct zindex_params *p)
 {
     struct zindex *zi = calloc(1, sizeof *zi);
     if (!zi)
         return NULL;
     zi->src = *src;
-    zi->span = span < ZINDEX_WINDOW ? ZINDEX_WINDOW : span;
+    zi->span = p->span < ZINDEX_WINDOW ? ZINDEX_WINDOW : p->span;
+    zi->piece = p->piece < 4096 ? 4096 : p->piece;
+    zi->mem = p->mem;
     zi->cap = 16;
     zi->pts = calloc(zi->cap, sizeof *zi->pts);
     if (!zi->pts) {
@@ -146,6 +324,8 @@ struct zindex *zindex_new(const struct zindex_source *src, uint64_t span)
         return NULL;
     }
     zi->npoints = 1; /* the start of the stream needs no window */
+    zi->complete = src->usize == 0 && src->csize == 0;
+    atomic_init(&zi->fg_waiting, 0);
     pthread_mutex_init(&zi->lock, NULL);
     pthread_mutex_init(&zi->build, NULL);
     return zi;
@@ -156,8 +336,11 @@ void zindex_free(struct zindex *zi)
     if (!zi)
         return;
     for (uint64_t i = 0; i < zi->npoints; i++)
-        free(zi->pts[i].window);
+        free(zi->pts[i].win);
+    if (zi->mem)
+        budget_give(zi->mem, zi->charged);
     free(zi->pts);
+    free(zi->pcrc);
     decoder_free(zi->cursor);
     decoder_free(zi->frontier);
     pthread_mutex_destroy(&zi->lock);
@@ -165,42 +348,203 @@ void zindex_free(struct zindex *zi)
     free(zi);
 }
 
-/* The chunk holding off, as in zindex_locate; lock held. */
-static int locate_locked(struct zindex *zi, uint64_t off, uint64_t *k, uint64_t *start,
-                         uint64_t *len)
+/* ---- decoding a run of output ---- */
+
+/* Decodes exactly len bytes at d into buf (Z_BLOCK and checkpoints when rec). Returns 0, 1 if
+ * the stream ended exactly there, or a negative errno. */
+static int decode_into(struct zindex *zi, struct decoder *d, unsigned char *buf, size_t len,
+                       bool rec)
 {
-    if (zi->err)
-        return zi->err;
-    uint64_t lo = 0, hi = zi->npoints; /* find the last point with out <= off */
-    while (hi - lo > 1) {
-        uint64_t mid = lo + (hi - lo) / 2;
-        if (zi->pts[mid].out <= off)
-            lo = mid;
-        else
-            hi = mid;
+    size_t used = 0;
+    while (used < len) {
+        size_t made;
+        int rc = decoder_step(d, &zi->src, buf + used, len - used, rec ? Z_BLOCK : Z_NO_FLUSH,
+                              &made);
+        used += made;
+        if (rc < 0)
+            return rc;
+        if (rc == Z_STREAM_END)
+            return used == len ? 1 : -EIO;
+        if (rec && (d->s.data_type & 0xc0) == 0x80 && d->out < zi->src.usize) {
+            uint64_t last;
+            pthread_mutex_lock(&zi->lock);
+            last = zi->pts[zi->npoints - 1].out;
+            uint64_t span = zi->span;
+            pthread_mutex_unlock(&zi->lock);
+            if (d->out - last >= span)
+                add_point(zi, d);
+        }
     }
-    uint64_t end;
-    if (lo + 1 < zi->npoints)
-        end = zi->pts[lo + 1].out;
-    else if (zi->complete)
-        end = zi->src.usize;
-    else
-        return 0;
-    *k = lo;
-    *start = zi->pts[lo].out;
-    *len = end - *start;
-    return 1;
+    return 0;
 }
 
-int zindex_locate(struct zindex *zi, uint64_t off, uint64_t *k, uint64_t *start, uint64_t *len)
+/* After the member's last byte the stream must end: one more byte of output means the
+ * member is longer than the central directory says. */
+static int expect_end(struct zindex *zi, struct decoder *d)
+{
+    for (;;) {
+        unsigned char extra;
+        size_t made;
+        int rc = decoder_step(d, &zi->src, &extra, 1, Z_NO_FLUSH, &made);
+        if (made)
+            return fail(zi, "member longer than its declared size");
+        if (rc == Z_STREAM_END)
+            return 0;
+        if (rc < 0)
+            return fail(zi, "corrupt deflate data");
+    }
+}
+
+/* Skips d forward to output offset `to` (d->out <= to), decoding into scratch (a piece). */
+static int skip_to(struct zindex *zi, struct decoder *d, uint64_t to, unsigned char *scratch,
+                   const struct stop *stop)
+{
+    int rc = 0;
+    while (rc == 0 && d->out < to) {
+        uint64_t n = to - d->out < zi->piece ? to - d->out : zi->piece;
+        rc = decode_into(zi, d, scratch, (size_t)n, false);
+        if (rc == 1) /* the stream cannot end before the member does */
+            rc = -EIO;
+        if (rc == 0 && stop_now(stop))
+            rc = -EINTR;
+    }
+    return rc;
+}
+
+/* skip_to with a scratch piece borrowed from sink. */
+static int skip_with(struct zindex *zi, struct decoder *d, uint64_t to,
+                     const struct zindex_sink *sink, const struct stop *stop)
+{
+    if (d->out >= to)
+        return 0;
+    unsigned char *scratch = sink->buffer(sink->ctx);
+    if (!scratch)
+        return -ENOMEM;
+    int rc = skip_to(zi, d, to, scratch, stop);
+    sink->unused(sink->ctx, scratch);
+    return rc;
+}
+
+/* ---- the frontier ---- */
+
+/* Decodes the piece at the frontier, recording checkpoints and its CRC, and hands it to sink
+ * (or drops it when sink is NULL). Build lock held. */
+static int frontier_piece(struct zindex *zi, const struct zindex_sink *sink,
+                          unsigned char *scratch)
+{
+    struct decoder *d = zi->frontier;
+    uint64_t q = zi->fpos / zi->piece;
+    size_t len = piece_len(zi, q);
+    unsigned char *buf = sink ? sink->buffer(sink->ctx) : scratch;
+    if (!buf)
+        return -ENOMEM;
+    int rc = decode_into(zi, d, buf, len, true);
+    if (rc == 1 && q + 1 < npieces(zi))
+        rc = fail(zi, "member shorter than its declared size");
+    else if (rc < 0 && rc != -ENOMEM)
+        rc = rc == -EIO ? fail(zi, "corrupt deflate data") : rc;
+    else if (rc == 0 && q + 1 == npieces(zi))
+        rc = expect_end(zi, d);
+    if (rc < 0) {
+        if (sink)
+            sink->unused(sink->ctx, buf);
+        decoder_free(zi->frontier); /* its state is unknown now */
+        zi->frontier = NULL;
+        return rc;
+    }
+    uint32_t pc = (uint32_t)crc32(0, buf, (uInt)len);
+    zi->crc = (uint32_t)crc32_combine(zi->crc, pc, (z_off_t)len);
+    bool last = q + 1 == npieces(zi);
+    if (last && zi->crc != zi->src.crc32) {
+        if (sink)
+            sink->unused(sink->ctx, buf);
+        return fail(zi, "CRC-32 mismatch");
+    }
+    pthread_mutex_lock(&zi->lock);
+    record_crc(zi, q, pc);
+    zi->fpos += len;
+    zi->complete = last;
+    pthread_mutex_unlock(&zi->lock);
+    if (sink)
+        sink->deliver(sink->ctx, q, buf, len);
+    return 0;
+}
+
+/* Makes sure the frontier decoder stands at fpos (a resumed index starts at a checkpoint
+ * before it), skipping with scratch, a piece. Build lock held. */
+static int frontier_ready(struct zindex *zi, unsigned char *scratch, const struct stop *stop)
+{
+    if (zi->frontier && zi->frontier->out == zi->fpos)
+        return 0;
+    if (!zi->frontier && !(zi->frontier = decoder_new()))
+        return -ENOMEM;
+    struct point p;
+    pthread_mutex_lock(&zi->lock);
+    int rc = copy_point(point_before(zi, zi->fpos), &p);
+    pthread_mutex_unlock(&zi->lock);
+    if (rc == 0)
+        rc = decoder_seek(zi->frontier, &zi->src, &p);
+    free(p.win);
+    if (rc == 0)
+        rc = skip_to(zi, zi->frontier, zi->fpos, scratch, stop);
+    if (rc < 0) {
+        decoder_free(zi->frontier);
+        zi->frontier = NULL;
+    }
+    return rc == -EIO ? fail(zi, "cannot restart the deflate stream") : rc;
+}
+
+int zindex_ready(struct zindex *zi, uint64_t q)
 {
     pthread_mutex_lock(&zi->lock);
-    int rc = locate_locked(zi, off, k, start, len);
+    int rc = zi->err ? zi->err : zi->complete || (q + 1) * zi->piece <= zi->fpos;
     pthread_mutex_unlock(&zi->lock);
     return rc;
 }
 
-/* Takes the spare decoder (any decoder will do; one already at `at` saves a restart). */
+/* Advances the frontier until piece q is delivered. */
+static int extend(struct zindex *zi, uint64_t q, const struct zindex_sink *sink,
+                  const struct stop *stop, bool nowait)
+{
+    if (nowait ? pthread_mutex_trylock(&zi->build) != 0 : pthread_mutex_lock(&zi->build) != 0) {
+        atomic_fetch_add(&zi->fg_waiting, 1);
+        return -EAGAIN;
+    }
+    unsigned char *scratch = sink->buffer(sink->ctx);
+    int rc = scratch ? frontier_ready(zi, scratch, stop) : -ENOMEM;
+    if (scratch)
+        sink->unused(sink->ctx, scratch);
+    while (rc == 0 && (rc = zindex_ready(zi, q)) == 0) {
+        if ((rc = frontier_piece(zi, sink, NULL)) == 0 && stop_now(stop))
+            rc = -EINTR;
+    }
+    atomic_store(&zi->fg_waiting, 0);
+    pthread_mutex_unlock(&zi->build);
+    return rc < 0 ? rc : 0;
+}
+
+int zindex_advance(struct zindex *zi, const struct stop *stop)
+{
+    if (atomic_load(&zi->fg_waiting) > 0 || pthread_mutex_trylock(&zi->build) != 0)
+        return -EAGAIN;
+    int rc = zindex_ready(zi, npieces(zi) ? npieces(zi) - 1 : 0);
+    unsigned char *scratch = NULL;
+    if (rc == 0 && !(scratch = malloc(zi->piece)))
+        rc = -ENOMEM;
+    if (rc == 0)
+        rc = frontier_ready(zi, scratch, stop);
+    if (rc == 0 && !stop_now(stop))
+        rc = frontier_piece(zi, NULL, scratch);
+    free(scratch);
+    pthread_mutex_unlock(&zi->build);
+    if (rc < 0)
+        return rc;
+    return zindex_complete(zi) ? 1 : 0;
+}
+
+/* ---- restarts below the frontier ---- */
+
+/* Takes the spare decoder (any decoder will do; one already near the piece saves a restart). */
 static struct decoder *take_cursor(struct zindex *zi)
 {
     pthread_mutex_lock(&zi->lock);
@@ -219,185 +563,113 @@ static void return_cursor(struct zindex *zi, struct decoder *d)
     decoder_free(old);
 }
 
-int zindex_decode(struct zindex *zi, uint64_t k, unsigned char **out, size_t *len)
+/* Positions d at or before output offset `at`, at a checkpoint unless it already stands
+ * between the right checkpoint and `at`. */
+static int position(struct zindex *zi, struct decoder *d, uint64_t at)
 {
-    uint64_t start, n, kk;
     struct point p;
     pthread_mutex_lock(&zi->lock);
-    int rc = k < zi->npoints ? locate_locked(zi, zi->pts[k].out, &kk, &start, &n) : -EINVAL;
-    if (rc == 1)
-        p = zi->pts[k];
+    const struct point *near = point_before(zi, at);
+    bool keep = d->out <= at && d->out >= near->out && d->out > 0;
+    int rc = keep ? 0 : copy_point(near, &p);
     pthread_mutex_unlock(&zi->lock);
-    if (rc <= 0)
-        return rc < 0 ? rc : -EINVAL;
-
-    unsigned char *buf = malloc(n ? n : 1);
-    struct decoder *d = take_cursor(zi);
-    if (!buf || !d) {
-        free(buf);
-        decoder_free(d);
-        return -ENOMEM;
-    }
-    rc = d->out == start ? 0 : decoder_seek(d, &zi->src, &p);
-    uint64_t done = 0;
-    while (rc >= 0 && done < n) {
-        size_t made;
-        rc = decoder_step(d, &zi->src, buf + done, n - done, Z_NO_FLUSH, &made);
-        done += made;
-        if (rc == Z_STREAM_END && done < n)
-            rc = -EIO;
-    }
-    /* zlib may read on past the chunk into the next block header and find it corrupt; the
-     * chunk itself is complete, and the error belongs to a later chunk (the frontier reports
-     * it). Such a decoder is not fit to continue, though. */
-    if (rc < 0 && done < n) {
-        free(buf);
-        decoder_free(d);
+    if (keep || rc < 0)
         return rc;
+    rc = decoder_seek(d, &zi->src, &p);
+    free(p.win);
+    return rc;
+}
+
+/* Checks a piece decoded again against the CRC the frontier recorded for it. */
+static int verify(struct zindex *zi, uint64_t q, const unsigned char *buf, size_t len)
+{
+    pthread_mutex_lock(&zi->lock);
+    bool known = q < zi->ncrc;
+    uint32_t want = known ? zi->pcrc[q] : 0;
+    pthread_mutex_unlock(&zi->lock);
+    if (known && (uint32_t)crc32(0, buf, (uInt)len) != want)
+        return fail(zi, "decoded data differs from the indexed CRC-32");
+    return 0;
+}
+
+/* Decodes pieces from the nearest checkpoint (or the cursor) up to and including q. */
+static int restart(struct zindex *zi, uint64_t q, const struct zindex_sink *sink,
+                   const struct stop *stop)
+{
+    struct decoder *d = take_cursor(zi);
+    if (!d)
+        return -ENOMEM;
+    uint64_t start = q * zi->piece;
+    int rc = position(zi, d, start);
+    if (rc == 0 && d->out % zi->piece) /* a checkpoint inside a piece: skip to the next one */
+        rc = skip_with(zi, d, (d->out / zi->piece + 1) * zi->piece, sink, stop);
+    while (rc == 0 && d->out <= start) {
+        uint64_t k = d->out / zi->piece;
+        size_t len = piece_len(zi, k);
+        unsigned char *buf = sink->buffer(sink->ctx);
+        if (!buf) {
+            rc = -ENOMEM;
+            break;
+        }
+        rc = decode_into(zi, d, buf, len, false);
+        if (rc == 1)
+            rc = k + 1 == npieces(zi) ? 0 : -EIO;
+        if (rc == 0)
+            rc = verify(zi, k, buf, len);
+        if (rc < 0) {
+            sink->unused(sink->ctx, buf);
+            break;
+        }
+        sink->deliver(sink->ctx, k, buf, len);
+        if (k < q && stop_now(stop))
+            rc = -EINTR;
+        if (k == q)
+            break;
     }
-    if (rc < 0)
+    if (rc == -EIO && !zindex_why(zi))
+        fail(zi, "corrupt deflate data");
+    if (rc < 0 && rc != -EINTR)
         decoder_free(d);
     else
         return_cursor(zi, d);
-    *out = buf;
-    *len = n;
-    return 0;
+    return rc;
 }
 
-static int add_point(struct zindex *zi, const struct decoder *d, const unsigned char *tail)
+int zindex_produce(struct zindex *zi, uint64_t q, const struct zindex_sink *sink,
+                   const struct stop *stop, bool nowait)
 {
-    unsigned char *w = malloc(ZINDEX_WINDOW);
-    if (!w)
-        return -ENOMEM;
-    memcpy(w, tail - ZINDEX_WINDOW, ZINDEX_WINDOW);
+    if (q >= npieces(zi))
+        return -EINVAL;
+    for (;;) {
+        int rc = zindex_ready(zi, q);
+        if (rc < 0)
+            return rc;
+        if (rc == 1)
+            return restart(zi, q, sink, stop);
+        rc = extend(zi, q, sink, stop, nowait);
+        if (rc < 0)
+            return rc;
+        if (zindex_ready(zi, q) == 1)
+            return 0; /* the frontier delivered it on its way */
+    }
+}
+
+/* ---- queries ---- */
+
+bool zindex_complete(struct zindex *zi)
+{
     pthread_mutex_lock(&zi->lock);
-    if (zi->npoints == zi->cap) {
-        struct point *grown = realloc(zi->pts, zi->cap * 2 * sizeof *grown);
-        if (!grown) {
-            pthread_mutex_unlock(&zi->lock);
-            free(w);
-            return -ENOMEM;
-        }
-        zi->pts = grown;
-        zi->cap *= 2;
-    }
-    zi->pts[zi->npoints++] = (struct point){
-        .out = d->out,
-        .in = d->in - d->s.avail_in,
-        .bits = d->s.data_type & 7,
-        .window = w,
-    };
+    bool done = zi->complete;
     pthread_mutex_unlock(&zi->lock);
-    return 0;
+    return done;
 }
 
-/* Grows *buf so that it has room past *used; fails past ZINDEX_MAX_CHUNK. */
-static int grow(unsigned char **buf, size_t *cap, size_t used)
+uint64_t zindex_indexed(struct zindex *zi)
 {
-    if (used < *cap)
-        return 0;
-    if (*cap >= ZINDEX_MAX_CHUNK)
-        return -EFBIG;
-    size_t ncap = *cap * 2 > ZINDEX_MAX_CHUNK ? ZINDEX_MAX_CHUNK : *cap * 2;
-    unsigned char *b = realloc(*buf, ncap);
-    if (!b)
-        return -ENOMEM;
-    *buf = b;
-    *cap = ncap;
-    return 0;
-}
-
-/* Decodes the frontier chunk starting at checkpoint p and records the checkpoint after it, or
- * completes the index. Build lock held. */
-static int extend_one(struct zindex *zi, const struct point *p, uint64_t k, zindex_sink sink,
-                      void *ctx)
-{
-    struct decoder *d = zi->frontier;
-    if (!d && !(d = zi->frontier = decoder_new()))
-        return -ENOMEM;
-    int rc = d->out == p->out && p->out != 0 ? 0 : decoder_seek(d, &zi->src, p);
-    if (rc < 0)
-        return fail(zi, "cannot restart the deflate stream");
-
-    uint64_t limit = zi->src.usize - p->out; /* one byte more than allowed reveals excess */
-    if (limit < UINT64_MAX)
-        limit++;
-    size_t cap = zi->span + (64u << 10), used = 0;
-    unsigned char *buf = malloc(cap);
-    bool ended = false;
-    if (!buf)
-        return -ENOMEM;
-    for (;;) {
-        if ((rc = grow(&buf, &cap, used)) < 0)
-            break;
-        size_t room = cap - used, made;
-        if (room > limit - used)
-            room = limit - used;
-        rc = decoder_step(d, &zi->src, buf + used, room, Z_BLOCK, &made);
-        used += made;
-        if (rc < 0 || used == limit)
-            break;
-        if (rc == Z_STREAM_END) {
-            ended = true;
-            break;
-        }
-        bool boundary = (d->s.data_type & 0xc0) == 0x80;
-        if (boundary && used >= zi->span && d->out < zi->src.usize)
-            break;
-    }
-    if (rc == -ENOMEM) {
-        free(buf);
-        return rc;
-    }
-    if (rc < 0 || used == limit) {
-        free(buf);
-        return fail(zi, rc == -EFBIG ? "deflate block too large to index"
-                        : used == limit ? "member longer than its declared size"
-                                        : "corrupt deflate data");
-    }
-    /* The running CRC moves only once the chunk is accounted for: after a failed (ENOMEM)
-     * checkpoint the same chunk is decoded again. */
-    uint32_t crc = (uint32_t)crc32(zi->crc, buf, (uInt)used);
-    if (ended) {
-        if (d->out != zi->src.usize) {
-            free(buf);
-            return fail(zi, "member shorter than its declared size");
-        }
-        if (crc != zi->src.crc32) {
-            free(buf);
-            return fail(zi, "CRC-32 mismatch");
-        }
-        pthread_mutex_lock(&zi->lock);
-        zi->complete = true;
-        pthread_mutex_unlock(&zi->lock);
-    } else if ((rc = add_point(zi, d, buf + used)) < 0) {
-        free(buf);
-        return rc;
-    }
-    zi->crc = crc;
-    sink(ctx, k, buf, used);
-    return 0;
-}
-
-int zindex_extend(struct zindex *zi, uint64_t off, zindex_sink sink, void *ctx)
-{
-    int rc = 0;
-    pthread_mutex_lock(&zi->build);
-    for (;;) {
-        uint64_t k, start, len;
-        struct point p;
-        pthread_mutex_lock(&zi->lock);
-        rc = locate_locked(zi, off, &k, &start, &len);
-        k = zi->npoints - 1;
-        p = zi->pts[k];
-        pthread_mutex_unlock(&zi->lock);
-        if (rc != 0)
-            break;
-        if ((rc = extend_one(zi, &p, k, sink, ctx)) < 0)
-            break;
-    }
-    pthread_mutex_unlock(&zi->build);
-    return rc < 0 ? rc : 0;
+    pthread_mutex_lock(&zi->lock);
+    uint64_t n = zi->complete ? zi->src.usize : zi->fpos;
+    pthread_mutex_unlock(&zi->lock);
+    return n;
 }
 
 const char *zindex_why(struct zindex *zi)
@@ -419,7 +691,7 @@ uint64_t zindex_points(struct zindex *zi)
 uint64_t zindex_memory(struct zindex *zi)
 {
     pthread_mutex_lock(&zi->lock);
-    uint64_t n = sizeof *zi + zi->cap * sizeof *zi->pts + (zi->npoints - 1) * ZINDEX_WINDOW;
+    uint64_t n = sizeof *zi + zi->cap * sizeof *zi->pts + zi->charged;
     pthread_mutex_unlock(&zi->lock);
     return n;
 }

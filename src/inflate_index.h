@@ -8,33 +8,40 @@
  * "checkpoint") every `span` output bytes, and decoding can restart at any checkpoint: reset a
  * raw inflater, prime it with the leftover bits, give it the 32 KiB as a dictionary, and go on.
  *
- * The output between checkpoint k and checkpoint k+1 is "chunk k": the unit of decoding and of
- * caching. Checkpoints sit on block boundaries at least span bytes apart, so a chunk is span
- * bytes plus at most one deflate block (numpy's zlib writes blocks of 16-64 KiB of output).
+ * Output is handed out in fixed "pieces" of `piece` bytes (the cache's unit), independent of
+ * where the checkpoints fall: a piece may start inside a block, and a block far larger than a
+ * piece (hand-made streams) is streamed through piece by piece, never held whole. Producing a
+ * piece costs decoding from the last checkpoint at or before it: at most one span plus one
+ * block. The index is built lazily by the "frontier", which decodes the stream in order,
+ * records checkpoints and the CRC-32 of every piece, and hands every piece it decodes to the
+ * sink; so the first read far into a member decodes everything before it once, and never again.
+ * When the frontier reaches the end, the size and CRC-32 are checked against the central
+ * directory; any mismatch or corrupt data fails the member with -EIO from then on. A piece
+ * later decoded again from a checkpoint is checked against its recorded CRC-32.
  *
- * The trade-offs: reading any byte costs decoding one chunk; each checkpoint costs 32 KiB of
- * memory (3 % of the output at a 1 MiB span). The index is built lazily: decoding the last
- * known chunk (the "frontier") records the next checkpoint, so the first read far into a member
- * decodes everything before it once, and never again. When the frontier reaches the end of the
- * stream, the size and CRC-32 are checked against the central directory; any mismatch or
- * corrupt data makes the member fail with -EIO from then on (zindex_why says why).
+ * Memory. Each checkpoint costs its window: 32 KiB raw, a few bytes for a window of zeros
+ * (packed at once) and less under pressure (packed when the budget runs short). Windows and
+ * tables are counted in the budget given at creation; when it is exhausted the index drops
+ * every other checkpoint (doubling its span) rather than fail, so memory stays bounded and
+ * reads only get slower.
  *
- * A chunk whose block runs on past ZINDEX_MAX_CHUNK bytes (only hand-made streams do this)
- * fails the member rather than let one read take unbounded memory.
- *
- * Threads: all functions may be called concurrently on one index. Chunks that are already
- * indexed decode in parallel; extending the frontier is done by one thread at a time, and a
- * thread that arrives while another extends waits and then finds its chunk indexed.
- * Errors are negative errno values.
+ * Threads: all functions may be called concurrently on one index. Pieces below the frontier
+ * decode in parallel; extending the frontier is done by one thread at a time. Long decodes
+ * check `stop` between pieces. Errors are negative errno values: -EIO (member failed; see
+ * zindex_why), -ENOMEM, -EINTR (stop was set), -EAGAIN (nowait, and another thread holds
+ * the frontier).
  */
 #ifndef NPZMOUNT_INFLATE_INDEX_H
 #define NPZMOUNT_INFLATE_INDEX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "budget.h"
+#include "stop.h"
+
 #define ZINDEX_WINDOW 32768u
-#define ZINDEX_MAX_CHUNK (256u << 20)
 
 /* Where the compressed stream lives and what the central directory promises about it. */
 struct zindex_source {
@@ -45,26 +52,42 @@ struct zindex_source {
     uint32_t crc32;
 };
 
+struct zindex_params {
+    uint64_t span;       /* output bytes between checkpoints (at least ZINDEX_WINDOW) */
+    size_t piece;        /* bytes per piece (at least 4 KiB) */
+    struct budget *mem;  /* index memory, shared by many indexes; NULL: unbounded */
+};
+
+/* Where decoded pieces go; buffers are `piece` bytes. deliver takes ownership of buf. */
+struct zindex_sink {
+    unsigned char *(*buffer)(void *ctx);
+    void (*deliver)(void *ctx, uint64_t q, unsigned char *buf, size_t len);
+    void (*unused)(void *ctx, unsigned char *buf);
+    void *ctx;
+};
+
 struct zindex;
 
-/* Receives each chunk the frontier decodes; takes ownership of data (malloc'd). */
-typedef void (*zindex_sink)(void *ctx, uint64_t k, unsigned char *data, size_t len);
-
-/* Returns NULL when out of memory. span is clamped to at least ZINDEX_WINDOW. */
-struct zindex *zindex_new(const struct zindex_source *src, uint64_t span);
+/* Returns NULL when out of memory. */
+struct zindex *zindex_new(const struct zindex_source *src, const struct zindex_params *p);
 void zindex_free(struct zindex *zi);
 
-/* Finds the indexed chunk holding output offset off (< usize). Returns 1 and sets *k, *start and
- * *len; 0 when off lies past the indexed part; a negative errno when the member has failed. */
-int zindex_locate(struct zindex *zi, uint64_t off, uint64_t *k, uint64_t *start,
-                  uint64_t *len);
+/* Delivers piece q (< number of pieces) to sink, and any other piece decoded on the way. */
+int zindex_produce(struct zindex *zi, uint64_t q, const struct zindex_sink *sink,
+                   const struct stop *stop, bool nowait);
 
-/* Decodes indexed chunk k into a new malloc'd buffer of exactly the chunk's length. */
-int zindex_decode(struct zindex *zi, uint64_t k, unsigned char **out, size_t *len);
+/* Index-only pass: advances the frontier by one piece without delivering it, unless a
+ * foreground producer is waiting for the frontier (then -EAGAIN at once). Returns 1 when the
+ * index is complete, 0 after progress, or an error. */
+int zindex_advance(struct zindex *zi, const struct stop *stop);
 
-/* Decodes frontier chunks, in order, until the chunk holding off is indexed, handing each to
- * sink. Returns 0 (also when another thread indexed it meanwhile) or a negative errno. */
-int zindex_extend(struct zindex *zi, uint64_t off, zindex_sink sink, void *ctx);
+bool zindex_complete(struct zindex *zi);
+
+/* 1 when piece q lies below the frontier (a restart away), 0 when not, or the member's error. */
+int zindex_ready(struct zindex *zi, uint64_t q);
+
+/* Output bytes covered by the index (the frontier's position). */
+uint64_t zindex_indexed(struct zindex *zi);
 
 /* Reason for the member's failure, or NULL while it is healthy. */
 const char *zindex_why(struct zindex *zi);

@@ -21,6 +21,8 @@ struct config {
     const char *archive;
     char *span;
     char *cache;
+    char *index_mem;
+    char *threads;
     int help;
     int version;
 };
@@ -29,6 +31,8 @@ struct config {
 static const struct fuse_opt opt_spec[] = {
     {"span=%s", offsetof(struct config, span), 0},
     {"cache=%s", offsetof(struct config, cache), 0},
+    {"index_mem=%s", offsetof(struct config, index_mem), 0},
+    {"threads=%s", offsetof(struct config, threads), 0},
     OPT("-h", help), OPT("--help", help), OPT("-V", version), OPT("--version", version),
     FUSE_OPT_END,
 };
@@ -46,7 +50,9 @@ static void usage(FILE *f)
             "    -h   --help            print this help and exit\n"
             "    -V   --version         print the version and exit\n"
             "    -o span=SIZE           output bytes between deflate checkpoints (default 1M)\n"
-            "    -o cache=SIZE          bound of the decoded-data cache (default 256M)\n"
+            "    -o cache=SIZE          bound of the decoded-data cache (default 32M)\n"
+            "    -o index_mem=SIZE      bound of the checkpoint index memory (default 64M)\n"
+            "    -o threads=N           decode worker threads (default: CPUs, at least 2)\n"
             "    SIZE is a number of bytes with an optional k, M or G suffix (powers of 1024).\n"
             "\n");
 }
@@ -182,6 +188,14 @@ static int parse_tuning(const struct config *cfg, struct npz_options *o)
         return error(2, "span=%s: expected a size from 32k to 64M", cfg->span);
     if (cfg->cache && (parse_size(cfg->cache, &o->cache_bytes) < 0 || o->cache_bytes == 0))
         return error(2, "cache=%s: expected a size such as 64M", cfg->cache);
+    if (cfg->index_mem && (parse_size(cfg->index_mem, &o->index_mem) < 0 || o->index_mem == 0))
+        return error(2, "index_mem=%s: expected a size such as 64M", cfg->index_mem);
+    if (cfg->threads) {
+        uint64_t n;
+        if (parse_size(cfg->threads, &n) < 0 || n == 0 || n > 256)
+            return error(2, "threads=%s: expected a number from 1 to 256", cfg->threads);
+        o->threads = (unsigned)n;
+    }
     return 0;
 }
 
@@ -220,7 +234,7 @@ static int add_mount_options(struct fuse_args *args, const char *archive)
 }
 
 /* Mounts and serves until unmounted; returns the exit status. */
-static int run(struct fuse_session *se, struct fuse_cmdline_opts *opts)
+static int run(struct fuse_session *se, struct fuse_cmdline_opts *opts, struct fs *fs)
 {
     int status = 1;
     if (fuse_set_signal_handlers(se) != 0)
@@ -232,6 +246,9 @@ static int run(struct fuse_session *se, struct fuse_cmdline_opts *opts)
     if (!opts->foreground)
         log_to_syslog(true);
     status = serve(se, opts) == 0 ? 0 : 1;
+    /* Decodes still running stop within one piece, and their requests are answered while
+     * the channel is still open. */
+    npz_shutdown(fs->npz);
 out_unmount:
     fuse_session_unmount(se);
 out_signals:
@@ -298,7 +315,7 @@ int main(int argc, char **argv)
     fs.uid = getuid();
     fs.gid = getgid();
     fs.archive_mtime = fstat(npz_zip(fs.npz)->fd, &st) == 0 ? st.st_mtime : 0;
-    status = run(se, &opts);
+    status = run(se, &opts, &fs);
     npz_close(fs.npz);
 out_session:
     fuse_session_destroy(se);
@@ -306,6 +323,8 @@ out:
     free(opts.mountpoint);
     free(cfg.span);
     free(cfg.cache);
+    free(cfg.index_mem);
+    free(cfg.threads);
     fuse_opt_free_args(&args);
     return status;
 }

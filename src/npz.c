@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "budget.h"
 #include "cache.h"
 #include "log.h"
 #include "reader.h"
@@ -21,12 +22,23 @@ struct npz {
     struct zip_archive zip;
     struct ns *ns;
     struct reader_env env;
+    struct budget index_mem;
+    struct sched *sched;
+    atomic_bool shutdown;
     const struct reader_ops **ops; /* per member */
     _Atomic(void *) *state;        /* per member, owned by its reader */
     atomic_bool *logged;           /* per member: failure already reported */
     struct stat st;                /* the archive as opened, to notice changes */
     atomic_bool changed;
 };
+
+static unsigned worker_threads(const struct npz_options *opt)
+{
+    if (opt && opt->threads)
+        return opt->threads;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 2 ? 2 : n > 64 ? 64 : (unsigned)n;
+}
 
 int npz_open(const char *path, const struct npz_options *opt, struct npz **out, char *msg,
              size_t msg_len)
@@ -56,13 +68,18 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     uint64_t span = opt && opt->span ? opt->span : NPZ_DEFAULT_SPAN;
     npz->env.span = span < NPZ_MIN_SPAN ? NPZ_MIN_SPAN : span > NPZ_MAX_SPAN ? NPZ_MAX_SPAN : span;
     uint64_t cache = opt && opt->cache_bytes ? opt->cache_bytes : NPZ_DEFAULT_CACHE;
+    budget_init(&npz->index_mem, opt && opt->index_mem ? opt->index_mem : NPZ_DEFAULT_INDEX_MEM);
+    npz->env.index_mem = &npz->index_mem;
+    atomic_init(&npz->shutdown, false);
     uint64_t n = npz->zip.count ? npz->zip.count : 1;
-    npz->env.cache = cache_new(cache, npz->env.span);
+    npz->env.cache = cache_new(cache, NPZ_PIECE);
+    npz->sched = sched_new(worker_threads(opt));
     npz->ops = calloc(n, sizeof *npz->ops);
     npz->state = calloc(n, sizeof *npz->state);
     npz->logged = calloc(n, sizeof *npz->logged);
-    rc = npz->env.cache && npz->ops && npz->state && npz->logged ? ns_build(&npz->zip, &npz->ns)
-                                                                 : -ENOMEM;
+    rc = npz->env.cache && npz->sched && npz->ops && npz->state && npz->logged
+             ? ns_build(&npz->zip, &npz->ns)
+             : -ENOMEM;
     if (rc < 0) {
         snprintf(msg, msg_len, "out of memory");
         npz_close(npz);
@@ -70,6 +87,7 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     }
     for (uint64_t i = 0; i < npz->zip.count; i++)
         npz->ops[i] = reader_for(&npz->zip.members[i]);
+    cache_set_notify(npz->env.cache, sched_event, npz->sched);
     *out = npz;
     return 0;
 }
@@ -78,6 +96,7 @@ void npz_close(struct npz *npz)
 {
     if (!npz)
         return;
+    npz_shutdown(npz);
     for (uint64_t i = 0; npz->state && npz->ops && i < npz->zip.count; i++) {
         void *s = atomic_load(&npz->state[i]);
         if (s && npz->ops[i]->free_state)
@@ -120,7 +139,29 @@ static bool archive_changed(struct npz *npz)
     return true;
 }
 
-ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t off)
+int npz_submit(struct npz *npz, struct sched_job *job)
+{
+    return sched_submit(npz->sched, job);
+}
+
+void npz_wake(struct npz *npz)
+{
+    sched_event(npz->sched);
+}
+
+void npz_shutdown(struct npz *npz)
+{
+    atomic_store(&npz->shutdown, true);
+    if (!npz->sched)
+        return;
+    sched_free(npz->sched); /* drains: every job now ends with -EINTR */
+    npz->sched = NULL;
+    if (npz->env.cache)
+        cache_set_notify(npz->env.cache, NULL, NULL);
+}
+
+ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t off,
+                 enum read_mode mode, const atomic_bool *cancel)
 {
     if (idx >= npz->zip.count)
         return -EINVAL;
@@ -131,11 +172,15 @@ ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t 
         len = (size_t)(zm->usize - off);
     if (archive_changed(npz))
         return -EIO;
+    struct stop stop = {cancel, &npz->shutdown};
+    if (stop_now(&stop))
+        return -EINTR;
+    struct read_ctl ctl = {mode, &stop};
     struct reader_member m = {.idx = idx, .zm = zm};
     ssize_t n = reader_attach(npz->ops[idx], &npz->env, &npz->state[idx], &m);
     if (n == 0)
-        n = npz->ops[idx]->read(&npz->env, &m, buf, len, off);
-    if (n < 0 && !atomic_exchange(&npz->logged[idx], true))
+        n = npz->ops[idx]->read(&npz->env, &m, buf, len, off, &ctl);
+    if (n < 0 && (n == -EIO || n == -ENOMEM) && !atomic_exchange(&npz->logged[idx], true))
         log_error("%s: %s", zm->name,
                 n == -EIO ? npz->ops[idx]->why(&m) : strerror((int)-n));
     return n;

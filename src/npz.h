@@ -6,6 +6,10 @@
  * Errors: negative errno. npz_open also writes a one-line reason (no newline) for the user.
  * Threads: after npz_open returns, every function may be called from any number of threads at
  * once, except npz_close, which must be the last call.
+ *
+ * Memory: what the options bound is the chunk cache (cache), the checkpoint windows and tables
+ * (index_mem), and in flight a few pieces per worker thread (threads); see the man page for
+ * the whole formula.
  */
 #ifndef NPZMOUNT_NPZ_H
 #define NPZMOUNT_NPZ_H
@@ -15,18 +19,24 @@
 #include <sys/types.h>
 
 #include "namespace.h"
+#include "reader.h"
+#include "sched.h"
 #include "zipdir.h"
 
 struct npz_options {
     uint64_t span;        /* output bytes between deflate checkpoints (0: default; clamped to
                            * NPZ_MIN_SPAN..NPZ_MAX_SPAN) */
     uint64_t cache_bytes; /* bound of the decoded-data cache (0: default) */
+    uint64_t index_mem;   /* bound of checkpoint windows and tables (0: default) */
+    unsigned threads;     /* decode worker threads (0: the number of CPUs, at least 2) */
 };
 
 #define NPZ_DEFAULT_SPAN (1u << 20)
-#define NPZ_DEFAULT_CACHE (256u << 20)
+#define NPZ_DEFAULT_CACHE (32u << 20)
+#define NPZ_DEFAULT_INDEX_MEM (64u << 20)
 #define NPZ_MIN_SPAN (32u << 10)
 #define NPZ_MAX_SPAN (64u << 20)
+#define NPZ_PIECE (128u << 10) /* the unit of decoding and caching: one FUSE readahead */
 
 struct npz;
 
@@ -40,7 +50,24 @@ const struct ns *npz_ns(const struct npz *npz);
 
 /* Copies up to len bytes of member idx, starting at off, into buf. Returns the number of bytes
  * (short only at the end of the member, 0 at or past it) or a negative errno (-EIO for a member
- * that cannot be served). Never allocates for stored members. */
-ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t off);
+ * that cannot be served). mode is as in reader.h: READ_CACHED never decodes, READ_NOWAIT never
+ * waits for another thread (-EAGAIN: run it as a job, see npz_submit). cancel, when not NULL,
+ * is a flag that makes a long decode give up with -EINTR; so does npz_shutdown. Never
+ * allocates for stored members. */
+ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t off,
+                 enum read_mode mode, const atomic_bool *cancel);
+
+/* Runs job on the decode workers (sched.h); its run() typically calls npz_read with
+ * READ_NOWAIT and returns -EAGAIN when told to. Returns 0 or -EAGAIN (no thread: the job is
+ * still the caller's). */
+int npz_submit(struct npz *npz, struct sched_job *job);
+
+/* Retries parked jobs: for the adapter, after it set a job's cancel flag. */
+void npz_wake(struct npz *npz);
+
+/* Makes every decode in progress and every later read give up with -EINTR, and waits until
+ * every submitted job has finished (they see -EINTR). For unmount and signals, once nothing
+ * submits or wakes any more; cannot be undone. npz_close does it too. */
+void npz_shutdown(struct npz *npz);
 
 #endif

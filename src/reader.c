@@ -1,5 +1,5 @@
-/* reader: picks the implementation of reader.h for a member, and the chunk-cache walk that
- * the decoding readers share. */
+/* reader: picks the implementation of reader.h for a member, and the cache helpers the
+ * decoding readers share. */
 #include "reader.h"
 
 #include <errno.h>
@@ -35,28 +35,21 @@ int reader_attach(const struct reader_ops *ops, const struct reader_env *env,
     return 0;
 }
 
-ssize_t reader_copy_chunk(const struct reader_env *env, const struct reader_member *m,
-                          uint64_t k, uint64_t start, reader_produce produce, void *ctx,
-                          unsigned char *buf, size_t len, uint64_t off)
+enum cache_how reader_cache_how(const struct read_ctl *ctl)
+{
+    return ctl->mode == READ_BLOCK ? CACHE_WAIT : ctl->mode == READ_NOWAIT ? CACHE_NOWAIT
+                                                                           : CACHE_PEEK;
+}
+
+ssize_t reader_copy_cached(const struct reader_env *env, const struct reader_member *m,
+                           uint64_t q, unsigned char *buf, size_t len, uint64_t off)
 {
     struct cache_entry *e;
-    int rc = cache_get(env->cache, m->idx, k, &e);
-    if (rc < 0)
-        return rc;
-    if (rc == 0) {
-        unsigned char *data;
-        size_t n;
-        rc = produce(ctx, k, e, &data, &n);
-        if (rc < 0) {
-            cache_fail(env->cache, e, rc);
-            return rc;
-        }
-        if (rc == 0)
-            cache_fill(env->cache, e, data, n);
-    }
+    if (cache_get(env->cache, m->idx, q, CACHE_PEEK, &e) != 1)
+        return 0;
     size_t have;
     const unsigned char *data = cache_data(e, &have);
-    uint64_t at = off - start;
+    uint64_t at = off - q * cache_piece(env->cache);
     size_t n = at >= have ? 0 : (have - at < len ? have - at : len);
     memcpy(buf, data + at, n);
     cache_put(env->cache, e);

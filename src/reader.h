@@ -5,8 +5,17 @@
  *
  * A reader may keep per-member state: it says how to make it (new_state) and free it
  * (free_state); reader_attach creates it on a member's first read and installs it once in a
- * slot npz owns, whatever the number of concurrent first readers. Errors are negative errno;
- * -EIO means the member cannot be served, and why() then gives a one-line reason.
+ * slot npz owns, whatever the number of concurrent first readers.
+ *
+ * How far a read may go is the caller's choice (struct read_ctl): READ_CACHED serves only what
+ * needs no decoding (stored bytes, ready pieces), READ_NOWAIT decodes but never waits for
+ * another thread's decode, READ_BLOCK does both. Instead of waiting, a read returns -EAGAIN,
+ * and the reader promises that the thread it would have waited for calls cache_notify (or
+ * fills a cache piece, which notifies) when it is done, so the caller knows when to retry.
+ *
+ * Threads: read and why may run concurrently, on the same member or others, once the state is
+ * attached. Errors are negative errno; -EIO means the member cannot be served, and why() then
+ * gives a one-line reason, never NULL, that lives as long as the member's state.
  */
 #ifndef NPZMOUNT_READER_H
 #define NPZMOUNT_READER_H
@@ -17,14 +26,17 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "budget.h"
 #include "cache.h"
+#include "stop.h"
 #include "zipdir.h"
 
 /* What readers share, owned by npz. */
 struct reader_env {
     int fd;
-    struct cache *cache;
-    uint64_t span;
+    struct cache *cache;      /* decoded pieces; its piece size is every reader's unit */
+    uint64_t span;            /* deflate checkpoint spacing */
+    struct budget *index_mem; /* checkpoint windows and tables */
 };
 
 /* One member as a reader sees it. */
@@ -34,12 +46,19 @@ struct reader_member {
     void *state; /* from new_state, or NULL for readers without state */
 };
 
+enum read_mode { READ_BLOCK, READ_NOWAIT, READ_CACHED };
+
+struct read_ctl {
+    enum read_mode mode;
+    const struct stop *stop; /* checked between pieces of a long decode; may be NULL */
+};
+
 struct reader_ops {
     /* Copies [off, off + len) of the member into buf; off + len <= usize. Returns len or an
-     * error. */
+     * error (-EAGAIN and -EINTR as struct read_ctl says). */
     ssize_t (*read)(const struct reader_env *env, const struct reader_member *m, void *buf,
-                    size_t len, uint64_t off);
-    /* Why the member failed, or NULL. */
+                    size_t len, uint64_t off, const struct read_ctl *ctl);
+    /* Why the member failed. */
     const char *(*why)(const struct reader_member *m);
     /* Per-member state, or NULL when out of memory; both NULL for stateless readers. */
     void *(*new_state)(const struct reader_env *env, const struct zip_member *zm);
@@ -51,19 +70,13 @@ extern const struct reader_ops reader_deflate;
 extern const struct reader_ops reader_archive;
 extern const struct reader_ops reader_broken;
 
-/* Produces chunk k of a member as a new malloc'd buffer (a reader's unit of decoding).
- * Returns 0, or 1 when the claimed cache entry was completed meanwhile (cache_is_ready) and
- * nothing was produced, or a negative errno. */
-typedef int (*reader_produce)(void *ctx, uint64_t k, struct cache_entry *claim,
-                              unsigned char **data, size_t *len);
+/* Copies what ready piece q of the member holds of [off, off + len) into buf. Returns the
+ * bytes copied (at least 1), 0 when q is not ready, or -EIO when q is shorter than off needs. */
+ssize_t reader_copy_cached(const struct reader_env *env, const struct reader_member *m,
+                           uint64_t q, unsigned char *buf, size_t len, uint64_t off);
 
-/* For readers that decode in chunks: copies what chunk k, which starts at member offset
- * start, holds of [off, off + len) into buf. The chunk comes from the shared cache, or is
- * produced once (readers of the same chunk meanwhile wait for it). Returns the bytes copied
- * (at least 1) or an error. */
-ssize_t reader_copy_chunk(const struct reader_env *env, const struct reader_member *m,
-                          uint64_t k, uint64_t start, reader_produce produce, void *ctx,
-                          unsigned char *buf, size_t len, uint64_t off);
+/* The cache mode that matches a read mode. */
+enum cache_how reader_cache_how(const struct read_ctl *ctl);
 
 /* Sets m->state from slot, creating the state first if the slot is empty; a thread that loses
  * the race to install it frees its own copy. Returns 0 or -ENOMEM. */

@@ -3,9 +3,9 @@
  * zstd, PPMd), for archives that are not numpy's own but hold .npy files all the same.
  *
  * libarchive only decodes forwards, so each member has one cursor (a libarchive handle and
- * the member offset it has reached) behind a lock. Output is cut into chunks of `span` bytes
- * kept in the shared cache; reaching chunk k decodes and caches every chunk before it that the
- * cursor passes, and a read behind the cursor that misses the cache restarts it. Random access
+ * the member offset it has reached) behind a lock. Output is cut into the cache's pieces;
+ * reaching piece k decodes and caches every piece before it that the cursor passes, and a read
+ * behind the cursor that misses the cache restarts it. Random access
  * to such members therefore costs up to one decode of the member per miss: fine for the rare
  * archive that uses them, and the reason deflate has a checkpoint index instead.
  *
@@ -79,12 +79,6 @@ static void live_push(struct cursor *c)
         live_tail = c;
     live_count++;
 }
-
-struct produce_ctx {
-    const struct reader_env *env;
-    const struct reader_member *m;
-    struct cursor *c;
-};
 
 static void put16(unsigned char *p, uint16_t v)
 {
@@ -256,58 +250,56 @@ static int cursor_finish(struct cursor *c)
     return 0;
 }
 
-/* Decodes chunk k (span bytes at k * span) at the cursor into a new buffer; lock held. */
-static int cursor_chunk(struct cursor *c, uint64_t span, uint64_t usize, uint64_t k,
-                        unsigned char **out, size_t *len)
+/* Decodes piece k at the cursor into a new cache buffer and hands it to the cache; lock
+ * held. */
+static int cursor_piece(struct cursor *c, struct cache *cache, uint64_t idx, uint64_t usize,
+                        uint64_t k)
 {
-    uint64_t start = k * span;
-    size_t n = (size_t)(usize - start < span ? usize - start : span);
-    unsigned char *buf = malloc(n ? n : 1);
+    size_t piece = cache_piece(cache);
+    uint64_t start = k * piece;
+    size_t n = (size_t)(usize - start < piece ? usize - start : piece);
+    unsigned char *buf = cache_buffer(cache);
     if (!buf)
         return -ENOMEM;
     int rc = cursor_read(c, buf, n);
     if (rc == 0 && start + n == usize)
         rc = cursor_finish(c);
     if (rc < 0) {
-        free(buf);
+        cache_unused(cache, buf);
         return rc;
     }
-    *out = buf;
-    *len = n;
+    cache_insert(cache, idx, k, buf, n);
     return 0;
 }
 
-static int produce(void *ctx, uint64_t k, struct cache_entry *claim, unsigned char **out,
-                   size_t *len)
+/* Decodes up to piece k (keeping every piece on the way: they are decoded anyway) and copies
+ * what k holds of the request; lock held. Returns bytes copied or an error. */
+static ssize_t cursor_serve(struct cursor *c, const struct reader_env *env,
+                            const struct reader_member *m, uint64_t k, unsigned char *buf,
+                            size_t len, uint64_t off, const struct read_ctl *ctl)
 {
-    struct produce_ctx *p = ctx;
-    struct cursor *c = p->c;
-    uint64_t span = p->env->span, usize = p->m->zm->usize;
-    int rc = 0;
-    pthread_mutex_lock(&c->lock);
-    /* Concurrent readahead: the thread that held the cursor may have decoded our chunk on its
+    size_t piece = cache_piece(env->cache);
+    /* Concurrent readahead: the thread that held the cursor may have decoded our piece on its
      * way to a later one. Restarting the cursor for it would be the expensive mistake. */
-    if (cache_is_ready(p->env->cache, claim)) {
-        pthread_mutex_unlock(&c->lock);
-        return 1;
-    }
+    ssize_t n = reader_copy_cached(env, m, k, buf, len, off);
+    if (n != 0)
+        return n;
+    int rc = 0;
     if (atomic_load(&c->failed))
         rc = -EIO;
-    else if (!c->a || c->pos > k * span)
+    else if (!c->a || c->pos > k * piece)
         rc = open_cursor(c);
     else
         live_touch(c, false);
-    /* Chunks on the way are decoded anyway: keep them. */
-    for (uint64_t j = c->pos / span; rc == 0 && j < k; j++) {
-        unsigned char *data;
-        size_t n;
-        if ((rc = cursor_chunk(c, span, usize, j, &data, &n)) == 0)
-            cache_insert(p->env->cache, p->m->idx, j, data, n);
+    for (uint64_t j = c->pos / piece; rc == 0 && j <= k; j++) {
+        rc = cursor_piece(c, env->cache, m->idx, m->zm->usize, j);
+        if (rc == 0 && j < k && stop_now(ctl->stop))
+            rc = -EINTR;
     }
-    if (rc == 0)
-        rc = cursor_chunk(c, span, usize, k, out, len);
-    pthread_mutex_unlock(&c->lock);
-    return rc;
+    if (rc < 0)
+        return rc;
+    n = reader_copy_cached(env, m, k, buf, len, off);
+    return n ? n : -EAGAIN; /* evicted at once by a flood of others: the caller retries */
 }
 
 static void *archive_member_new(const struct reader_env *env, const struct zip_member *zm)
@@ -326,18 +318,29 @@ static void *archive_member_new(const struct reader_env *env, const struct zip_m
 }
 
 static ssize_t archive_member_read(const struct reader_env *env, const struct reader_member *m,
-                                   void *out, size_t len, uint64_t off)
+                                   void *out, size_t len, uint64_t off,
+                                   const struct read_ctl *ctl)
 {
     struct cursor *c = m->state;
-    struct produce_ctx ctx = {env, m, c};
     unsigned char *buf = out;
-    size_t done = 0;
+    size_t done = 0, piece = cache_piece(env->cache);
     while (done < len) {
-        if (atomic_load(&c->failed)) /* its cached chunks are no longer to be trusted */
+        if (atomic_load(&c->failed)) /* its cached pieces are no longer to be trusted */
             return -EIO;
-        uint64_t at = off + done, k = at / env->span;
-        ssize_t n = reader_copy_chunk(env, m, k, k * env->span, produce, &ctx, buf + done,
-                                      len - done, at);
+        uint64_t at = off + done, k = at / piece;
+        ssize_t n = reader_copy_cached(env, m, k, buf + done, len - done, at);
+        if (n == 0 && ctl->mode == READ_CACHED)
+            return -EAGAIN;
+        if (n == 0) {
+            if (ctl->mode == READ_NOWAIT ? pthread_mutex_trylock(&c->lock) != 0
+                                         : pthread_mutex_lock(&c->lock) != 0)
+                return -EAGAIN; /* the cursor's holder notifies when it lets go */
+            n = cursor_serve(c, env, m, k, buf + done, len - done, at, ctl);
+            pthread_mutex_unlock(&c->lock);
+            cache_notify(env->cache);
+            if (n == -EAGAIN && ctl->mode == READ_BLOCK)
+                continue;
+        }
         if (n < 0)
             return n;
         done += (size_t)n;

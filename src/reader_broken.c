@@ -7,9 +7,9 @@
 #include "reader.h"
 
 static ssize_t broken_read(const struct reader_env *env, const struct reader_member *m,
-                           void *buf, size_t len, uint64_t off)
+                           void *buf, size_t len, uint64_t off, const struct read_ctl *ctl)
 {
-    (void)env, (void)m, (void)buf, (void)len, (void)off;
+    (void)env, (void)m, (void)buf, (void)len, (void)off, (void)ctl;
     return -EIO;
 }
 

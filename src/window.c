@@ -1,0 +1,68 @@
+/* window: see window.h. */
+#include "window.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+/* Level 1 raw deflate into out (cap bytes); returns the length, or 0 when it does not fit. */
+static uint32_t deflate_into(const unsigned char *raw, uint32_t wlen, unsigned char *out,
+                             uint32_t cap)
+{
+    z_stream s;
+    memset(&s, 0, sizeof s);
+    if (deflateInit2(&s, 1, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return 0;
+    s.next_in = (unsigned char *)raw;
+    s.avail_in = wlen;
+    s.next_out = out;
+    s.avail_out = cap;
+    int rc = deflate(&s, Z_FINISH);
+    uint32_t n = rc == Z_STREAM_END ? (uint32_t)s.total_out : 0;
+    deflateEnd(&s);
+    return n;
+}
+
+int window_pack(const unsigned char *raw, uint32_t wlen, int cheap_only, unsigned char **out,
+                uint32_t *zlen)
+{
+    unsigned char *buf = malloc(wlen ? wlen : 1);
+    if (!buf)
+        return -ENOMEM;
+    int uniform = wlen > 1 && memcmp(raw, raw + 1, wlen - 1) == 0;
+    uint32_t n = !cheap_only || uniform ? deflate_into(raw, wlen, buf, wlen - (wlen > 0)) : 0;
+    if (n == 0) {
+        memcpy(buf, raw, wlen);
+        n = wlen;
+    } else {
+        unsigned char *fit = realloc(buf, n);
+        if (fit)
+            buf = fit;
+    }
+    *out = buf;
+    *zlen = n;
+    return 0;
+}
+
+int window_unpack(const unsigned char *z, uint32_t zlen, unsigned char *raw, uint32_t wlen)
+{
+    if (zlen == wlen) {
+        memcpy(raw, z, wlen);
+        return 0;
+    }
+    if (zlen > wlen)
+        return -EIO;
+    z_stream s;
+    memset(&s, 0, sizeof s);
+    if (inflateInit2(&s, -15) != Z_OK)
+        return -ENOMEM;
+    s.next_in = (unsigned char *)z;
+    s.avail_in = zlen;
+    s.next_out = raw;
+    s.avail_out = wlen;
+    int rc = inflate(&s, Z_FINISH);
+    int ok = rc == Z_STREAM_END && s.avail_out == 0 && s.avail_in == 0;
+    inflateEnd(&s);
+    return ok ? 0 : -EIO;
+}
