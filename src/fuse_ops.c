@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -320,6 +321,77 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
     fuse_reply_statfs(req, &sv);
 }
 
+/* Extended attributes: what the index of a compressed member says of itself, and why a
+ * member fails, for users who cannot read the daemon's log. */
+enum xattr_id { X_CHECKPOINTS, X_INDEX_BYTES, X_INDEXED, X_COMPLETE, X_DECODED, X_ERROR, X_N };
+static const char *const xattr_names[X_N] = {
+    "user.npzmount.checkpoints", "user.npzmount.index_bytes", "user.npzmount.indexed",
+    "user.npzmount.complete", "user.npzmount.decoded", "user.npzmount.error",
+};
+
+/* Writes attribute id of member idx into out; returns its length, or -1 when it is absent. */
+static int xattr_value(struct fs *fs, uint64_t idx, enum xattr_id id, char *out, size_t len)
+{
+    const struct zip_member *zm = &npz_zip(fs->npz)->members[idx];
+    if (id == X_ERROR) {
+        const char *why = npz_error(fs->npz, idx);
+        return why ? snprintf(out, len, "%s", why) : -1;
+    }
+    if (zm->method == ZIP_METHOD_STORED || zm->err)
+        return -1;
+    struct reader_stats rs;
+    npz_stats(fs->npz, idx, &rs);
+    uint64_t v = id == X_CHECKPOINTS ? rs.checkpoints : id == X_INDEX_BYTES ? rs.index_bytes
+               : id == X_INDEXED ? rs.indexed : id == X_DECODED ? rs.decoded
+               : rs.indexed == zm->usize;
+    return snprintf(out, len, "%llu", (unsigned long long)v);
+}
+
+static const struct ns_node *file_node(fuse_req_t req, fuse_ino_t ino)
+{
+    const struct ns_node *n = ns_get(npz_ns(fs_of(req)->npz), ino);
+    return n && n->member != NS_NO_MEMBER ? n : NULL;
+}
+
+static void reply_xattr(fuse_req_t req, size_t size, const char *val, size_t len)
+{
+    if (size == 0)
+        fuse_reply_xattr(req, len);
+    else if (size < len)
+        fuse_reply_err(req, ERANGE);
+    else
+        fuse_reply_buf(req, val, len);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    const struct ns_node *n = file_node(req, ino);
+    char val[512];
+    int len = -1;
+    for (int id = 0; n && id < X_N && len < 0; id++)
+        if (strcmp(name, xattr_names[id]) == 0)
+            len = xattr_value(fs_of(req), n->member, (enum xattr_id)id, val, sizeof val);
+    if (len < 0)
+        fuse_reply_err(req, ENODATA);
+    else
+        reply_xattr(req, size, val, (size_t)len < sizeof val ? (size_t)len : sizeof val - 1);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    const struct ns_node *n = file_node(req, ino);
+    char list[512], val[512];
+    size_t used = 0;
+    for (int id = 0; n && id < X_N; id++) {
+        if (xattr_value(fs_of(req), n->member, (enum xattr_id)id, val, sizeof val) < 0)
+            continue;
+        size_t l = strlen(xattr_names[id]) + 1;
+        memcpy(list + used, xattr_names[id], l);
+        used += l;
+    }
+    reply_xattr(req, size, list, used);
+}
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
     (void)userdata;
@@ -342,4 +414,6 @@ const struct fuse_lowlevel_ops fs_ops = {
     .readdir = op_readdir,
     .readdirplus = op_readdirplus,
     .statfs = op_statfs,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
 };

@@ -24,6 +24,7 @@
 #include "window.h"
 
 #define IN_BUF (64u << 10)
+#define ADVANCE_SLICE 64 /* pieces per zindex_advance call */
 
 struct point {
     uint64_t out;       /* output offset of the checkpoint */
@@ -31,8 +32,11 @@ struct point {
     int bits;           /* unused bits left in byte in - 1 (0-7) */
     uint32_t wlen;      /* window bytes (less than 32 KiB only near the start) */
     uint32_t zlen;      /* bytes of the packed window in win */
-    unsigned char *win; /* packed window (window.h); NULL at out == 0 */
+    unsigned char *win; /* packed window (window.h); NULL at out == 0 or when saved */
+    uint64_t saved_k;   /* point number in a saved index holding the window, or NO_SAVED */
 };
+
+#define NO_SAVED UINT64_MAX
 
 struct decoder {
     z_stream s;
@@ -57,6 +61,9 @@ struct zindex {
     const char *why;
     struct decoder *cursor;
     uint64_t charged;      /* bytes taken from mem */
+    struct zindex_fetch fetch; /* windows of imported points */
+    bool imported;
+    atomic_uint_fast64_t decoded; /* output bytes produced by all decoders, for statistics */
     atomic_int fg_waiting; /* foreground producers that found the frontier busy */
 
     pthread_mutex_t build; /* held by the one thread extending the frontier */
@@ -128,9 +135,26 @@ static void decoder_free(struct decoder *d)
     }
 }
 
-/* Positions d at checkpoint p: reset, prime the leftover bits, load the window. */
-static int decoder_seek(struct decoder *d, const struct zindex_source *src, const struct point *p)
+/* Unpacks p's window into raw, reading it from the saved index when it lives there; a saved
+ * window that cannot be read back fails the member like any other mismatch with the file. */
+static int load_window(struct zindex *zi, const struct point *p, unsigned char *raw, bool locked)
 {
+    if (p->win)
+        return window_unpack(p->win, p->zlen, raw, p->wlen);
+    unsigned char z[ZINDEX_WINDOW];
+    int n = zi->fetch.window && p->zlen <= sizeof z
+                ? zi->fetch.window(zi->fetch.ctx, p->saved_k, z, sizeof z) : -EIO;
+    if (n >= 0 && (uint32_t)n == p->zlen && window_unpack(z, p->zlen, raw, p->wlen) == 0)
+        return 0;
+    if (!locked)
+        fail(zi, ZINDEX_WHY_SAVED);
+    return -EIO;
+}
+
+/* Positions d at checkpoint p: reset, prime the leftover bits, load the window. */
+static int decoder_seek(struct decoder *d, struct zindex *zi, const struct point *p)
+{
+    const struct zindex_source *src = &zi->src;
     if (inflateReset2(&d->s, -15) != Z_OK)
         return -EIO;
     if (p->bits) {
@@ -141,9 +165,9 @@ static int decoder_seek(struct decoder *d, const struct zindex_source *src, cons
         if (inflatePrime(&d->s, p->bits, byte >> (8 - p->bits)) != Z_OK)
             return -EIO;
     }
-    if (p->win) {
+    if (p->wlen) {
         unsigned char raw[ZINDEX_WINDOW];
-        if (window_unpack(p->win, p->zlen, raw, p->wlen) < 0 ||
+        if (load_window(zi, p, raw, false) < 0 ||
             inflateSetDictionary(&d->s, raw, p->wlen) != Z_OK)
             return -EIO;
     }
@@ -190,7 +214,7 @@ static void thin(struct zindex *zi)
     for (uint64_t i = 1; i < zi->npoints; i++) {
         if (i % 2 == 0) {
             zi->pts[kept++] = zi->pts[i];
-        } else {
+        } else if (zi->pts[i].win) { /* a saved point's window costs nothing here */
             refund(zi, zi->pts[i].zlen);
             free(zi->pts[i].win);
         }
@@ -227,8 +251,8 @@ static void add_point(struct zindex *zi, struct decoder *d)
     if (inflateGetDictionary(&d->s, raw, &wlen) != Z_OK)
         return;
     struct point p = {.out = d->out, .in = d->in - d->s.avail_in, .bits = d->s.data_type & 7,
-                      .wlen = wlen};
-    if (window_pack(raw, wlen, 1, &p.win, &p.zlen) < 0)
+                      .wlen = wlen, .saved_k = NO_SAVED};
+    if (window_pack(raw, wlen, WINDOW_CHEAP, &p.win, &p.zlen) < 0)
         return;
     pthread_mutex_lock(&zi->lock);
     bool packed = p.zlen < p.wlen;
@@ -241,7 +265,7 @@ static void add_point(struct zindex *zi, struct decoder *d)
         if (!packed) { /* pressure: pay for a real attempt at packing */
             unsigned char *z;
             uint32_t zlen;
-            if (window_pack(raw, wlen, 0, &z, &zlen) == 0) {
+            if (window_pack(raw, wlen, WINDOW_FULL, &z, &zlen) == 0) {
                 free(p.win);
                 p.win = z;
                 p.zlen = zlen;
@@ -324,6 +348,7 @@ struct zindex *zindex_new(const struct zindex_source *src, const struct zindex_p
         return NULL;
     }
     zi->npoints = 1; /* the start of the stream needs no window */
+    zi->pts[0].saved_k = NO_SAVED;
     zi->complete = src->usize == 0 && src->csize == 0;
     atomic_init(&zi->fg_waiting, 0);
     pthread_mutex_init(&zi->lock, NULL);
@@ -361,6 +386,7 @@ static int decode_into(struct zindex *zi, struct decoder *d, unsigned char *buf,
         int rc = decoder_step(d, &zi->src, buf + used, len - used, rec ? Z_BLOCK : Z_NO_FLUSH,
                               &made);
         used += made;
+        atomic_fetch_add_explicit(&zi->decoded, made, memory_order_relaxed);
         if (rc < 0)
             return rc;
         if (rc == Z_STREAM_END)
@@ -483,7 +509,7 @@ static int frontier_ready(struct zindex *zi, unsigned char *scratch, const struc
     int rc = copy_point(point_before(zi, zi->fpos), &p);
     pthread_mutex_unlock(&zi->lock);
     if (rc == 0)
-        rc = decoder_seek(zi->frontier, &zi->src, &p);
+        rc = decoder_seek(zi->frontier, zi, &p);
     free(p.win);
     if (rc == 0)
         rc = skip_to(zi, zi->frontier, zi->fpos, scratch, stop);
@@ -506,9 +532,10 @@ int zindex_ready(struct zindex *zi, uint64_t q)
 static int extend(struct zindex *zi, uint64_t q, const struct zindex_sink *sink,
                   const struct stop *stop, bool nowait)
 {
-    if (nowait ? pthread_mutex_trylock(&zi->build) != 0 : pthread_mutex_lock(&zi->build) != 0) {
-        atomic_fetch_add(&zi->fg_waiting, 1);
-        return -EAGAIN;
+    if (pthread_mutex_trylock(&zi->build) != 0) {
+        atomic_fetch_add(&zi->fg_waiting, 1); /* an index-only pass gives way within a piece */
+        if (nowait || pthread_mutex_lock(&zi->build) != 0)
+            return -EAGAIN;
     }
     unsigned char *scratch = sink->buffer(sink->ctx);
     int rc = scratch ? frontier_ready(zi, scratch, stop) : -ENOMEM;
@@ -523,23 +550,25 @@ static int extend(struct zindex *zi, uint64_t q, const struct zindex_sink *sink,
     return rc < 0 ? rc : 0;
 }
 
-int zindex_advance(struct zindex *zi, const struct stop *stop)
+int zindex_advance(struct zindex *zi, unsigned char *scratch, const struct stop *stop)
 {
-    if (atomic_load(&zi->fg_waiting) > 0 || pthread_mutex_trylock(&zi->build) != 0)
+    /* A reader that wanted the frontier gets it: we yield once per request (a reader that
+     * then went away does not stall the pass for good). */
+    if (atomic_exchange(&zi->fg_waiting, 0) > 0 || pthread_mutex_trylock(&zi->build) != 0)
         return -EAGAIN;
-    int rc = zindex_ready(zi, npieces(zi) ? npieces(zi) - 1 : 0);
-    unsigned char *scratch = NULL;
-    if (rc == 0 && !(scratch = malloc(zi->piece)))
-        rc = -ENOMEM;
-    if (rc == 0)
-        rc = frontier_ready(zi, scratch, stop);
-    if (rc == 0 && !stop_now(stop))
-        rc = frontier_piece(zi, NULL, scratch);
-    free(scratch);
+    int rc = frontier_ready(zi, scratch, stop);
+    for (int n = 0; rc == 0 && !zindex_complete(zi); n++) {
+        if (n == ADVANCE_SLICE)
+            break;
+        if (stop_now(stop))
+            rc = -EINTR;
+        else if (atomic_exchange(&zi->fg_waiting, 0) > 0)
+            rc = -EAGAIN;
+        else
+            rc = frontier_piece(zi, NULL, scratch);
+    }
     pthread_mutex_unlock(&zi->build);
-    if (rc < 0)
-        return rc;
-    return zindex_complete(zi) ? 1 : 0;
+    return rc < 0 ? rc : zindex_complete(zi);
 }
 
 /* ---- restarts below the frontier ---- */
@@ -575,7 +604,7 @@ static int position(struct zindex *zi, struct decoder *d, uint64_t at)
     pthread_mutex_unlock(&zi->lock);
     if (keep || rc < 0)
         return rc;
-    rc = decoder_seek(d, &zi->src, &p);
+    rc = decoder_seek(d, zi, &p);
     free(p.win);
     return rc;
 }
@@ -588,7 +617,7 @@ static int verify(struct zindex *zi, uint64_t q, const unsigned char *buf, size_
     uint32_t want = known ? zi->pcrc[q] : 0;
     pthread_mutex_unlock(&zi->lock);
     if (known && (uint32_t)crc32(0, buf, (uInt)len) != want)
-        return fail(zi, "decoded data differs from the indexed CRC-32");
+        return fail(zi, zi->imported ? ZINDEX_WHY_SAVED : "decoded data differs from the indexed CRC-32");
     return 0;
 }
 
@@ -688,10 +717,100 @@ uint64_t zindex_points(struct zindex *zi)
     return n;
 }
 
+uint64_t zindex_decoded(struct zindex *zi)
+{
+    return atomic_load_explicit(&zi->decoded, memory_order_relaxed);
+}
+
 uint64_t zindex_memory(struct zindex *zi)
 {
     pthread_mutex_lock(&zi->lock);
     uint64_t n = sizeof *zi + zi->cap * sizeof *zi->pts + zi->charged;
     pthread_mutex_unlock(&zi->lock);
     return n;
+}
+
+/* ---- saving and loading ---- */
+
+int zindex_snapshot(struct zindex *zi, struct zindex_snapshot *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&zi->lock);
+    int rc = zi->err;
+    out->span = zi->span;
+    out->piece = zi->piece;
+    out->indexed = zi->complete ? zi->src.usize : zi->fpos;
+    out->npoints = zi->npoints;
+    out->ncrc = zi->ncrc;
+    out->pts = rc ? NULL : calloc(zi->npoints, sizeof *out->pts);
+    out->pcrc = rc ? NULL : malloc((zi->ncrc ? zi->ncrc : 1) * sizeof *out->pcrc);
+    if (!rc && (!out->pts || !out->pcrc))
+        rc = -ENOMEM;
+    for (uint64_t k = 0; rc == 0 && k < zi->npoints; k++) {
+        const struct point *p = &zi->pts[k];
+        struct zindex_point *o = &out->pts[k];
+        *o = (struct zindex_point){p->out, p->in, p->bits, p->wlen, 0, NULL};
+        if (!p->wlen)
+            continue;
+        unsigned char raw[ZINDEX_WINDOW];
+        rc = load_window(zi, p, raw, true);
+        if (rc == 0)
+            rc = window_pack(raw, p->wlen, WINDOW_SAMPLED, &o->win, &o->zlen);
+    }
+    if (rc == 0 && zi->ncrc)
+        memcpy(out->pcrc, zi->pcrc, zi->ncrc * sizeof *out->pcrc);
+    pthread_mutex_unlock(&zi->lock);
+    if (rc < 0)
+        zindex_snapshot_free(out);
+    return rc;
+}
+
+void zindex_snapshot_free(struct zindex_snapshot *s)
+{
+    for (uint64_t k = 0; s->pts && k < s->npoints; k++)
+        free(s->pts[k].win);
+    free(s->pts);
+    free(s->pcrc);
+    memset(s, 0, sizeof *s);
+}
+
+int zindex_import(struct zindex *zi, const struct zindex_snapshot *s,
+                  const struct zindex_fetch *fetch)
+{
+    if (s->piece != zi->piece || s->npoints == 0 || s->pts[0].out != 0 ||
+        s->indexed > zi->src.usize || (s->indexed % zi->piece && s->indexed != zi->src.usize) ||
+        s->ncrc != (s->indexed + zi->piece - 1) / zi->piece)
+        return -EINVAL;
+    uint64_t table = s->npoints * sizeof(struct point) + s->ncrc * sizeof(uint32_t);
+    pthread_mutex_lock(&zi->lock);
+    int rc = zi->fpos || zi->npoints > 1 || zi->err ? -EBUSY : charge(zi, table);
+    struct point *pts = rc ? NULL : calloc(s->npoints, sizeof *pts);
+    uint32_t *pcrc = rc ? NULL : malloc((s->ncrc ? s->ncrc : 1) * sizeof *pcrc);
+    if (rc == 0 && (!pts || !pcrc)) {
+        refund(zi, table);
+        rc = -ENOMEM;
+    }
+    if (rc < 0) {
+        pthread_mutex_unlock(&zi->lock);
+        free(pts);
+        free(pcrc);
+        return rc;
+    }
+    for (uint64_t k = 0; k < s->npoints; k++)
+        pts[k] = (struct point){s->pts[k].out, s->pts[k].in, s->pts[k].bits, s->pts[k].wlen,
+                                s->pts[k].zlen, NULL, k};
+    memcpy(pcrc, s->pcrc, s->ncrc * sizeof *pcrc);
+    free(zi->pts);
+    free(zi->pcrc);
+    zi->pts = pts;
+    zi->npoints = zi->cap = s->npoints;
+    zi->pcrc = pcrc;
+    zi->ncrc = zi->pcrc_cap = s->ncrc;
+    zi->fpos = s->indexed;
+    zi->complete = s->indexed == zi->src.usize;
+    zi->span = s->span;
+    zi->fetch = *fetch;
+    zi->imported = true;
+    pthread_mutex_unlock(&zi->lock);
+    return 0;
 }

@@ -76,10 +76,12 @@ void zindex_free(struct zindex *zi);
 int zindex_produce(struct zindex *zi, uint64_t q, const struct zindex_sink *sink,
                    const struct stop *stop, bool nowait);
 
-/* Index-only pass: advances the frontier by one piece without delivering it, unless a
- * foreground producer is waiting for the frontier (then -EAGAIN at once). Returns 1 when the
- * index is complete, 0 after progress, or an error. */
-int zindex_advance(struct zindex *zi, const struct stop *stop);
+/* Index-only pass: advances the frontier by up to 64 pieces without delivering them (scratch,
+ * a piece-sized buffer, receives them), recording checkpoints and CRCs. Gives way at once, and
+ * after each piece, to a foreground producer that wants the frontier: returns -EAGAIN then
+ * (the caller retries later; the frontier stays where it got to). Returns 1 when the index is
+ * complete, 0 when there is more to do, or an error (-EINTR when stop was set). */
+int zindex_advance(struct zindex *zi, unsigned char *scratch, const struct stop *stop);
 
 bool zindex_complete(struct zindex *zi);
 
@@ -92,8 +94,49 @@ uint64_t zindex_indexed(struct zindex *zi);
 /* Reason for the member's failure, or NULL while it is healthy. */
 const char *zindex_why(struct zindex *zi);
 
+/* Saving and loading. A snapshot is a copy of the index: checkpoints with their windows
+ * packed (window.h), and the CRC-32 of every piece below `indexed`. */
+struct zindex_point {
+    uint64_t out, in;
+    int bits;
+    uint32_t wlen, zlen;
+    unsigned char *win; /* zlen packed bytes; owned by the snapshot */
+};
+
+struct zindex_snapshot {
+    uint64_t span, piece;
+    uint64_t indexed;   /* output bytes covered: a piece boundary, or usize when complete */
+    uint64_t npoints;
+    struct zindex_point *pts;
+    uint64_t ncrc;      /* pieces below indexed */
+    uint32_t *pcrc;
+};
+
+/* Takes a snapshot (also of a partial index). Returns 0, -ENOMEM, or the member's error. */
+int zindex_snapshot(struct zindex *zi, struct zindex_snapshot *out);
+void zindex_snapshot_free(struct zindex_snapshot *s);
+
+/* Where the windows of an imported index live: window() copies point k's packed window (zlen
+ * bytes) into z and returns its length, or a negative errno (-EIO: corrupt). */
+struct zindex_fetch {
+    int (*window)(void *ctx, uint64_t k, unsigned char *z, size_t cap);
+    void *ctx;
+};
+
+/* Makes a fresh index (nothing decoded yet) continue from a saved one: its windows are fetched
+ * on demand (s's win pointers are ignored), its piece CRCs check every piece decoded again;
+ * a mismatch fails the member with why == ZINDEX_WHY_SAVED. fetch.ctx must outlive zi.
+ * Returns 0, -EINVAL (s does not fit this member), -EBUSY (zi was used), -ENOMEM. */
+int zindex_import(struct zindex *zi, const struct zindex_snapshot *s,
+                  const struct zindex_fetch *fetch);
+
+#define ZINDEX_WHY_SAVED "decoded data differs from the saved index's CRC-32"
+
 /* Checkpoints recorded so far, and bytes of memory the index uses. */
 uint64_t zindex_points(struct zindex *zi);
 uint64_t zindex_memory(struct zindex *zi);
+
+/* Output bytes decoded so far by every decoder of this index (first pass and restarts). */
+uint64_t zindex_decoded(struct zindex *zi);
 
 #endif

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fuse_ops.h"
@@ -23,8 +24,14 @@ struct config {
     char *cache;
     char *index_mem;
     char *threads;
+    int noprefetch;
+    char *index_dir;
+    int noindex;
     int help;
     int version;
+    int index_mode;        /* --index: the non-option arguments are all archives */
+    const char **archives;
+    int narchives;
 };
 
 #define OPT(t, p) {t, offsetof(struct config, p), 1}
@@ -33,7 +40,11 @@ static const struct fuse_opt opt_spec[] = {
     {"cache=%s", offsetof(struct config, cache), 0},
     {"index_mem=%s", offsetof(struct config, index_mem), 0},
     {"threads=%s", offsetof(struct config, threads), 0},
+    {"noprefetch", offsetof(struct config, noprefetch), 1},
+    {"index_dir=%s", offsetof(struct config, index_dir), 0},
+    {"noindex", offsetof(struct config, noindex), 1},
     OPT("-h", help), OPT("--help", help), OPT("-V", version), OPT("--version", version),
+    OPT("--index", index_mode),
     FUSE_OPT_END,
 };
 
@@ -53,6 +64,9 @@ static void usage(FILE *f)
             "    -o cache=SIZE          bound of the decoded-data cache (default 32M)\n"
             "    -o index_mem=SIZE      bound of the checkpoint index memory (default 64M)\n"
             "    -o threads=N           decode worker threads (default: CPUs, at least 2)\n"
+            "    -o noprefetch          no background indexing of compressed members\n"
+            "    -o index_dir=DIR       where indexes are saved (default ~/.cache/npzmount)\n"
+            "    -o noindex             neither load nor save indexes\n"
             "    SIZE is a number of bytes with an optional k, M or G suffix (powers of 1024).\n"
             "\n");
 }
@@ -74,6 +88,14 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 {
     (void)outargs;
     struct config *cfg = data;
+    if (key == FUSE_OPT_KEY_NONOPT && cfg->index_mode) {
+        const char **a = realloc(cfg->archives, (size_t)(cfg->narchives + 1) * sizeof *a);
+        if (!a)
+            return -1;
+        a[cfg->narchives++] = arg;
+        cfg->archives = a;
+        return 0;
+    }
     if (key == FUSE_OPT_KEY_NONOPT && !cfg->archive) {
         cfg->archive = arg;
         return 0; /* consumed: the next one is the mountpoint, for libfuse */
@@ -196,7 +218,63 @@ static int parse_tuning(const struct config *cfg, struct npz_options *o)
             return error(2, "threads=%s: expected a number from 1 to 256", cfg->threads);
         o->threads = (unsigned)n;
     }
+    o->no_prefetch = cfg->noprefetch;
+    o->no_index = cfg->noindex;
+    if (cfg->index_dir && cfg->index_dir[0] != '/')
+        return error(2, "index_dir=%s: expected an absolute path", cfg->index_dir);
+    o->index_dir = cfg->index_dir;
     return 0;
+}
+
+/* --index progress on a terminal: bytes, rate, time left, redrawn at most 5 times a second. */
+struct progress {
+    const char *name;
+    struct timespec start, last;
+};
+
+static double seconds_since(const struct timespec *t)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+static void show_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    struct progress *p = ctx;
+    if (seconds_since(&p->last) < 0.2 && done < total)
+        return;
+    clock_gettime(CLOCK_MONOTONIC, &p->last);
+    double t = seconds_since(&p->start), rate = t > 0 ? (double)done / t : 0;
+    fprintf(stderr, "\r%s: %.1f / %.1f MiB, %.0f MB/s, %.0f s left   ", p->name,
+            (double)done / 1048576, (double)total / 1048576, rate / 1e6,
+            rate > 0 ? (double)(total - done) / rate : 0.0);
+}
+
+/* npzmount --index ARCHIVE...: builds and saves every compressed member's index, without
+ * mounting. Returns the exit status: 0 when every archive was indexed. */
+static int index_archives(const struct config *cfg, const struct npz_options *nopt)
+{
+    int status = 0;
+    bool tty = isatty(STDERR_FILENO);
+    if (cfg->narchives == 0)
+        return error(2, "usage: npzmount --index [-o OPTIONS] ARCHIVE...");
+    for (int i = 0; i < cfg->narchives; i++) {
+        struct npz *npz;
+        char msg[512];
+        struct progress p = {.name = cfg->archives[i]};
+        clock_gettime(CLOCK_MONOTONIC, &p.start);
+        int rc = npz_open(cfg->archives[i], nopt, &npz, msg, sizeof msg);
+        if (rc == 0) {
+            rc = npz_index_all(npz, tty ? show_progress : NULL, &p, msg, sizeof msg);
+            npz_close(npz);
+        }
+        if (tty)
+            fputc('\n', stderr);
+        if (rc < 0)
+            status = error(1, "%s: %s", cfg->archives[i], msg);
+    }
+    return status;
 }
 
 static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)
@@ -245,6 +323,7 @@ static int run(struct fuse_session *se, struct fuse_cmdline_opts *opts, struct f
         goto out_unmount;
     if (!opts->foreground)
         log_to_syslog(true);
+    npz_start(fs->npz);
     status = serve(se, opts) == 0 ? 0 : 1;
     /* Decodes still running stop within one piece, and their requests are answered while
      * the channel is still open. */
@@ -286,6 +365,15 @@ int main(int argc, char **argv)
         status = 0;
         goto out;
     }
+    for (int i = 1; i < argc; i++) /* --index changes what the other arguments mean */
+        cfg.index_mode |= strcmp(argv[i], "--index") == 0;
+    if (cfg.index_mode) {
+        status = parse_tuning(&cfg, &nopt);
+        if (status == 0)
+            status = args.argc > 1 ? error(2, "--index: unknown argument %s", args.argv[1])
+                                   : index_archives(&cfg, &nopt);
+        goto out;
+    }
     if (fuse_parse_cmdline(&args, &opts) != 0)
         goto out;
     if (!cfg.archive || !opts.mountpoint) {
@@ -325,6 +413,8 @@ out:
     free(cfg.cache);
     free(cfg.index_mem);
     free(cfg.threads);
+    free(cfg.index_dir);
+    free(cfg.archives);
     fuse_opt_free_args(&args);
     return status;
 }

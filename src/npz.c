@@ -2,10 +2,14 @@
  * npz: see npz.h. Glue between the member table, the tree and the readers; the only place
  * that logs a member's failure (once per member, on the first failed read).
  */
+#define _GNU_SOURCE /* SCHED_IDLE */
 #include "npz.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +19,7 @@
 
 #include "budget.h"
 #include "cache.h"
+#include "inflate_index.h"
 #include "log.h"
 #include "reader.h"
 
@@ -23,14 +28,58 @@ struct npz {
     struct ns *ns;
     struct reader_env env;
     struct budget index_mem;
+    char index_dir[4096];
     struct sched *sched;
     atomic_bool shutdown;
+    atomic_bool save_warned;
+    bool prefetch;
+    bool indexing;              /* the indexer thread was started */
+    pthread_t indexer;
+    pthread_mutex_t idle_lock;  /* the indexer's pauses, cut short by npz_shutdown */
+    pthread_cond_t idle;
     const struct reader_ops **ops; /* per member */
     _Atomic(void *) *state;        /* per member, owned by its reader */
     atomic_bool *logged;           /* per member: failure already reported */
     struct stat st;                /* the archive as opened, to notice changes */
     atomic_bool changed;
 };
+
+/* Where indexes go, and the archive's identity that names them. A failure here only costs
+ * the saved indexes, with one warning. */
+static void setup_saved_indexes(struct npz *npz, const struct npz_options *opt)
+{
+    if (opt && opt->no_index)
+        return;
+    bool any = false;
+    for (uint64_t i = 0; i < npz->zip.count && !any; i++)
+        any = npz->zip.members[i].method == ZIP_METHOD_DEFLATED && !npz->zip.members[i].err;
+    if (!any)
+        return;
+    int rc = opt && opt->index_dir
+                 ? (snprintf(npz->index_dir, sizeof npz->index_dir, "%s", opt->index_dir) <
+                            (int)sizeof npz->index_dir ? 0 : -ENAMETOOLONG)
+                 : ixf_default_dir(npz->index_dir, sizeof npz->index_dir);
+    if (rc == 0)
+        rc = ixf_identity_of(npz->env.fd, &npz->zip, &npz->env.id);
+    if (rc < 0) {
+        log_error("saved indexes disabled: %s", strerror(-rc));
+        return;
+    }
+    npz->env.index_dir = npz->index_dir;
+}
+
+/* Saves member i's index if it has a saver and grew; a failure costs one warning per mount. */
+static void save_member(struct npz *npz, uint64_t i)
+{
+    void *state = atomic_load(&npz->state[i]);
+    if (!state || !npz->ops[i]->save || !npz->env.index_dir)
+        return;
+    struct reader_member m = {.idx = i, .zm = &npz->zip.members[i], .state = state};
+    char why[256];
+    if (npz->ops[i]->save(&npz->env, &m, why, sizeof why) < 0 &&
+        !atomic_exchange(&npz->save_warned, true))
+        log_error("cannot save index of %s: %s", m.zm->name, why);
+}
 
 static unsigned worker_threads(const struct npz_options *opt)
 {
@@ -70,7 +119,12 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     uint64_t cache = opt && opt->cache_bytes ? opt->cache_bytes : NPZ_DEFAULT_CACHE;
     budget_init(&npz->index_mem, opt && opt->index_mem ? opt->index_mem : NPZ_DEFAULT_INDEX_MEM);
     npz->env.index_mem = &npz->index_mem;
+    npz->env.members = npz->zip.members;
+    setup_saved_indexes(npz, opt);
     atomic_init(&npz->shutdown, false);
+    npz->prefetch = !(opt && opt->no_prefetch);
+    pthread_mutex_init(&npz->idle_lock, NULL);
+    pthread_cond_init(&npz->idle, NULL);
     uint64_t n = npz->zip.count ? npz->zip.count : 1;
     npz->env.cache = cache_new(cache, NPZ_PIECE);
     npz->sched = sched_new(worker_threads(opt));
@@ -92,11 +146,106 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     return 0;
 }
 
+/* Waits a little, or until shutdown. */
+static void pause_indexer(struct npz *npz)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += 20 * 1000 * 1000;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&npz->idle_lock);
+    if (!atomic_load(&npz->shutdown))
+        pthread_cond_timedwait(&npz->idle, &npz->idle_lock, &until);
+    pthread_mutex_unlock(&npz->idle_lock);
+}
+
+/* Builds member idx's whole checkpoint index without touching the cache, giving way to
+ * readers. Returns 1 when complete, or an error. */
+static int index_member(struct npz *npz, uint64_t idx, unsigned char *scratch)
+{
+    struct reader_member m = {.idx = idx, .zm = &npz->zip.members[idx]};
+    int rc = reader_attach(npz->ops[idx], &npz->env, &npz->state[idx], &m);
+    struct stop stop = {NULL, &npz->shutdown};
+    while (rc == 0 || rc == -EAGAIN) {
+        rc = npz->ops[idx]->prepare(&npz->env, &m, scratch, &stop);
+        if (rc == -EAGAIN)
+            pause_indexer(npz);
+    }
+    if (rc == 1)
+        save_member(npz, idx);
+    return rc;
+}
+
+/* The background indexer: every deflated member larger than a span, in archive order, at
+ * the lowest CPU priority, so that later random reads anywhere cost one restart. */
+static void *indexer_main(void *arg)
+{
+    struct npz *npz = arg;
+    struct sched_param none = {0};
+    pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
+    unsigned char *scratch = malloc(NPZ_PIECE);
+    for (uint64_t i = 0; scratch && i < npz->zip.count && !atomic_load(&npz->shutdown); i++) {
+        const struct zip_member *zm = &npz->zip.members[i];
+        if (npz->ops[i]->prepare && zm->usize > npz->env.span)
+            index_member(npz, i, scratch);
+    }
+    free(scratch);
+    return NULL;
+}
+
+void npz_start(struct npz *npz)
+{
+    if (npz->prefetch && !npz->indexing)
+        npz->indexing = pthread_create(&npz->indexer, NULL, indexer_main, npz) == 0;
+}
+
+int npz_index_all(struct npz *npz, void (*progress)(void *ctx, uint64_t done, uint64_t total),
+                  void *ctx, char *msg, size_t msg_len)
+{
+    uint64_t total = 0, before = 0;
+    for (uint64_t i = 0; i < npz->zip.count; i++)
+        total += npz->ops[i]->prepare ? npz->zip.members[i].usize : 0;
+    unsigned char *scratch = malloc(NPZ_PIECE);
+    int rc = scratch ? 0 : -ENOMEM;
+    for (uint64_t i = 0; rc >= 0 && i < npz->zip.count; i++) {
+        const struct reader_ops *ops = npz->ops[i];
+        if (!ops->prepare)
+            continue;
+        struct reader_member m = {.idx = i, .zm = &npz->zip.members[i]};
+        struct stop stop = {NULL, &npz->shutdown};
+        rc = reader_attach(ops, &npz->env, &npz->state[i], &m);
+        while (rc == 0) {
+            rc = ops->prepare(&npz->env, &m, scratch, &stop);
+            struct reader_stats rs;
+            ops->stats(&m, &rs);
+            if (progress)
+                progress(ctx, before + rs.indexed, total);
+        }
+        if (rc == 1) {
+            char why[256];
+            rc = npz->env.index_dir && ops->save(&npz->env, &m, why, sizeof why) < 0 ? -EIO : 0;
+            if (rc < 0)
+                snprintf(msg, msg_len, "cannot save the index of %s: %s", m.zm->name, why);
+        } else {
+            snprintf(msg, msg_len, "%s: %s", m.zm->name,
+                     rc == -EIO ? ops->why(&m) : strerror(-rc));
+        }
+        before += m.zm->usize;
+    }
+    free(scratch);
+    return rc;
+}
+
 void npz_close(struct npz *npz)
 {
     if (!npz)
         return;
     npz_shutdown(npz);
+    for (uint64_t i = 0; npz->state && npz->ops && i < npz->zip.count; i++)
+        save_member(npz, i);
     for (uint64_t i = 0; npz->state && npz->ops && i < npz->zip.count; i++) {
         void *s = atomic_load(&npz->state[i]);
         if (s && npz->ops[i]->free_state)
@@ -105,6 +254,8 @@ void npz_close(struct npz *npz)
     free(npz->ops);
     free((void *)npz->state);
     free(npz->logged);
+    pthread_mutex_destroy(&npz->idle_lock);
+    pthread_cond_destroy(&npz->idle);
     cache_free(npz->env.cache);
     ns_free(npz->ns);
     zip_close(&npz->zip);
@@ -152,6 +303,13 @@ void npz_wake(struct npz *npz)
 void npz_shutdown(struct npz *npz)
 {
     atomic_store(&npz->shutdown, true);
+    if (npz->indexing) {
+        pthread_mutex_lock(&npz->idle_lock);
+        pthread_cond_broadcast(&npz->idle);
+        pthread_mutex_unlock(&npz->idle_lock);
+        pthread_join(npz->indexer, NULL);
+        npz->indexing = false;
+    }
     if (!npz->sched)
         return;
     sched_free(npz->sched); /* drains: every job now ends with -EINTR */
@@ -184,4 +342,27 @@ ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t 
         log_error("%s: %s", zm->name,
                 n == -EIO ? npz->ops[idx]->why(&m) : strerror((int)-n));
     return n;
+}
+
+void npz_stats(struct npz *npz, uint64_t idx, struct reader_stats *out)
+{
+    *out = (struct reader_stats){0};
+    if (idx >= npz->zip.count || !npz->ops[idx]->stats)
+        return;
+    struct reader_member m = {.idx = idx, .zm = &npz->zip.members[idx],
+                              .state = atomic_load(&npz->state[idx])};
+    npz->ops[idx]->stats(&m, out);
+}
+
+const char *npz_error(struct npz *npz, uint64_t idx)
+{
+    if (idx >= npz->zip.count)
+        return NULL;
+    const struct zip_member *zm = &npz->zip.members[idx];
+    if (zm->err)
+        return zm->why ? zm->why : "cannot be read";
+    if (!atomic_load(&npz->logged[idx]))
+        return NULL;
+    struct reader_member m = {.idx = idx, .zm = zm, .state = atomic_load(&npz->state[idx])};
+    return npz->ops[idx]->why(&m);
 }

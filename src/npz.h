@@ -29,6 +29,9 @@ struct npz_options {
     uint64_t cache_bytes; /* bound of the decoded-data cache (0: default) */
     uint64_t index_mem;   /* bound of checkpoint windows and tables (0: default) */
     unsigned threads;     /* decode worker threads (0: the number of CPUs, at least 2) */
+    int no_prefetch;      /* no background indexing */
+    const char *index_dir;/* where indexes are saved (NULL: ixf_default_dir) */
+    int no_index;         /* neither load nor save indexes */
 };
 
 #define NPZ_DEFAULT_SPAN (1u << 20)
@@ -44,6 +47,23 @@ struct npz;
 int npz_open(const char *path, const struct npz_options *opt, struct npz **out, char *msg,
              size_t msg_len);
 void npz_close(struct npz *npz);
+
+/* Builds and saves the index of every compressed member, calling progress (when not NULL)
+ * now and then with the output bytes indexed so far and in all. Returns 0, or the first
+ * error with a one-line reason in msg. For `npzmount --index`. */
+int npz_index_all(struct npz *npz, void (*progress)(void *ctx, uint64_t done, uint64_t total),
+                  void *ctx, char *msg, size_t msg_len);
+
+/* What the member's index says of itself (all zero for members without one, or not read). */
+void npz_stats(struct npz *npz, uint64_t idx, struct reader_stats *out);
+
+/* Why the member cannot be served, once a read of it failed (or zipdir flagged it); NULL
+ * while it is healthy. The string lives as long as npz. */
+const char *npz_error(struct npz *npz, uint64_t idx);
+
+/* Starts the background work (indexing compressed members) unless disabled: after a daemon
+ * has forked, since threads do not survive fork. */
+void npz_start(struct npz *npz);
 
 const struct zip_archive *npz_zip(const struct npz *npz);
 const struct ns *npz_ns(const struct npz *npz);

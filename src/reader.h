@@ -28,15 +28,19 @@
 
 #include "budget.h"
 #include "cache.h"
+#include "index_file.h"
 #include "stop.h"
 #include "zipdir.h"
 
 /* What readers share, owned by npz. */
 struct reader_env {
     int fd;
+    const struct zip_member *members; /* the member table, to tell a member's index */
     struct cache *cache;      /* decoded pieces; its piece size is every reader's unit */
     uint64_t span;            /* deflate checkpoint spacing */
     struct budget *index_mem; /* checkpoint windows and tables */
+    const char *index_dir;    /* where indexes are saved and loaded; NULL: nowhere */
+    struct ixf_identity id;   /* the archive's content identity, valid with index_dir */
 };
 
 /* One member as a reader sees it. */
@@ -53,6 +57,13 @@ struct read_ctl {
     const struct stop *stop; /* checked between pieces of a long decode; may be NULL */
 };
 
+struct reader_stats {
+    uint64_t indexed;     /* output bytes the index covers */
+    uint64_t decoded;     /* output bytes decoded so far, first pass and restarts */
+    uint64_t checkpoints;
+    uint64_t index_bytes; /* memory of the index */
+};
+
 struct reader_ops {
     /* Copies [off, off + len) of the member into buf; off + len <= usize. Returns len or an
      * error (-EAGAIN and -EINTR as struct read_ctl says). */
@@ -63,6 +74,16 @@ struct reader_ops {
     /* Per-member state, or NULL when out of memory; both NULL for stateless readers. */
     void *(*new_state)(const struct reader_env *env, const struct zip_member *zm);
     void (*free_state)(void *state);
+    /* Optional, for readers with an index. prepare builds it ahead of reads without filling
+     * the cache (scratch: one piece), giving way to readers (-EAGAIN: try again later);
+     * returns 1 when complete. save writes what was built to index_dir when it grew since
+     * loaded or saved (0, or a negative errno with a one-line reason in why). stats describes
+     * the index. All run concurrently with reads. */
+    int (*prepare)(const struct reader_env *env, const struct reader_member *m,
+                   unsigned char *scratch, const struct stop *stop);
+    int (*save)(const struct reader_env *env, const struct reader_member *m, char *why,
+                size_t why_len);
+    void (*stats)(const struct reader_member *m, struct reader_stats *out);
 };
 
 extern const struct reader_ops reader_stored;

@@ -7,11 +7,27 @@
  * on the way goes into the cache, which is what makes a first sequential pass cost exactly one
  * decode of the member. Claims are taken only for restarts: a reader that found the frontier
  * busy holds nothing, so its retry is woken by the frontier's next piece, never by itself.
+ *
+ * Saved indexes (index_file.h): a member's index is loaded on its first read when a file for
+ * this archive's content exists, and then continues from it; windows stay in the file and are
+ * read when a restart needs them. A piece that decodes differently from the CRC-32 the file
+ * recorded reads EIO and the file is deleted (its next build starts afresh).
  */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "inflate_index.h"
+#include "log.h"
 #include "reader.h"
+
+struct deflate_state {
+    struct zindex *zi;
+    struct ixf *file;         /* the saved index it was loaded from, or NULL */
+    _Atomic uint64_t saved;   /* output bytes the saved file covers */
+    atomic_bool dropped;
+};
 
 struct sink_ctx {
     struct cache *cache;
@@ -34,8 +50,52 @@ static void sink_unused(void *ctx, unsigned char *buf)
     cache_unused(((struct sink_ctx *)ctx)->cache, buf);
 }
 
-static void *deflate_new(const struct reader_env *env, const struct zip_member *zm)
+static int fetch_window(void *ctx, uint64_t k, unsigned char *z, size_t cap)
 {
+    return ixf_read_window(ctx, k, z, cap);
+}
+
+/* Continues from a saved index when there is a usable one; says why not when it is unusable. */
+static void load_saved(const struct reader_env *env, const struct zip_member *zm,
+                       struct deflate_state *st, uint64_t idx)
+{
+    char why[256];
+    struct ixf *f;
+    int rc = ixf_load(env->index_dir, &env->id, zm, idx, &f, why, sizeof why);
+    if (rc == -ENOENT)
+        return;
+    if (rc < 0) {
+        log_error("%s: saved index ignored: %s", zm->name, why);
+        return;
+    }
+    const struct ixf_member *im = ixf_get(f);
+    struct zindex_snapshot snap = {
+        .span = im->span, .piece = im->piece, .indexed = im->indexed_out,
+        .npoints = im->npoints, .ncrc = im->npieces, .pcrc = im->piece_crc,
+    };
+    snap.pts = calloc(im->npoints, sizeof *snap.pts);
+    for (uint64_t k = 0; snap.pts && k < im->npoints; k++)
+        snap.pts[k] = (struct zindex_point){im->pts[k].out, im->pts[k].in, im->pts[k].bits,
+                                            im->pts[k].wlen, im->pts[k].zlen, NULL};
+    struct zindex_fetch fetch = {fetch_window, f};
+    rc = snap.pts ? zindex_import(st->zi, &snap, &fetch) : -ENOMEM;
+    free(snap.pts);
+    if (rc < 0) {
+        if (rc == -EINVAL)
+            log_error("%s: saved index ignored: made with other settings", zm->name);
+        ixf_close(f);
+        return;
+    }
+    st->file = f;
+    atomic_store(&st->saved, im->indexed_out);
+}
+
+/* The member's index number travels in the state, which only knows its zip_member. */
+static void *deflate_new_for(const struct reader_env *env, const struct zip_member *zm)
+{
+    struct deflate_state *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
     struct zindex_source src = {
         .fd = env->fd,
         .offset = zm->data_off,
@@ -48,12 +108,31 @@ static void *deflate_new(const struct reader_env *env, const struct zip_member *
         .piece = cache_piece(env->cache),
         .mem = env->index_mem,
     };
-    return zindex_new(&src, &p);
+    if (!(st->zi = zindex_new(&src, &p))) {
+        free(st);
+        return NULL;
+    }
+    if (env->index_dir && zm->usize > 0)
+        load_saved(env, zm, st, (uint64_t)(zm - env->members));
+    return st;
+}
+
+/* A piece decoded against the saved index's CRC-32 failed: that file must go. */
+static void drop_saved(const struct reader_env *env, const struct reader_member *m,
+                       struct deflate_state *st)
+{
+    const char *why = zindex_why(st->zi);
+    if (!st->file || !why || strcmp(why, ZINDEX_WHY_SAVED) != 0 ||
+        atomic_exchange(&st->dropped, true))
+        return;
+    if (ixf_drop(env->index_dir, &env->id, m->idx) == 0)
+        log_error("%s: saved index deleted: it does not match the data", m->zm->name);
 }
 
 /* Decodes piece q below the frontier under a cache claim. Returns 0 when q is ready now. */
 static int restart_piece(const struct reader_env *env, const struct reader_member *m,
-                         uint64_t q, const struct zindex_sink *sink, const struct read_ctl *ctl)
+                         struct zindex *zi, uint64_t q, const struct zindex_sink *sink,
+                         const struct read_ctl *ctl)
 {
     struct cache_entry *e;
     int rc = cache_get(env->cache, m->idx, q, reader_cache_how(ctl), &e);
@@ -62,7 +141,7 @@ static int restart_piece(const struct reader_env *env, const struct reader_membe
             cache_put(env->cache, e);
         return rc < 0 ? rc : 0;
     }
-    rc = zindex_produce(m->state, q, sink, ctl->stop, ctl->mode != READ_BLOCK);
+    rc = zindex_produce(zi, q, sink, ctl->stop, ctl->mode != READ_BLOCK);
     if (rc == 0 && !cache_is_ready(env->cache, e))
         rc = -EIO; /* cannot happen: produce delivers q */
     if (rc == 0)
@@ -78,16 +157,19 @@ static int restart_piece(const struct reader_env *env, const struct reader_membe
 static int make_ready(const struct reader_env *env, const struct reader_member *m, uint64_t q,
                       const struct read_ctl *ctl)
 {
+    struct deflate_state *st = m->state;
     struct sink_ctx sc = {env->cache, m->idx};
     struct zindex_sink sink = {sink_buffer, sink_deliver, sink_unused, &sc};
-    int below = zindex_ready(m->state, q);
-    if (below < 0)
-        return below;
-    if (below)
-        return restart_piece(env, m, q, &sink, ctl);
-    int rc = zindex_produce(m->state, q, &sink, ctl->stop, ctl->mode != READ_BLOCK);
-    if (rc != -EAGAIN)
-        cache_notify(env->cache); /* the frontier is free again */
+    int rc = zindex_ready(st->zi, q);
+    if (rc == 1) {
+        rc = restart_piece(env, m, st->zi, q, &sink, ctl);
+    } else if (rc == 0) {
+        rc = zindex_produce(st->zi, q, &sink, ctl->stop, ctl->mode != READ_BLOCK);
+        if (rc != -EAGAIN)
+            cache_notify(env->cache); /* the frontier is free again */
+    }
+    if (rc == -EIO)
+        drop_saved(env, m, st);
     return rc;
 }
 
@@ -112,20 +194,86 @@ static ssize_t deflate_read(const struct reader_env *env, const struct reader_me
     return (ssize_t)done;
 }
 
+static int deflate_prepare(const struct reader_env *env, const struct reader_member *m,
+                           unsigned char *scratch, const struct stop *stop)
+{
+    struct deflate_state *st = m->state;
+    int rc = zindex_advance(st->zi, scratch, stop);
+    cache_notify(env->cache); /* a reader may have declined to wait for the frontier */
+    return rc;
+}
+
+/* Writes the index when it covers more than the saved file does. */
+static int deflate_save(const struct reader_env *env, const struct reader_member *m, char *why,
+                        size_t why_len)
+{
+    struct deflate_state *st = m->state;
+    if (!env->index_dir || zindex_indexed(st->zi) <= atomic_load(&st->saved) ||
+        zindex_points(st->zi) < 2)
+        return 0;
+    struct zindex_snapshot snap;
+    int rc = zindex_snapshot(st->zi, &snap);
+    if (rc < 0) {
+        snprintf(why, why_len, "cannot take the index: %s", rc == -ENOMEM ? "out of memory"
+                                                                           : "member failed");
+        return rc;
+    }
+    struct ixf_member im = {
+        .member = m->idx, .crc32 = m->zm->crc32, .csize = m->zm->csize, .usize = m->zm->usize,
+        .span = snap.span, .piece = snap.piece, .indexed_out = snap.indexed,
+        .npoints = snap.npoints, .npieces = snap.ncrc, .piece_crc = snap.pcrc,
+    };
+    im.pts = calloc(snap.npoints, sizeof *im.pts);
+    for (uint64_t k = 0; im.pts && k < snap.npoints; k++)
+        im.pts[k] = (struct ixf_point){.out = snap.pts[k].out, .in = snap.pts[k].in,
+                                       .bits = (uint8_t)snap.pts[k].bits,
+                                       .wlen = snap.pts[k].wlen, .zlen = snap.pts[k].zlen,
+                                       .zwin = snap.pts[k].win};
+    if (im.span > IXF_MAX_SPAN)
+        im.span = IXF_MAX_SPAN;
+    rc = im.pts ? ixf_save(env->index_dir, &env->id, &im, why, why_len) : -ENOMEM;
+    if (rc == 0)
+        atomic_store(&st->saved, snap.indexed);
+    else if (!im.pts)
+        snprintf(why, why_len, "out of memory");
+    free(im.pts);
+    zindex_snapshot_free(&snap);
+    return rc;
+}
+
+static void deflate_stats(const struct reader_member *m, struct reader_stats *out)
+{
+    struct deflate_state *st = m->state;
+    *out = (struct reader_stats){0};
+    if (!st)
+        return;
+    out->indexed = zindex_indexed(st->zi);
+    out->decoded = zindex_decoded(st->zi);
+    out->checkpoints = zindex_points(st->zi);
+    out->index_bytes = zindex_memory(st->zi);
+}
+
 static const char *deflate_why(const struct reader_member *m)
 {
-    const char *why = m->state ? zindex_why(m->state) : NULL;
+    struct deflate_state *st = m->state;
+    const char *why = st ? zindex_why(st->zi) : NULL;
     return why ? why : "cannot decode";
 }
 
 static void deflate_free(void *state)
 {
-    zindex_free(state);
+    struct deflate_state *st = state;
+    zindex_free(st->zi);
+    ixf_close(st->file);
+    free(st);
 }
 
 const struct reader_ops reader_deflate = {
     .read = deflate_read,
     .why = deflate_why,
-    .new_state = deflate_new,
+    .new_state = deflate_new_for,
     .free_state = deflate_free,
+    .prepare = deflate_prepare,
+    .save = deflate_save,
+    .stats = deflate_stats,
 };

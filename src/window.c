@@ -24,14 +24,30 @@ static uint32_t deflate_into(const unsigned char *raw, uint32_t wlen, unsigned c
     return n;
 }
 
-int window_pack(const unsigned char *raw, uint32_t wlen, int cheap_only, unsigned char **out,
-                uint32_t *zlen)
+#define SAMPLE 4096u
+
+/* Whether a deflate attempt on the whole window is worth its time. */
+static int worth_trying(const unsigned char *raw, uint32_t wlen, enum window_effort effort,
+                        unsigned char *tmp)
 {
-    unsigned char *buf = malloc(wlen ? wlen : 1);
+    if (wlen > 1 && memcmp(raw, raw + 1, wlen - 1) == 0)
+        return 1;
+    if (effort == WINDOW_FULL)
+        return 1;
+    if (effort == WINDOW_CHEAP || wlen <= SAMPLE)
+        return effort == WINDOW_SAMPLED;
+    uint32_t n = deflate_into(raw, SAMPLE, tmp, SAMPLE);
+    return n && n < SAMPLE * 7 / 8;
+}
+
+int window_pack(const unsigned char *raw, uint32_t wlen, enum window_effort effort,
+                unsigned char **out, uint32_t *zlen)
+{
+    unsigned char *buf = malloc(wlen > SAMPLE ? wlen : SAMPLE);
     if (!buf)
         return -ENOMEM;
-    int uniform = wlen > 1 && memcmp(raw, raw + 1, wlen - 1) == 0;
-    uint32_t n = !cheap_only || uniform ? deflate_into(raw, wlen, buf, wlen - (wlen > 0)) : 0;
+    uint32_t n = wlen && worth_trying(raw, wlen, effort, buf)
+                     ? deflate_into(raw, wlen, buf, wlen - 1) : 0;
     if (n == 0) {
         memcpy(buf, raw, wlen);
         n = wlen;
