@@ -46,6 +46,8 @@ def _session_environment(tmp_path_factory):
         pytest.fail(f"npzmount binary not found or not executable: {S.BIN} "
                     "(build it with make, or point $NPZMOUNT at it)", pytrace=False)
     base = tmp_path_factory.getbasetemp()
+    # Saved indexes of every daemon this session starts go here, not into the user's cache.
+    os.environ["XDG_CACHE_HOME"] = str(base / "xdg-cache")
     yield
     # Anything a crashed test left behind: detach it lazily and end our own daemons.
     for mp in reversed(S.mounts_under(base)):
