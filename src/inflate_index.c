@@ -808,6 +808,9 @@ int zindex_import(struct zindex *zi, const struct zindex_snapshot *s,
     zi->ncrc = zi->pcrc_cap = s->ncrc;
     zi->fpos = s->indexed;
     zi->complete = s->indexed == zi->src.usize;
+    zi->crc = 0; /* the frontier's running CRC resumes from the pieces' */
+    for (uint64_t q = 0; q < s->ncrc; q++)
+        zi->crc = (uint32_t)crc32_combine(zi->crc, pcrc[q], (z_off_t)piece_len(zi, q));
     zi->span = s->span;
     zi->fetch = *fetch;
     zi->imported = true;

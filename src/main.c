@@ -61,7 +61,7 @@ static void usage(FILE *f)
             "    -h   --help            print this help and exit\n"
             "    -V   --version         print the version and exit\n"
             "    -o span=SIZE           output bytes between deflate checkpoints (default 1M)\n"
-            "    -o cache=SIZE          bound of the decoded-data cache (default 32M)\n"
+            "    -o cache=SIZE          bound of the decoded-data cache (default 16M)\n"
             "    -o index_mem=SIZE      bound of the checkpoint index memory (default 64M)\n"
             "    -o threads=N           decode worker threads (default: CPUs, at least 2)\n"
             "    -o noprefetch          no background indexing of compressed members\n"

@@ -35,7 +35,7 @@ struct npz_options {
 };
 
 #define NPZ_DEFAULT_SPAN (1u << 20)
-#define NPZ_DEFAULT_CACHE (32u << 20)
+#define NPZ_DEFAULT_CACHE (16u << 20)
 #define NPZ_DEFAULT_INDEX_MEM (64u << 20)
 #define NPZ_MIN_SPAN (32u << 10)
 #define NPZ_MAX_SPAN (64u << 20)

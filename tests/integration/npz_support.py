@@ -897,3 +897,13 @@ def check_mmap_equal(path, want, check_layout=True):
         assert got.tobytes(order="A") == want.tobytes(order="A")
     finally:
         del got
+
+
+def poll(cond, timeout, what, interval=0.02):
+    """Waits until cond() is true, checking every interval seconds; fails after timeout
+    seconds with a message naming what was awaited. For conditions no event announces."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
