@@ -1,13 +1,14 @@
 #include "io.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <unistd.h>
 
-int io_read_exact(int fd, void *buf, size_t len, uint64_t off)
+/* One loop for both directions: pread and pwrite differ only in the constness of buf. */
+static int io_exact(int fd, char *p, size_t len, uint64_t off, bool writing)
 {
-    char *p = buf;
     while (len > 0) {
-        ssize_t n = pread(fd, p, len, (off_t)off);
+        ssize_t n = writing ? pwrite(fd, p, len, (off_t)off) : pread(fd, p, len, (off_t)off);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -20,4 +21,14 @@ int io_read_exact(int fd, void *buf, size_t len, uint64_t off)
         off += (uint64_t)n;
     }
     return 0;
+}
+
+int io_read_exact(int fd, void *buf, size_t len, uint64_t off)
+{
+    return io_exact(fd, buf, len, off, false);
+}
+
+int io_write_exact(int fd, const void *buf, size_t len, uint64_t off)
+{
+    return io_exact(fd, (char *)buf, len, off, true);
 }

@@ -1,6 +1,7 @@
 /*
- * io: small helpers around pread(2) shared by the ZIP reader and the member readers.
- * All return 0 or a negative errno; a short read (the file ended early) is -EIO.
+ * io: small helpers around pread(2) and pwrite(2) shared by the ZIP reader, the member
+ * readers and the index files. All return 0 or a negative errno; a short read (the file
+ * ended early) is -EIO.
  * Thread-safe: they only use pread on a caller-owned descriptor.
  */
 #ifndef NPZMOUNT_IO_H
@@ -11,6 +12,9 @@
 
 /* Reads exactly len bytes at off, retrying on EINTR and partial reads. */
 int io_read_exact(int fd, void *buf, size_t len, uint64_t off);
+
+/* Writes exactly len bytes at off, the same way. */
+int io_write_exact(int fd, const void *buf, size_t len, uint64_t off);
 
 static inline uint16_t le16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static inline uint32_t le32(const unsigned char *p)

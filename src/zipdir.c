@@ -449,6 +449,8 @@ int zip_open(int fd, struct zip_archive *za, char *msg, size_t len)
     if (rc < 0)
         return rc;
     za->prefix = cd.prefix;
+    za->cd_offset = cd.offset;
+    za->cd_size = cd.size;
 
     unsigned char *buf = malloc(cd.size ? cd.size : 1);
     if (!buf)

@@ -63,6 +63,8 @@ struct zip_archive {
     int fd;
     uint64_t file_size;
     uint64_t prefix;     /* bytes of prepended data before the archive proper */
+    uint64_t cd_offset;  /* the central directory, in file coordinates (prefix applied) */
+    uint64_t cd_size;
     uint64_t count;
     struct zip_member *members;
     char *name_pool;     /* storage behind every zip_member.name */
