@@ -19,7 +19,8 @@ ALL_CFLAGS = -std=gnu11 $(WARN) -D_FILE_OFFSET_BITS=64 -DNPZMOUNT_VERSION='"$(VE
 LIBS       = $(DEP_LIBS) -lpthread
 
 # The core knows nothing about FUSE; tests, fuzzers and tools link it directly.
-CORE_SRC  := src/io.c src/log.c src/siphash.c src/budget.c src/window.c src/sched.c src/index_file.c src/zipdir.c src/namespace.c src/cache.c src/inflate_index.c \
+CORE_SRC  := src/io.c src/log.c src/siphash.c src/budget.c src/window.c src/sched.c \
+             src/index_file.c src/zipdir.c src/namespace.c src/cache.c src/inflate_index.c \
              src/reader.c src/reader_stored.c src/reader_deflate.c \
              src/reader_archive.c src/reader_broken.c src/npz.c
 FUSE_SRC  := src/fuse_ops.c src/main.c

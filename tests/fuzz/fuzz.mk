@@ -9,6 +9,8 @@
 #   make fuzz-cov      line coverage of the core reached by corpus + seeds (llvm-cov report;
 #                      build-fuzz/cov/NAME.txt has the annotated sources)
 #
+# Harnesses: fuzz_zipdir (archives), fuzz_inflate (deflate streams), fuzz_index (saved index
+# files; its seeds are real index files written by build-fuzz/gen_index_seeds through ixf_save).
 # Crashes land in build-fuzz/artifacts-NAME/; the log of each run is build-fuzz/fuzz_NAME.log.
 # A crash worth keeping goes to tests/fuzz/regressions/fuzz_NAME/ (small files, committed), so
 # that check-fuzz replays it. Reproduce one by hand with
@@ -28,11 +30,16 @@ FUZZ_TIMEOUT    ?= 60
 FUZZ_FLAGS      ?=
 FZ              := build-fuzz
 FUZZ_DIR        := tests/fuzz
-FUZZ_NAMES      := zipdir inflate
+FUZZ_NAMES      := zipdir inflate index
 FUZZ_MAXLEN_zipdir  := 1048576
 FUZZ_MAXLEN_inflate := 262144
+FUZZ_MAXLEN_index   := 262144
 FUZZ_DICT_zipdir    := -dict=$(FZ)/zipdir.dict
 FUZZ_DICT_inflate   :=
+FUZZ_DICT_index     :=
+# Per-harness options. The index loader may only allocate in proportion to its input (at most
+# FUZZ_MAXLEN_index), so any single allocation past 16 MiB is a bug.
+FUZZ_OPTS_index     := -malloc_limit_mb=16
 FUZZ_PYTHON     ?= $(if $(PYTHON),$(PYTHON),/usr/bin/python3)
 
 FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -66,15 +73,22 @@ $(FZ)/fuzz_%: $(FUZZ_DIR)/fuzz_%.c $(FUZZ_DIR)/fuzz_common.h $(FUZZ_OBJS) | fuzz
 
 fuzz-build: $(FUZZ_BINS)
 
-fuzz-seeds: $(FUZZ_DIR)/gen_seeds.py | fuzz-deps
+# The index seeds are real index files, so ixf_save itself writes them.
+$(FZ)/gen_index_seeds: $(FUZZ_DIR)/gen_index_seeds.c $(FUZZ_OBJS) | fuzz-deps
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -Isrc $(DEP_CFLAGS) -o $@ $< \
+	    $(FUZZ_OBJS) $(DEP_LIBS) -lz -lpthread
+
+fuzz-seeds: $(FUZZ_DIR)/gen_seeds.py $(FZ)/gen_index_seeds | fuzz-deps
 	@mkdir -p $(FZ)
 	@$(FUZZ_PYTHON) $(FUZZ_DIR)/gen_seeds.py $(FZ)
+	@$(FZ)/gen_index_seeds $(FZ)
 
 # $(call fuzz_run,NAME,SECONDS): runs one harness on its corpus and seeds, then prints one
 # summary line. Leaves the exit status in the shell variable st.
 define fuzz_run
 mkdir -p $(FZ)/corpus-$(1) $(FZ)/artifacts-$(1); \
-$(FZ)/fuzz_$(1) $(FUZZ_RUN_OPTS) -max_len=$(FUZZ_MAXLEN_$(1)) $(FUZZ_DICT_$(1)) -max_total_time=$(2) \
+$(FZ)/fuzz_$(1) $(FUZZ_RUN_OPTS) $(FUZZ_OPTS_$(1)) -max_len=$(FUZZ_MAXLEN_$(1)) $(FUZZ_DICT_$(1)) \
+    -max_total_time=$(2) \
     -artifact_prefix=$(FZ)/artifacts-$(1)/ $(FZ)/corpus-$(1) $(FZ)/seeds-$(1) \
     > $(FZ)/fuzz_$(1).log 2>&1; \
 rc=$$?; \
@@ -95,7 +109,8 @@ define fuzz_replay
 n=0; bad=0; : > $(FZ)/replay_$(1).log; \
 for f in $$(find $(FUZZ_DIR)/regressions/fuzz_$(1) -type f ! -name '*.md' ! -name '.*' 2>/dev/null | sort); do \
     n=$$((n + 1)); \
-    if ! $(FZ)/fuzz_$(1) $(FUZZ_RUN_OPTS) -max_len=$(FUZZ_MAXLEN_$(1)) $$f > $(FZ)/replay.tmp 2>&1; then \
+    if ! $(FZ)/fuzz_$(1) $(FUZZ_RUN_OPTS) $(FUZZ_OPTS_$(1)) -max_len=$(FUZZ_MAXLEN_$(1)) $$f \
+            > $(FZ)/replay.tmp 2>&1; then \
         bad=$$((bad + 1)); st=1; \
         echo "fuzz_$(1): regression still fails: $$f"; \
         grep -m1 -A12 -E 'ERROR: |==FUZZ CHECK|runtime error' $(FZ)/replay.tmp | grep -v ' in fuzzer::' | head -n 14; \
