@@ -400,6 +400,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
         conn->want |= FUSE_CAP_READDIRPLUS;
     conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
     conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
+    /* Synchronous reads: the kernel sends no INTERRUPT for the background requests of async
+     * readahead, so a reader waiting on one could not be stopped with Ctrl-C. */
+    conn->want &= ~(unsigned)FUSE_CAP_ASYNC_READ;
 }
 
 const struct fuse_lowlevel_ops fs_ops = {

@@ -480,16 +480,6 @@ static int write_index(int fd, const struct ixf_identity *id, const struct ixf_m
     return io_write_exact(fd, h, sizeof h, 0);
 }
 
-/* Makes the rename itself durable; a failure only risks losing the new file on a crash. */
-static void sync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-}
-
 static int check_for_save(const struct ixf_member *m, char *why, size_t len)
 {
     if (!m->pts || (m->npieces && !m->piece_crc))
@@ -522,9 +512,9 @@ int ixf_save(const char *dir, const struct ixf_identity *id, const struct ixf_me
     if (fd < 0)
         return fail(why, why_len, -errno, "cannot create a file in %s: %s", dir,
                     strerror(errno));
+    /* No fsync: a file torn by a crash fails its checksums and is ignored, like any damaged
+     * one, and an unmount must not wait for the disk (it has to end within a second). */
     rc = write_index(fd, id, m);
-    if (rc == 0 && fsync(fd) < 0)
-        rc = -errno;
     if (close(fd) < 0 && rc == 0)
         rc = -errno;
     if (rc == 0 && rename(tmp, path) < 0)
@@ -533,7 +523,6 @@ int ixf_save(const char *dir, const struct ixf_identity *id, const struct ixf_me
         unlink(tmp);
         return fail(why, why_len, rc, "cannot write %s: %s", path, strerror(-rc));
     }
-    sync_dir(dir);
     return 0;
 }
 

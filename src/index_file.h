@@ -15,7 +15,8 @@
  * against their CRC-32 when read. The caller must still verify what it decodes with the
  * index against the piece CRCs: a file can be self-consistent and wrong.
  *
- * Saving is atomic: a temporary file in the same directory, fsync, rename. Two processes
+ * Saving is atomic: a temporary file in the same directory, then rename (no fsync: a file torn
+ * by a crash fails its checksums and is ignored). Two processes
  * saving the same index at once each rename a complete file (the last one wins); a failed
  * save leaves no temporary file behind and the previous file untouched.
  *
