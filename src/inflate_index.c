@@ -752,8 +752,16 @@ int zindex_snapshot(struct zindex *zi, struct zindex_snapshot *out)
         *o = (struct zindex_point){p->out, p->in, p->bits, p->wlen, 0, NULL};
         if (!p->wlen)
             continue;
+        if (!p->win) { /* still in the saved file: copy it as it is, packed */
+            o->zlen = p->zlen;
+            o->win = malloc(p->zlen);
+            int n = !o->win ? -ENOMEM
+                            : zi->fetch.window(zi->fetch.ctx, p->saved_k, o->win, p->zlen);
+            rc = n < 0 ? n : (uint32_t)n == p->zlen ? 0 : -EIO;
+            continue;
+        }
         unsigned char raw[ZINDEX_WINDOW];
-        rc = load_window(zi, p, raw, true);
+        rc = window_unpack(p->win, p->zlen, raw, p->wlen);
         if (rc == 0)
             rc = window_pack(raw, p->wlen, WINDOW_SAMPLED, &o->win, &o->zlen);
     }

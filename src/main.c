@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -324,7 +325,9 @@ static int run(struct fuse_session *se, struct fuse_cmdline_opts *opts, struct f
     if (!opts->foreground)
         log_to_syslog(true);
     npz_start(fs->npz);
-    status = serve(se, opts) == 0 ? 0 : 1;
+    /* libfuse reports the signal that ended the loop; a stop by signal is a clean one. */
+    int rc = serve(se, opts);
+    status = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP ? 0 : 1;
     /* Decodes still running stop within one piece, and their requests are answered while
      * the channel is still open. */
     npz_shutdown(fs->npz);

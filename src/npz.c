@@ -23,6 +23,8 @@
 #include "log.h"
 #include "reader.h"
 
+#define SAVE_DEADLINE_MS 400 /* for saving indexes at unmount */
+
 struct npz {
     struct zip_archive zip;
     struct ns *ns;
@@ -244,8 +246,16 @@ void npz_close(struct npz *npz)
     if (!npz)
         return;
     npz_shutdown(npz);
-    for (uint64_t i = 0; npz->state && npz->ops && i < npz->zip.count; i++)
+    /* What was built since the last save, within a deadline: an unmount must end promptly,
+     * and an index not saved now is only rebuilt next time. */
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (uint64_t i = 0; npz->state && npz->ops && i < npz->zip.count; i++) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > SAVE_DEADLINE_MS)
+            break;
         save_member(npz, i);
+    }
     for (uint64_t i = 0; npz->state && npz->ops && i < npz->zip.count; i++) {
         void *s = atomic_load(&npz->state[i]);
         if (s && npz->ops[i]->free_state)
