@@ -42,6 +42,7 @@ struct npz {
     const struct reader_ops **ops; /* per member */
     _Atomic(void *) *state;        /* per member, owned by its reader */
     atomic_bool *logged;           /* per member: failure already reported */
+    atomic_bool *ahead_busy;       /* per member: a decode-ahead job is queued or running */
     struct stat st;                /* the archive as opened, to notice changes */
     atomic_bool changed;
 };
@@ -82,6 +83,8 @@ static void save_member(struct npz *npz, uint64_t i)
         !atomic_exchange(&npz->save_warned, true))
         log_error("cannot save index of %s: %s", m.zm->name, why);
 }
+
+static void ahead(void *ctx, uint64_t idx, uint64_t off, size_t len);
 
 static unsigned worker_threads(const struct npz_options *opt)
 {
@@ -133,7 +136,11 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     npz->ops = calloc(n, sizeof *npz->ops);
     npz->state = calloc(n, sizeof *npz->state);
     npz->logged = calloc(n, sizeof *npz->logged);
-    rc = npz->env.cache && npz->sched && npz->ops && npz->state && npz->logged
+    npz->ahead_busy = calloc(n, sizeof *npz->ahead_busy);
+    npz->env.ahead = ahead;
+    npz->env.ahead_ctx = npz;
+    rc = npz->env.cache && npz->sched && npz->ops && npz->state && npz->logged &&
+                 npz->ahead_busy
              ? ns_build(&npz->zip, &npz->ns)
              : -ENOMEM;
     if (rc < 0) {
@@ -196,6 +203,51 @@ static void *indexer_main(void *arg)
     }
     free(scratch);
     return NULL;
+}
+
+/* Decode-ahead: one job per member at a time, which reads in READ_NOWAIT mode and gives up
+ * rather than wait (a reader holding the frontier is already doing the work). */
+struct ahead_job {
+    struct sched_job sj;
+    struct npz *npz;
+    uint64_t idx, off;
+    size_t len;
+};
+
+static int run_ahead(struct sched_job *sj)
+{
+    struct ahead_job *j = (struct ahead_job *)sj;
+    struct npz *npz = j->npz;
+    const struct zip_member *zm = &npz->zip.members[j->idx];
+    struct reader_member m = {.idx = j->idx, .zm = zm, .state = atomic_load(&npz->state[j->idx])};
+    struct stop stop = {NULL, &npz->shutdown};
+    struct read_ctl ctl = {READ_NOWAIT, &stop};
+    size_t piece = cache_piece(npz->env.cache);
+    /* one byte per piece is enough to make the piece ready */
+    for (uint64_t off = j->off; off < j->off + j->len && off < zm->usize; off += piece) {
+        unsigned char byte;
+        if (npz->ops[j->idx]->read(&npz->env, &m, &byte, 1, off, &ctl) < 0)
+            break;
+    }
+    atomic_store(&npz->ahead_busy[j->idx], false);
+    free(j);
+    return 0;
+}
+
+static void ahead(void *ctx, uint64_t idx, uint64_t off, size_t len)
+{
+    struct npz *npz = ctx;
+    if (!npz->sched || atomic_exchange(&npz->ahead_busy[idx], true))
+        return;
+    struct ahead_job *j = malloc(sizeof *j);
+    if (j) {
+        *j = (struct ahead_job){.sj.run = run_ahead, .npz = npz, .idx = idx, .off = off,
+                                .len = len};
+        if (sched_submit(npz->sched, &j->sj) == 0)
+            return;
+        free(j);
+    }
+    atomic_store(&npz->ahead_busy[idx], false);
 }
 
 void npz_start(struct npz *npz)
@@ -264,6 +316,7 @@ void npz_close(struct npz *npz)
     free(npz->ops);
     free((void *)npz->state);
     free(npz->logged);
+    free(npz->ahead_busy);
     pthread_mutex_destroy(&npz->idle_lock);
     pthread_cond_destroy(&npz->idle);
     cache_free(npz->env.cache);

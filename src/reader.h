@@ -41,6 +41,11 @@ struct reader_env {
     struct budget *index_mem; /* checkpoint windows and tables */
     const char *index_dir;    /* where indexes are saved and loaded; NULL: nowhere */
     struct ixf_identity id;   /* the archive's content identity, valid with index_dir */
+    /* Asks for [off, off + len) of member idx to be decoded into the cache by a worker,
+     * soon, unless that would have to wait (a sequential reader's next pieces, decoded while
+     * the kernel handles the current reply). May be NULL. */
+    void (*ahead)(void *ctx, uint64_t idx, uint64_t off, size_t len);
+    void *ahead_ctx;
 };
 
 /* One member as a reader sees it. */

@@ -22,6 +22,8 @@
 #include "log.h"
 #include "reader.h"
 
+#define AHEAD_PIECES 8 /* what a sequential first pass decodes ahead of its reader */
+
 struct deflate_state {
     struct zindex *zi;
     struct ixf *file;         /* the saved index it was loaded from, or NULL */
@@ -173,6 +175,20 @@ static int make_ready(const struct reader_env *env, const struct reader_member *
     return rc;
 }
 
+/* A reader close behind the frontier is probably reading on: have the next pieces decoded
+ * on another thread while this reply travels. */
+static void maybe_ahead(const struct reader_env *env, const struct reader_member *m,
+                        uint64_t end, const struct read_ctl *ctl)
+{
+    struct deflate_state *st = m->state;
+    uint64_t window = AHEAD_PIECES * (uint64_t)cache_piece(env->cache);
+    if (!env->ahead || ctl->mode == READ_BLOCK)
+        return;
+    uint64_t indexed = zindex_indexed(st->zi);
+    if (indexed < m->zm->usize && indexed < end + window)
+        env->ahead(env->ahead_ctx, m->idx, indexed > end ? indexed : end, (size_t)window);
+}
+
 static ssize_t deflate_read(const struct reader_env *env, const struct reader_member *m,
                             void *out, size_t len, uint64_t off, const struct read_ctl *ctl)
 {
@@ -191,6 +207,7 @@ static ssize_t deflate_read(const struct reader_env *env, const struct reader_me
             return n;
         done += (size_t)n;
     }
+    maybe_ahead(env, m, off + len, ctl);
     return (ssize_t)done;
 }
 
