@@ -430,7 +430,7 @@ static int skip_to(struct zindex *zi, struct decoder *d, uint64_t to, unsigned c
         uint64_t n = to - d->out < zi->piece ? to - d->out : zi->piece;
         rc = decode_into(zi, d, scratch, (size_t)n, false);
         if (rc == 1) /* the stream cannot end before the member does */
-            rc = -EIO;
+            rc = d->out == zi->src.usize && to == zi->src.usize ? 0 : -EIO;
         if (rc == 0 && stop_now(stop))
             rc = -EINTR;
     }
@@ -500,8 +500,8 @@ static int frontier_piece(struct zindex *zi, const struct zindex_sink *sink,
  * before it), skipping with scratch, a piece. Build lock held. */
 static int frontier_ready(struct zindex *zi, unsigned char *scratch, const struct stop *stop)
 {
-    if (zi->frontier && zi->frontier->out == zi->fpos)
-        return 0;
+    if ((zi->frontier && zi->frontier->out == zi->fpos) || zindex_complete(zi))
+        return 0; /* a complete index (say, a loaded one) has no frontier to resume */
     if (!zi->frontier && !(zi->frontier = decoder_new()))
         return -ENOMEM;
     struct point p;

@@ -127,7 +127,8 @@ static void drop_saved(const struct reader_env *env, const struct reader_member 
     if (!st->file || !why || strcmp(why, ZINDEX_WHY_SAVED) != 0 ||
         atomic_exchange(&st->dropped, true))
         return;
-    if (ixf_drop(env->index_dir, &env->id, m->idx) == 0)
+    (void)env; /* only the file we loaded goes: not one another daemon saved meanwhile */
+    if (ixf_drop_loaded(st->file) == 0)
         log_error("%s: saved index deleted: it does not match the data", m->zm->name);
 }
 
