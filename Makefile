@@ -22,7 +22,7 @@ LIBS       = $(DEP_LIBS) -lpthread
 CORE_SRC  := src/io.c src/log.c src/siphash.c src/budget.c src/window.c src/sched.c \
              src/index_file.c src/zipdir.c src/namespace.c src/cache.c src/inflate_index.c \
              src/reader.c src/reader_stored.c src/reader_deflate.c \
-             src/reader_archive.c src/reader_broken.c src/npz.c
+             src/reader_archive.c src/reader_broken.c src/archive_watch.c src/npz.c
 FUSE_SRC  := src/fuse_ops.c src/main.c
 UNIT_SRC  := $(wildcard tests/unit/*.c)
 

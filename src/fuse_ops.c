@@ -7,12 +7,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+
+#include "archive_watch.h"
+#include "log.h"
 
 #define TIMEOUT 86400.0        /* the archive is immutable while mounted */
 #define BLKSIZE 131072         /* tell tools to read in 128 KiB pieces */
@@ -394,7 +398,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-    (void)userdata;
+    conn->max_read = ((struct fs *)userdata)->max_read; /* libfuse fails INIT on a mismatch */
     /* Readdirplus always: `ls -l` then costs one request per batch, not one per entry. */
     if (conn->capable & FUSE_CAP_READDIRPLUS)
         conn->want |= FUSE_CAP_READDIRPLUS;
@@ -420,3 +424,103 @@ const struct fuse_lowlevel_ops fs_ops = {
     .getxattr = op_getxattr,
     .listxattr = op_listxattr,
 };
+
+/* ------------------------------------------------------------------------------------------ */
+/* Dropping the kernel's pages once the archive changed. An invalidation waits for the pages
+ * that a READ in progress holds locked until it is answered, so it is never sent from a
+ * thread that serves requests (it could wait for itself): the core's hook only wakes this
+ * thread. One pass is enough: from then on every read fails, so no new page gets cached,
+ * and a read still in flight holds its page locked, so the pass waits for it and drops it.
+ * Once the session has ended, a READ still queued gets no answer, so the pass stops early;
+ * one that is already waiting on such a page then waits until the reader goes away or the
+ * connection is aborted (it takes a signal during the short pass right after a change). */
+
+struct fs_notifier {
+    struct fuse_session *se;
+    const struct ns *ns;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    bool changed, stop;
+};
+
+static void on_archive_change(void *arg)
+{
+    struct fs_notifier *n = arg;
+    pthread_mutex_lock(&n->lock);
+    n->changed = true;
+    pthread_cond_signal(&n->wake);
+    pthread_mutex_unlock(&n->lock);
+}
+
+static bool notifier_stopping(struct fs_notifier *n)
+{
+    pthread_mutex_lock(&n->lock);
+    bool stop = n->stop;
+    pthread_mutex_unlock(&n->lock);
+    return stop || fuse_session_exited(n->se);
+}
+
+static void *notifier_main(void *arg)
+{
+    struct fs_notifier *n = arg;
+    pthread_mutex_lock(&n->lock);
+    while (!n->changed && !n->stop)
+        pthread_cond_wait(&n->wake, &n->lock);
+    pthread_mutex_unlock(&n->lock);
+    uint64_t count = ns_count(n->ns);
+    for (uint64_t ino = NS_ROOT; ino <= count && !notifier_stopping(n); ino++) {
+        const struct ns_node *node = ns_get(n->ns, ino);
+        if (node && !node->is_dir) /* -ENOENT when the kernel never saw it: nothing cached */
+            fuse_lowlevel_notify_inval_inode(n->se, ino, 0, 0);
+    }
+    return NULL;
+}
+
+void fs_watch_start(struct fs *fs, struct fuse_session *se)
+{
+    struct fs_notifier *n = calloc(1, sizeof *n);
+    if (!n) {
+        log_error("cannot start the change notifier: %s", strerror(ENOMEM));
+        return;
+    }
+    n->se = se;
+    n->ns = npz_ns(fs->npz);
+    pthread_mutex_init(&n->lock, NULL);
+    pthread_cond_init(&n->wake, NULL);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old); /* the new threads inherit it */
+    int rc = pthread_create(&n->thread, NULL, notifier_main, n);
+    if (rc == 0) {
+        fs->notifier = n;
+        int wrc = archive_watch_start(npz_watch(fs->npz), on_archive_change, n);
+        if (wrc < 0)
+            log_error("cannot watch the archive (%s): a change is noticed at the next read",
+                      strerror(-wrc));
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        log_error("cannot start the change notifier: %s", strerror(rc));
+        pthread_cond_destroy(&n->wake);
+        pthread_mutex_destroy(&n->lock);
+        free(n);
+    }
+}
+
+void fs_watch_stop(struct fs *fs)
+{
+    struct fs_notifier *n = fs->notifier;
+    archive_watch_stop(npz_watch(fs->npz)); /* the hook is not called after this */
+    if (!n)
+        return;
+    pthread_mutex_lock(&n->lock);
+    n->stop = true;
+    pthread_cond_signal(&n->wake);
+    pthread_mutex_unlock(&n->lock);
+    pthread_join(n->thread, NULL);
+    pthread_cond_destroy(&n->wake);
+    pthread_mutex_destroy(&n->lock);
+    free(n);
+    fs->notifier = NULL;
+}

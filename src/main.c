@@ -7,7 +7,6 @@
 #include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,11 +27,13 @@ struct config {
     int noprefetch;
     char *index_dir;
     int noindex;
-    int help;
-    int version;
     int index_mode;        /* --index: the non-option arguments are all archives */
     const char **archives;
     int narchives;
+    unsigned max_read;
+    int help;
+    int version;
+    int rw;
 };
 
 #define OPT(t, p) {t, offsetof(struct config, p), 1}
@@ -46,6 +47,11 @@ static const struct fuse_opt opt_spec[] = {
     {"noindex", offsetof(struct config, noindex), 1},
     OPT("-h", help), OPT("--help", help), OPT("-V", version), OPT("--version", version),
     OPT("--index", index_mode),
+    /* libfuse mounts with max_read but fails INIT (after the parent has exited 0) unless the
+     * file system repeats it: note it, and keep it for libfuse. */
+    {"max_read=%u", offsetof(struct config, max_read), 0},
+    FUSE_OPT_KEY("max_read=", FUSE_OPT_KEY_KEEP),
+    OPT("rw", rw),
     FUSE_OPT_END,
 };
 
@@ -295,7 +301,8 @@ static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)
 }
 
 /* Forces a read-only mount with kernel permission checks; fsname shows the archive in
- * mount(8) and df(1), escaped so that commas in its path are safe. */
+ * mount(8) and df(1), escaped so that commas in its path are safe. These go before the
+ * user's options, so that a fsname= or subtype= of theirs wins (rw is refused earlier). */
 static int add_mount_options(struct fuse_args *args, const char *archive)
 {
     char *o = NULL;
@@ -305,14 +312,16 @@ static int add_mount_options(struct fuse_args *args, const char *archive)
         return -1;
     snprintf(fsname, len, "fsname=%s", archive);
     int rc = fuse_opt_add_opt(&o, "ro,default_permissions,subtype=npzmount") ||
-             fuse_opt_add_opt_escaped(&o, fsname) || fuse_opt_add_arg(args, "-o") ||
-             fuse_opt_add_arg(args, o);
+             fuse_opt_add_opt_escaped(&o, fsname) || fuse_opt_insert_arg(args, 1, "-o") ||
+             fuse_opt_insert_arg(args, 2, o);
     free(fsname);
     free(o);
     return rc ? -1 : 0;
 }
 
-/* Mounts and serves until unmounted; returns the exit status. */
+/* Mounts and serves until unmounted or stopped by SIGHUP, SIGINT or SIGTERM, which is a clean
+ * stop too: libfuse's loops then return the signal's number (errors are negative). Returns the
+ * exit status. */
 static int run(struct fuse_session *se, struct fuse_cmdline_opts *opts, struct fs *fs)
 {
     int status = 1;
@@ -325,12 +334,12 @@ static int run(struct fuse_session *se, struct fuse_cmdline_opts *opts, struct f
     if (!opts->foreground)
         log_to_syslog(true);
     npz_start(fs->npz);
-    /* libfuse reports the signal that ended the loop; a stop by signal is a clean one. */
-    int rc = serve(se, opts);
-    status = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP ? 0 : 1;
+    fs_watch_start(fs, se);
+    status = serve(se, opts) >= 0 ? 0 : 1;
     /* Decodes still running stop within one piece, and their requests are answered while
      * the channel is still open. */
     npz_shutdown(fs->npz);
+    fs_watch_stop(fs);
 out_unmount:
     fuse_session_unmount(se);
 out_signals:
@@ -383,6 +392,10 @@ int main(int argc, char **argv)
         error(2, "usage: npzmount [options] ARCHIVE MOUNTPOINT (see --help)");
         goto out;
     }
+    if (cfg.rw) {
+        status = error(2, "-o rw: the mount is always read-only (use -o ro)");
+        goto out;
+    }
     if ((status = parse_tuning(&cfg, &nopt)) != 0)
         goto out;
     if (add_mount_options(&args, cfg.archive) != 0) {
@@ -406,6 +419,7 @@ int main(int argc, char **argv)
     fs.uid = getuid();
     fs.gid = getgid();
     fs.archive_mtime = fstat(npz_zip(fs.npz)->fd, &st) == 0 ? st.st_mtime : 0;
+    fs.max_read = cfg.max_read;
     status = run(se, &opts, &fs);
     npz_close(fs.npz);
 out_session:

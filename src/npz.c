@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "budget.h"
+#include "archive_watch.h"
 #include "cache.h"
 #include "inflate_index.h"
 #include "log.h"
@@ -43,8 +44,7 @@ struct npz {
     _Atomic(void *) *state;        /* per member, owned by its reader */
     atomic_bool *logged;           /* per member: failure already reported */
     atomic_bool *ahead_busy;       /* per member: a decode-ahead job is queued or running */
-    struct stat st;                /* the archive as opened, to notice changes */
-    atomic_bool changed;
+    struct archive_watch *watch;   /* notices the archive changing under us */
 };
 
 /* Where indexes go, and the archive's identity that names them. A failure here only costs
@@ -109,12 +109,13 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
         free(npz);
         return err;
     }
-    int rc = fstat(npz->env.fd, &npz->st) < 0 ? -errno : 0;
+    int rc = archive_watch_new(npz->env.fd, path, &npz->watch);
     if (rc == 0)
         rc = zip_open(npz->env.fd, &npz->zip, msg, msg_len);
     else
         snprintf(msg, msg_len, "%s", strerror(-rc));
     if (rc < 0) {
+        archive_watch_free(npz->watch);
         close(npz->env.fd);
         free(npz);
         return rc;
@@ -322,6 +323,7 @@ void npz_close(struct npz *npz)
     cache_free(npz->env.cache);
     ns_free(npz->ns);
     zip_close(&npz->zip);
+    archive_watch_free(npz->watch);
     close(npz->env.fd);
     free(npz);
 }
@@ -336,21 +338,9 @@ const struct ns *npz_ns(const struct npz *npz)
     return npz->ns;
 }
 
-/* The archive must not change while mounted; if it does (truncated or rewritten in place),
- * every read fails rather than serve bytes of a different file. One fstat per read is cheap
- * next to a FUSE round trip. */
-static bool archive_changed(struct npz *npz)
+struct archive_watch *npz_watch(struct npz *npz)
 {
-    struct stat st;
-    if (atomic_load_explicit(&npz->changed, memory_order_relaxed))
-        return true;
-    if (fstat(npz->env.fd, &st) == 0 && st.st_size == npz->st.st_size &&
-        st.st_mtim.tv_sec == npz->st.st_mtim.tv_sec &&
-        st.st_mtim.tv_nsec == npz->st.st_mtim.tv_nsec)
-        return false;
-    if (!atomic_exchange(&npz->changed, true))
-        log_error("archive changed while mounted: all reads now fail");
-    return true;
+    return npz->watch;
 }
 
 int npz_submit(struct npz *npz, struct sched_job *job)
@@ -391,7 +381,9 @@ ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t 
         return zm->err && off < zm->usize ? -EIO : 0;
     if (len > zm->usize - off)
         len = (size_t)(zm->usize - off);
-    if (archive_changed(npz))
+    /* The archive must not change while mounted; once it has, every read fails rather than
+     * serve bytes of another file (archive_watch.h). */
+    if (archive_watch_changed(npz->watch))
         return -EIO;
     struct stop stop = {cancel, &npz->shutdown};
     if (stop_now(&stop))
@@ -401,6 +393,8 @@ ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t 
     ssize_t n = reader_attach(npz->ops[idx], &npz->env, &npz->state[idx], &m);
     if (n == 0)
         n = npz->ops[idx]->read(&npz->env, &m, buf, len, off, &ctl);
+    if (archive_watch_changed(npz->watch)) /* it changed during this read */
+        return -EIO;
     if (n < 0 && (n == -EIO || n == -ENOMEM) && !atomic_exchange(&npz->logged[idx], true))
         log_error("%s: %s", zm->name,
                 n == -EIO ? npz->ops[idx]->why(&m) : strerror((int)-n));

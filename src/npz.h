@@ -68,6 +68,11 @@ void npz_start(struct npz *npz);
 const struct zip_archive *npz_zip(const struct npz *npz);
 const struct ns *npz_ns(const struct npz *npz);
 
+/* What notices the archive changing while mounted (archive_watch.h); owned by npz. Reads fail
+ * with -EIO once it has. */
+struct archive_watch;
+struct archive_watch *npz_watch(struct npz *npz);
+
 /* Copies up to len bytes of member idx, starting at off, into buf. Returns the number of bytes
  * (short only at the end of the member, 0 at or past it) or a negative errno (-EIO for a member
  * that cannot be served). mode is as in reader.h: READ_CACHED never decodes, READ_NOWAIT never

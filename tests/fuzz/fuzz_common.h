@@ -68,14 +68,17 @@ static inline void fz_fail(const char *file, int line, const char *cond, const c
  *   decode-eio: zindex_decode of an indexed chunk fails with -EIO although the index has not
  *               failed (tests/fuzz/regressions/fuzz_inflate/decode-reads-past-chunk-*).
  *   archive-cached: a member decoded by libarchive that failed still serves the chunks the
- *               cache holds (tests/fuzz/regressions/fuzz_zipdir/archive-failed-*). */
-static bool fz_allow_decode_eio, fz_allow_archive_cached;
+ *               cache holds (tests/fuzz/regressions/fuzz_zipdir/archive-failed-*).
+ *   advance-empty: zindex_advance on a member declared empty (usize 0) whose stream is not
+ *               empty returns 0 ("more to do") forever, never completing nor failing. */
+static bool fz_allow_decode_eio, fz_allow_archive_cached, fz_allow_advance_empty;
 
 static inline void fz_read_allowances(void)
 {
     const char *a = getenv("NPZ_FUZZ_ALLOW");
     fz_allow_decode_eio = a && strstr(a, "decode-eio");
     fz_allow_archive_cached = a && strstr(a, "archive-cached");
+    fz_allow_advance_empty = a && strstr(a, "advance-empty");
 }
 
 static int fz_memfd = -1;

@@ -907,3 +907,53 @@ def poll(cond, timeout, what, interval=0.02):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+# --------------------------------------------------------------------------------------------
+# a daemon in the foreground (-f), as a child of the test
+
+
+class Foreground:
+    """A running `npzmount -f`: mp (the mount point), proc (its Popen) and stderr()."""
+
+    def __init__(self, mp, proc, err_path):
+        self.mp, self.proc, self._err_path = mp, proc, err_path
+
+    def stderr(self):
+        return Path(self._err_path).read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def foreground(archive, mountpoint, options=(), timeout=MOUNT_TIMEOUT):
+    """Starts `npzmount -f [options] archive mountpoint`, yields a Foreground once the mount
+    is in /proc/self/mountinfo, and always ends it: unmounts what is still mounted and reaps
+    the child (killing it if it does not exit). A test may stop it itself (a signal) and
+    look at proc.returncode."""
+    mp = Path(os.path.realpath(mountpoint))
+    mp.mkdir(parents=True, exist_ok=True)
+    assert not is_mountpoint(mp), f"{mp} is already a mount point before mounting"
+    err_path = mp.parent / f".{mp.name}.stderr"
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen([BIN, "-f", *[str(o) for o in options], str(archive), str(mp)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    with _ACTIVE_LOCK:
+        ACTIVE[str(mp)] = proc.pid
+    try:
+        deadline = time.monotonic() + timeout
+        while not is_mountpoint(mp):
+            if proc.poll() is not None:
+                raise MountError(f"npzmount -f exited ({proc.returncode}) before mounting: "
+                                 f"{err_path.read_text(errors='replace')!r}")
+            if time.monotonic() > deadline:
+                raise MountError(f"npzmount -f: no mount after {timeout}s")
+            time.sleep(0.02)
+        yield Foreground(mp, proc, err_path)
+    finally:
+        with _ACTIVE_LOCK:
+            ACTIVE.pop(str(mp), None)
+        force_unmount(mp)
+        try:
+            proc.wait(DAEMON_EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

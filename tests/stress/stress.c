@@ -1,21 +1,34 @@
 /*
  * stress: many threads read random ranges of random members of one npz at once, through the
- * core, with a tiny cache and span so that chunks are evicted, re-decoded, and the frontier
- * extended under contention. Built with ThreadSanitizer by `make check-tsan`; the archive comes
- * from make_archive.py, whose byte formula is repeated here as the independent reference.
- * Usage: stress ARCHIVE [THREADS] [READS_PER_THREAD]
+ * core, with a tiny cache, span and index budget so that pieces are evicted, re-decoded,
+ * checkpoints thinned, and the frontier extended under contention while the background
+ * indexer runs. Most threads read with READ_BLOCK; a few use READ_NOWAIT and retry on
+ * -EAGAIN, some in a loop of their own and some as jobs on the core's scheduler (npz_submit),
+ * which parks a declined job until the thread it declined to wait for lets go. Built with
+ * ThreadSanitizer by `make check-tsan`; the archive comes from make_archive.py, whose byte
+ * formula is repeated here as the independent reference.
+ * Usage: stress ARCHIVE [THREADS] [READS_PER_THREAD] [NOWAIT_THREADS]
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "npz.h"
 
+/* <sched.h> is shadowed by src/sched.h under -Isrc. */
+int sched_yield(void);
+
+#define MAX_LEN (256u << 10)
+#define DEADLINE 120 /* seconds one read may take before it counts as stuck */
+
 static struct npz *npz;
 static int reads_per_thread = 300;
-static int failures;
+static atomic_int failures, eagains, cached_hits;
 static pthread_mutex_t fail_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static unsigned char expected(uint64_t member, uint64_t j)
@@ -28,56 +41,181 @@ static unsigned member_number(const char *name)
     return (unsigned)strtoul(name + 1, NULL, 10); /* "mNN.bin" */
 }
 
-static void *reader(void *arg)
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* One random request. */
+struct request {
+    uint64_t idx, off;
+    size_t len;
+};
+
+static struct request pick(unsigned *seed)
+{
+    const struct zip_archive *za = npz_zip(npz);
+    struct request r;
+    r.idx = (uint64_t)rand_r(seed) % za->count;
+    const struct zip_member *m = &za->members[r.idx];
+    r.off = m->usize ? (uint64_t)rand_r(seed) * 4099u % m->usize : 0;
+    r.len = 1 + (size_t)rand_r(seed) % MAX_LEN;
+    return r;
+}
+
+/* Checks what a read of r returned (n, into buf) against the formula. */
+static void verify(const struct request *r, const unsigned char *buf, ssize_t n,
+                   const char *how)
+{
+    const struct zip_member *m = &npz_zip(npz)->members[r->idx];
+    size_t want = r->off + r->len > m->usize ? (size_t)(m->usize - r->off) : r->len;
+    int bad = n != (ssize_t)want;
+    for (ssize_t i = 0; !bad && i < n; i++)
+        bad = buf[i] != expected(member_number(m->name), r->off + (uint64_t)i);
+    if (bad) {
+        pthread_mutex_lock(&fail_lock);
+        if (atomic_fetch_add(&failures, 1) < 10)
+            fprintf(stderr, "stress: %s (%s) off %llu len %zu: got %zd\n", m->name, how,
+                    (unsigned long long)r->off, r->len, n);
+        pthread_mutex_unlock(&fail_lock);
+    }
+}
+
+static void *blocking_reader(void *arg)
 {
     unsigned seed = (unsigned)(uintptr_t)arg;
-    const struct zip_archive *za = npz_zip(npz);
-    unsigned char *buf = malloc(256 << 10);
-    for (int r = 0; r < reads_per_thread && buf; r++) {
-        uint64_t idx = (uint64_t)rand_r(&seed) % za->count;
-        const struct zip_member *m = &za->members[idx];
-        uint64_t off = m->usize ? (uint64_t)rand_r(&seed) * 4099u % m->usize : 0;
-        size_t len = 1 + (size_t)rand_r(&seed) % (256 << 10);
-        ssize_t n = npz_read(npz, idx, buf, len, off);
-        size_t want = off + len > m->usize ? (size_t)(m->usize - off) : len;
-        int bad = n != (ssize_t)want;
-        for (ssize_t i = 0; !bad && i < n; i++)
-            bad = buf[i] != expected(member_number(m->name), off + (uint64_t)i);
-        if (bad) {
-            pthread_mutex_lock(&fail_lock);
-            if (failures++ < 10)
-                fprintf(stderr, "stress: %s off %llu len %zu: got %zd\n", m->name,
-                        (unsigned long long)off, len, n);
-            pthread_mutex_unlock(&fail_lock);
-        }
+    unsigned char *buf = malloc(MAX_LEN);
+    for (int i = 0; i < reads_per_thread && buf; i++) {
+        struct request r = pick(&seed);
+        verify(&r, buf, npz_read(npz, r.idx, buf, r.len, r.off, READ_BLOCK, NULL), "block");
     }
     free(buf);
+    return NULL;
+}
+
+/* READ_NOWAIT retried until it is served (first, now and then, a READ_CACHED try). */
+static void *nowait_reader(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg;
+    unsigned char *buf = malloc(MAX_LEN);
+    for (int i = 0; i < reads_per_thread && buf; i++) {
+        struct request r = pick(&seed);
+        ssize_t n = -EAGAIN;
+        if (rand_r(&seed) % 4 == 0) {
+            n = npz_read(npz, r.idx, buf, r.len, r.off, READ_CACHED, NULL);
+            if (n != -EAGAIN)
+                atomic_fetch_add(&cached_hits, 1);
+        }
+        double t0 = now();
+        while (n == -EAGAIN && now() - t0 < DEADLINE) {
+            n = npz_read(npz, r.idx, buf, r.len, r.off, READ_NOWAIT, NULL);
+            if (n == -EAGAIN) {
+                atomic_fetch_add(&eagains, 1);
+                sched_yield();
+            }
+        }
+        verify(&r, buf, n, "nowait loop");
+    }
+    free(buf);
+    return NULL;
+}
+
+/* A read run as a job on the scheduler, in READ_NOWAIT mode: declined reads are parked and
+ * run again when the holder lets go. */
+struct job {
+    struct sched_job sj; /* first: the scheduler hands back this pointer */
+    struct request r;
+    unsigned char *buf;
+    ssize_t n;
+    bool done;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+};
+
+static int job_run(struct sched_job *sj)
+{
+    struct job *j = (struct job *)sj;
+    ssize_t n = npz_read(npz, j->r.idx, j->buf, j->r.len, j->r.off, READ_NOWAIT, NULL);
+    if (n == -EAGAIN) {
+        atomic_fetch_add(&eagains, 1);
+        return -EAGAIN;
+    }
+    pthread_mutex_lock(&j->lock);
+    j->n = n;
+    j->done = true;
+    pthread_cond_signal(&j->cond);
+    pthread_mutex_unlock(&j->lock); /* the job is its submitter's again from here */
+    return 0;
+}
+
+static void *job_reader(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg;
+    struct job j = {.sj = {.run = job_run}, .buf = malloc(MAX_LEN)};
+    pthread_mutex_init(&j.lock, NULL);
+    pthread_cond_init(&j.cond, NULL);
+    for (int i = 0; i < reads_per_thread && j.buf; i++) {
+        j.r = pick(&seed);
+        j.done = false;
+        if (npz_submit(npz, &j.sj) < 0) {
+            verify(&j.r, j.buf, -EAGAIN, "submit");
+            continue;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += DEADLINE;
+        pthread_mutex_lock(&j.lock);
+        int rc = 0;
+        while (!j.done && rc == 0)
+            rc = pthread_cond_timedwait(&j.cond, &j.lock, &until);
+        bool done = j.done;
+        pthread_mutex_unlock(&j.lock);
+        if (!done) {
+            /* the job is still the scheduler's: it cannot be reused or freed */
+            fprintf(stderr, "stress: a job was not served within %d s\n", DEADLINE);
+            abort();
+        }
+        verify(&j.r, j.buf, j.n, "job");
+    }
+    free(j.buf);
+    pthread_mutex_destroy(&j.lock);
+    pthread_cond_destroy(&j.cond);
     return NULL;
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: stress ARCHIVE [THREADS] [READS]\n");
+        fprintf(stderr, "usage: stress ARCHIVE [THREADS] [READS] [NOWAIT_THREADS]\n");
         return 2;
     }
     int threads = argc > 2 ? atoi(argv[2]) : 16;
     if (argc > 3)
         reads_per_thread = atoi(argv[3]);
+    int nowait = argc > 4 ? atoi(argv[4]) : 4;
     char msg[256];
-    struct npz_options opt = {.span = 32 << 10, .cache_bytes = 1 << 20};
+    struct npz_options opt = {.span = 32 << 10, .cache_bytes = 1 << 20,
+                              .index_mem = 512 << 10, .threads = 3, .no_index = 1};
     if (npz_open(argv[1], &opt, &npz, msg, sizeof msg) < 0) {
         fprintf(stderr, "stress: %s: %s\n", argv[1], msg);
         return 1;
     }
-    pthread_t t[64];
+    npz_start(npz); /* the background indexer runs along */
+    pthread_t t[80];
     threads = threads < 1 ? 1 : threads > 64 ? 64 : threads;
-    for (int i = 0; i < threads; i++)
-        pthread_create(&t[i], NULL, reader, (void *)(uintptr_t)(i + 1));
-    for (int i = 0; i < threads; i++)
+    nowait = nowait < 0 ? 0 : nowait > 16 ? 16 : nowait;
+    for (int i = 0; i < threads + nowait; i++) {
+        void *(*fn)(void *) = i < threads ? blocking_reader
+                              : (i - threads) % 2 ? job_reader : nowait_reader;
+        pthread_create(&t[i], NULL, fn, (void *)(uintptr_t)(i + 1));
+    }
+    for (int i = 0; i < threads + nowait; i++)
         pthread_join(t[i], NULL);
     npz_close(npz);
-    int total = threads * reads_per_thread;
-    printf("stress: %d passed, %d failed\n", total - failures, failures);
-    return failures != 0;
+    int total = (threads + nowait) * reads_per_thread, bad = atomic_load(&failures);
+    printf("stress: %d passed, %d failed (%d EAGAIN retries, %d READ_CACHED hits)\n",
+           total - bad, bad, atomic_load(&eagains), atomic_load(&cached_hits));
+    return bad != 0;
 }

@@ -678,6 +678,9 @@ static int advance_all(struct zindex *zi, size_t piece, uint64_t usize,
 /* ------------------------------------------------------------------------------------------ */
 /* The streams used below. */
 
+static const uint64_t spans[] = {32 * KiB, 64 * KiB, MiB, 4 * MiB};
+static const size_t pieces[] = {128 * KiB, 4 * KiB, 12289, 65537, 200003};
+
 enum {
     S_FLOAT, S_ARANGE, S_STORED, S_FIXED, S_HUGE, S_SINGLE, S_FLUSH, S_EMPTY, S_TINY, S_ONE,
     S_RUNS, NSTREAMS
@@ -701,10 +704,11 @@ static void setup_streams(void)
      * low memLevel for short blocks: hundreds of block boundaries per megabyte */
     struct dopt fixed = {.level = 6, .strategy = Z_FIXED, .memlevel = 2};
     stream_init(&streams[S_FIXED], "fixed Huffman, Z_FIXED", gen_text(MiB), MiB, &fixed, 40);
-    /* memLevel 9 lets one block hold ~32K symbols of 258-byte matches: > 8 MiB of output */
+    /* memLevel 9 lets one block hold ~32K symbols of 258-byte matches: up to 8 MiB of output,
+     * more than the largest span */
     struct dopt huge = {.level = 9, .strategy = Z_RLE, .memlevel = 9};
-    unsigned char *z = calloc(1, 9 * MiB + 777);
-    stream_init(&streams[S_HUGE], "one huge block, Z_RLE zeros", z, 9 * MiB + 777, &huge, 6);
+    unsigned char *z = calloc(1, 6 * MiB + 777);
+    stream_init(&streams[S_HUGE], "one huge block, Z_RLE zeros", z, 6 * MiB + 777, &huge, 6);
     streams[S_HUGE].zeros = true;
     /* level 9 on periodic data: one (final) block for the whole member, no boundary at all */
     struct dopt single = {.level = 9, .strategy = Z_DEFAULT_STRATEGY, .memlevel = 9};
@@ -750,7 +754,7 @@ static void test_stream_shapes(void)
     CHECK(streams[S_FLUSH].types[0] >= 10); /* the empty stored blocks of the flushes */
     CHECK(streams[S_FLUSH].types[2] >= 10);
     /* the huge block is larger than the largest span */
-    if (!CHECK(streams[S_HUGE].maxblock > 8 * MiB))
+    if (!CHECK(streams[S_HUGE].maxblock > spans[sizeof spans / sizeof spans[0] - 1]))
         printf("    huge stream's largest block: %zu bytes\n", streams[S_HUGE].maxblock);
     CHECK_EQ_U64(streams[S_SINGLE].nbounds, 0);
     /* the flush stream has empty blocks: repeated boundary offsets, one at the very end */
@@ -773,8 +777,6 @@ static void test_stream_shapes(void)
 /* ------------------------------------------------------------------------------------------ */
 /* Correct streams: pieces of several sizes, spans, and orders of access. */
 
-static const uint64_t spans[] = {32 * KiB, 64 * KiB, MiB, 4 * MiB};
-static const size_t pieces[] = {128 * KiB, 4 * KiB, 12289, 65537, 200003};
 
 /* The longest run of output between two checkpoints (or a checkpoint and the end). */
 static uint64_t max_gap(const uint64_t *pts, size_t np, uint64_t usize)

@@ -1,0 +1,125 @@
+"""FUSE options against npzmount's own settings, and how the daemon stops.
+
+Every option is either honoured (the mount comes up, serves the archive and shows the option)
+or refused before anything is mounted, with one line and a non-zero status: never an exit 0
+with nothing mounted, or with a mount that dies at the first access. A clean stop (SIGHUP,
+SIGINT or SIGTERM) exits 0, in the foreground and as a daemon."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import npz_support as S
+from test_cli import _check_small, assert_clean_failure
+
+
+def _super(opt):
+    return lambda e: opt in e["super_options"]
+
+
+# option -> what /proc/self/mountinfo shows for it
+HONOURED = {
+    "max_read=131072": _super("max_read=131072"),
+    "max_read=65536": _super("max_read=65536"),
+    "max_read=4096": _super("max_read=4096"),
+    "ro": lambda e: True,
+    "default_permissions": lambda e: True,
+    "allow_other": _super("allow_other"),
+    "auto_unmount": lambda e: True,
+    "noatime": lambda e: "noatime" in e["options"],
+    "sync": _super("sync"),
+    "fsname=npz-source": lambda e: e["source"] == "npz-source",
+    "subtype=npzkind": lambda e: e["fstype"] == "fuse.npzkind",
+}
+
+
+@pytest.mark.parametrize("opt", HONOURED)
+def test_option_honoured(opt, small_npz, mount):
+    with mount(small_npz, "-o", opt) as mnt:
+        # the first access after the exit: INIT must have been accepted
+        assert sorted(os.listdir(mnt)) == ["sub", "x.npy", "y.npy"]
+        _check_small(mnt, small_npz)
+        entry = S.mount_entries(mnt)[-1]
+        assert "ro" in entry["options"]
+        assert "default_permissions" in entry["super_options"]
+        assert HONOURED[opt](entry), entry
+
+
+@pytest.mark.parametrize("opt", [
+    "rw",
+    "ro,rw",
+    "direct_io",
+    "kernel_cache",
+    "writeback_cache",
+    "max_write=65536",
+    "max_read=lots",
+    "blkdev",
+    "blksize=4096",
+])
+def test_option_refused(opt, small_npz, tmp_path):
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    try:
+        r = S.run_npzmount(["-o", opt, small_npz, mp])
+        assert_clean_failure(r, mp)
+    finally:
+        S.force_unmount(mp)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=lambda s: signal.Signals(s).name)
+def test_foreground_stop_by_signal_exits_0(sig, small_npz, tmp_path):
+    with S.foreground(small_npz, tmp_path / "mnt") as fg:
+        assert os.listdir(fg.mp)  # serving
+        fg.proc.send_signal(sig)
+        status = fg.proc.wait(S.DAEMON_EXIT_TIMEOUT)
+        assert status == 0, fg.stderr()
+        assert not S.is_mountpoint(fg.mp), "the mount outlived the daemon"
+        assert fg.stderr() == ""
+
+
+# Runs npzmount as a daemon with this process as the subreaper, so that the daemon becomes its
+# child once npzmount returns; stops it with the signal and prints its exit status.
+_REAPER = r"""
+import ctypes, os, signal, subprocess, sys
+binary, archive, mnt, sig = sys.argv[1:]
+PR_SET_CHILD_SUBREAPER = 36
+assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+r = subprocess.run([binary, archive, mnt], stdin=subprocess.DEVNULL)
+assert r.returncode == 0, r
+me = str(os.getpid())
+kids = []
+for d in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        stat = open(f"/proc/{d}/stat").read()
+    except OSError:
+        continue
+    if stat[stat.rindex(")") + 2:].split()[1] == me:
+        kids.append(int(d))
+assert len(kids) == 1, kids
+assert os.listdir(mnt)
+os.kill(kids[0], int(sig))
+_, status = os.waitpid(kids[0], 0)
+print(os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status))
+"""
+
+
+def test_daemon_stop_by_sigterm_exits_0(small_npz, tmp_path):
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    try:
+        r = subprocess.run([sys.executable, "-c", _REAPER, S.BIN, str(small_npz), str(mp),
+                            str(int(signal.SIGTERM))], capture_output=True, text=True,
+                           timeout=S.MOUNT_TIMEOUT)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "0", f"the daemon exited with {r.stdout.strip()}"
+        assert not S.is_mountpoint(mp), "the mount outlived the daemon"
+    finally:
+        pids = S.find_daemons(mp)
+        S.force_unmount(mp)
+        for pid in pids:
+            if not S.wait_exit(pid, 10):
+                S.kill_pid(pid)
