@@ -21,6 +21,7 @@ struct config {
     const char *archive;
     char *span;
     char *cache;
+    char *decoder_mem;
     int help;
     int version;
 };
@@ -29,6 +30,7 @@ struct config {
 static const struct fuse_opt opt_spec[] = {
     {"span=%s", offsetof(struct config, span), 0},
     {"cache=%s", offsetof(struct config, cache), 0},
+    {"decoder_mem=%s", offsetof(struct config, decoder_mem), 0},
     OPT("-h", help), OPT("--help", help), OPT("-V", version), OPT("--version", version),
     FUSE_OPT_END,
 };
@@ -47,6 +49,8 @@ static void usage(FILE *f)
             "    -V   --version         print the version and exit\n"
             "    -o span=SIZE           output bytes between deflate checkpoints (default 1M)\n"
             "    -o cache=SIZE          bound of the decoded-data cache (default 256M)\n"
+            "    -o decoder_mem=SIZE    bound of the state of bzip2/LZMA/xz/zstd/PPMd decoders\n"
+            "                           (default 320M)\n"
             "    SIZE is a number of bytes with an optional k, M or G suffix (powers of 1024).\n"
             "\n");
 }
@@ -182,6 +186,9 @@ static int parse_tuning(const struct config *cfg, struct npz_options *o)
         return error(2, "span=%s: expected a size from 32k to 64M", cfg->span);
     if (cfg->cache && (parse_size(cfg->cache, &o->cache_bytes) < 0 || o->cache_bytes == 0))
         return error(2, "cache=%s: expected a size such as 64M", cfg->cache);
+    if (cfg->decoder_mem &&
+        (parse_size(cfg->decoder_mem, &o->decoder_mem) < 0 || o->decoder_mem == 0))
+        return error(2, "decoder_mem=%s: expected a size such as 64M", cfg->decoder_mem);
     return 0;
 }
 
@@ -306,6 +313,7 @@ out:
     free(opts.mountpoint);
     free(cfg.span);
     free(cfg.cache);
+    free(cfg.decoder_mem);
     fuse_opt_free_args(&args);
     return status;
 }

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "budget.h"
 #include "cache.h"
 #include "log.h"
 #include "reader.h"
@@ -21,6 +22,7 @@ struct npz {
     struct zip_archive zip;
     struct ns *ns;
     struct reader_env env;
+    struct budget decoder_mem;
     const struct reader_ops **ops; /* per member */
     _Atomic(void *) *state;        /* per member, owned by its reader */
     atomic_bool *logged;           /* per member: failure already reported */
@@ -58,11 +60,16 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     uint64_t cache = opt && opt->cache_bytes ? opt->cache_bytes : NPZ_DEFAULT_CACHE;
     uint64_t n = npz->zip.count ? npz->zip.count : 1;
     npz->env.cache = cache_new(cache, npz->env.span);
+    budget_init(&npz->decoder_mem, opt && opt->decoder_mem ? opt->decoder_mem
+                                                           : NPZ_DEFAULT_DECODER_MEM);
+    npz->env.decoder_mem = &npz->decoder_mem;
+    npz->env.decoders = archive_decoders_new();
     npz->ops = calloc(n, sizeof *npz->ops);
     npz->state = calloc(n, sizeof *npz->state);
     npz->logged = calloc(n, sizeof *npz->logged);
-    rc = npz->env.cache && npz->ops && npz->state && npz->logged ? ns_build(&npz->zip, &npz->ns)
-                                                                 : -ENOMEM;
+    rc = npz->env.cache && npz->env.decoders && npz->ops && npz->state && npz->logged
+             ? ns_build(&npz->zip, &npz->ns)
+             : -ENOMEM;
     if (rc < 0) {
         snprintf(msg, msg_len, "out of memory");
         npz_close(npz);
@@ -86,6 +93,7 @@ void npz_close(struct npz *npz)
     free(npz->ops);
     free((void *)npz->state);
     free(npz->logged);
+    archive_decoders_free(npz->env.decoders);
     cache_free(npz->env.cache);
     ns_free(npz->ns);
     zip_close(&npz->zip);

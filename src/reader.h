@@ -17,14 +17,19 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "budget.h"
 #include "cache.h"
 #include "zipdir.h"
+
+struct archive_decoders;
 
 /* What readers share, owned by npz. */
 struct reader_env {
     int fd;
     struct cache *cache;
     uint64_t span;
+    struct budget *decoder_mem;        /* bounds the state of reader_archive's decoders */
+    struct archive_decoders *decoders; /* reader_archive's open decoders */
 };
 
 /* One member as a reader sees it. */
@@ -69,6 +74,12 @@ ssize_t reader_copy_chunk(const struct reader_env *env, const struct reader_memb
  * the race to install it frees its own copy. Returns 0 or -ENOMEM. */
 int reader_attach(const struct reader_ops *ops, const struct reader_env *env,
                   _Atomic(void *) *slot, struct reader_member *m);
+
+/* The open libarchive decoders of one archive, which reader_archive closes (least recently
+ * used and idle first) when a new one needs their share of decoder_mem. Thread-safe. Free it
+ * after every reader_archive state of the archive; new returns NULL when out of memory. */
+struct archive_decoders *archive_decoders_new(void);
+void archive_decoders_free(struct archive_decoders *d);
 
 /* The reader for a member: reader_broken for members zipdir flagged. */
 const struct reader_ops *reader_for(const struct zip_member *zm);
