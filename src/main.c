@@ -31,6 +31,7 @@ struct config {
     const char **archives;
     int narchives;
     unsigned max_read;
+    char *decoder_mem;
     int help;
     int version;
     int rw;
@@ -45,6 +46,7 @@ static const struct fuse_opt opt_spec[] = {
     {"noprefetch", offsetof(struct config, noprefetch), 1},
     {"index_dir=%s", offsetof(struct config, index_dir), 0},
     {"noindex", offsetof(struct config, noindex), 1},
+    {"decoder_mem=%s", offsetof(struct config, decoder_mem), 0},
     OPT("-h", help), OPT("--help", help), OPT("-V", version), OPT("--version", version),
     OPT("--index", index_mode),
     /* libfuse mounts with max_read but fails INIT (after the parent has exited 0) unless the
@@ -74,6 +76,8 @@ static void usage(FILE *f)
             "    -o noprefetch          no background indexing of compressed members\n"
             "    -o index_dir=DIR       where indexes are saved (default ~/.cache/npzmount)\n"
             "    -o noindex             neither load nor save indexes\n"
+            "    -o decoder_mem=SIZE    bound of the state of bzip2/LZMA/xz/zstd/PPMd decoders\n"
+            "                           (default 320M)\n"
             "    SIZE is a number of bytes with an optional k, M or G suffix (powers of 1024).\n"
             "\n");
 }
@@ -230,6 +234,9 @@ static int parse_tuning(const struct config *cfg, struct npz_options *o)
     if (cfg->index_dir && cfg->index_dir[0] != '/')
         return error(2, "index_dir=%s: expected an absolute path", cfg->index_dir);
     o->index_dir = cfg->index_dir;
+    if (cfg->decoder_mem &&
+        (parse_size(cfg->decoder_mem, &o->decoder_mem) < 0 || o->decoder_mem == 0))
+        return error(2, "decoder_mem=%s: expected a size such as 64M", cfg->decoder_mem);
     return 0;
 }
 
@@ -432,6 +439,7 @@ out:
     free(cfg.threads);
     free(cfg.index_dir);
     free(cfg.archives);
+    free(cfg.decoder_mem);
     fuse_opt_free_args(&args);
     return status;
 }

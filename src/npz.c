@@ -40,6 +40,7 @@ struct npz {
     pthread_t indexer;
     pthread_mutex_t idle_lock;  /* the indexer's pauses, cut short by npz_shutdown */
     pthread_cond_t idle;
+    struct budget decoder_mem;
     const struct reader_ops **ops; /* per member */
     _Atomic(void *) *state;        /* per member, owned by its reader */
     atomic_bool *logged;           /* per member: failure already reported */
@@ -134,13 +135,17 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     uint64_t n = npz->zip.count ? npz->zip.count : 1;
     npz->env.cache = cache_new(cache, NPZ_PIECE);
     npz->sched = sched_new(worker_threads(opt));
+    budget_init(&npz->decoder_mem, opt && opt->decoder_mem ? opt->decoder_mem
+                                                           : NPZ_DEFAULT_DECODER_MEM);
+    npz->env.decoder_mem = &npz->decoder_mem;
+    npz->env.decoders = archive_decoders_new();
     npz->ops = calloc(n, sizeof *npz->ops);
     npz->state = calloc(n, sizeof *npz->state);
     npz->logged = calloc(n, sizeof *npz->logged);
     npz->ahead_busy = calloc(n, sizeof *npz->ahead_busy);
     npz->env.ahead = ahead;
     npz->env.ahead_ctx = npz;
-    rc = npz->env.cache && npz->sched && npz->ops && npz->state && npz->logged &&
+    rc = npz->env.cache && npz->env.decoders && npz->sched && npz->ops && npz->state && npz->logged &&
                  npz->ahead_busy
              ? ns_build(&npz->zip, &npz->ns)
              : -ENOMEM;
@@ -320,6 +325,7 @@ void npz_close(struct npz *npz)
     free(npz->ahead_busy);
     pthread_mutex_destroy(&npz->idle_lock);
     pthread_cond_destroy(&npz->idle);
+    archive_decoders_free(npz->env.decoders);
     cache_free(npz->env.cache);
     ns_free(npz->ns);
     zip_close(&npz->zip);

@@ -1,7 +1,8 @@
 /*
  * npz: the mounted archive as the core sees it, with no FUSE in it. It owns the archive
- * descriptor, the member table (zipdir), the tree (namespace), one reader per member (reader.h)
- * and the decoded-data cache shared by all deflated members (cache.h).
+ * descriptor, the member table (zipdir), the tree (namespace), one reader per member (reader.h),
+ * the decoded-data cache shared by all deflated members (cache.h), and the budget and list of
+ * the archive's libarchive decoders.
  *
  * Errors: negative errno. npz_open also writes a one-line reason (no newline) for the user.
  * Threads: after npz_open returns, every function may be called from any number of threads at
@@ -32,11 +33,14 @@ struct npz_options {
     int no_prefetch;      /* no background indexing */
     const char *index_dir;/* where indexes are saved (NULL: ixf_default_dir) */
     int no_index;         /* neither load nor save indexes */
+    uint64_t decoder_mem; /* bound of the state of libarchive decoders (0: default) */
 };
 
 #define NPZ_DEFAULT_SPAN (1u << 20)
 #define NPZ_DEFAULT_CACHE (16u << 20)
 #define NPZ_DEFAULT_INDEX_MEM (64u << 20)
+/* One decoder of any kind fits: a PPMd model takes up to 256 MiB, a zstd window 128 MiB. */
+#define NPZ_DEFAULT_DECODER_MEM (320u << 20)
 #define NPZ_MIN_SPAN (32u << 10)
 #define NPZ_MAX_SPAN (64u << 20)
 #define NPZ_PIECE (128u << 10) /* the unit of decoding and caching: one FUSE readahead */

@@ -32,6 +32,8 @@
 #include "stop.h"
 #include "zipdir.h"
 
+struct archive_decoders;
+
 /* What readers share, owned by npz. */
 struct reader_env {
     int fd;
@@ -46,6 +48,8 @@ struct reader_env {
      * the kernel handles the current reply). May be NULL. */
     void (*ahead)(void *ctx, uint64_t idx, uint64_t off, size_t len);
     void *ahead_ctx;
+    struct budget *decoder_mem;        /* bounds the state of reader_archive's decoders */
+    struct archive_decoders *decoders; /* reader_archive's open decoders */
 };
 
 /* One member as a reader sees it. */
@@ -108,6 +112,12 @@ enum cache_how reader_cache_how(const struct read_ctl *ctl);
  * the race to install it frees its own copy. Returns 0 or -ENOMEM. */
 int reader_attach(const struct reader_ops *ops, const struct reader_env *env,
                   _Atomic(void *) *slot, struct reader_member *m);
+
+/* The open libarchive decoders of one archive, which reader_archive closes (least recently
+ * used and idle first) when a new one needs their share of decoder_mem. Thread-safe. Free it
+ * after every reader_archive state of the archive; new returns NULL when out of memory. */
+struct archive_decoders *archive_decoders_new(void);
+void archive_decoders_free(struct archive_decoders *d);
 
 /* The reader for a member: reader_broken for members zipdir flagged. */
 const struct reader_ops *reader_for(const struct zip_member *zm);
