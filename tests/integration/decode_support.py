@@ -36,6 +36,7 @@ LIVENESS_BOUND = 1.0      # seconds: the bound issue 11 sets for every liveness 
 STUCK_GRACE = 2.0         # seconds given to a killed reader before the daemon is killed too
 
 NEW_OPTIONS = ("index_mem", "threads")
+ISOLATE = ("-o", "noindex,noprefetch")
 OLD_OPTIONS_ONLY = os.environ.get("NPZMOUNT_TEST_OLD_OPTIONS") == "1"
 
 
@@ -69,7 +70,7 @@ def mount_new(mount, archive, *options):
     the binary does not know the options of issue 11."""
     refused = None
     try:
-        with mount(archive, *options) as mnt:
+        with mount(archive, *options, *ISOLATE) as mnt:
             yield mnt
     except S.MountError as e:
         if "unknown option" not in str(e):
@@ -266,7 +267,9 @@ def own_mount(archive, mp, options=(), foreground=False):
     daemon if it is left."""
     mp = Path(mp)
     mp.mkdir(parents=True, exist_ok=True)
-    args = [*[str(o) for o in options], str(archive), str(mp)]
+    # Each test must find the decode as long as the archive makes it: no index saved by an
+    # earlier test, and no background indexer getting there first.
+    args = [*[str(o) for o in options], *ISOLATE, str(archive), str(mp)]
     err = tempfile.TemporaryFile()
     proc = pid = None
     try:

@@ -91,7 +91,7 @@ def test_other_members_served_while_16_readers_wait(bomb, mount):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_reader_interrupted_during_decode(bomb, mount, sig):
     path, stream, _ = bomb
-    with mount(path, "-o", "cache=8M") as mnt:
+    with mount(path, "-o", "cache=8M", *D.ISOLATE) as mnt:
         with D.Readers(D.daemon_of(mnt)) as readers:
             p = start_blocked_reader(readers, mnt, stream)
             os.kill(p.pid, sig)

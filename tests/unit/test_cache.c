@@ -493,17 +493,17 @@ static void test_evicted_while_held(void)
 /* ------------------------------------------------------------------------------------------ */
 /* The buffer pool. */
 
-/* An evicted piece's buffer, and one given back unused, come back from cache_buffer. (Under
- * ASan, whose allocator never hands a freed address straight back, this tells recycling from
- * free-and-malloc; test_pool_bounded measures the heap itself.) */
+/* An evicted piece's buffer, and one given back unused, come back from cache_buffer. Pieces of
+ * 1 MiB, so that the pool (which grows by a couple of megabytes at a time) runs dry at once. */
 static void test_recycle(void)
 {
-    const size_t piece = 4096;
+    const size_t piece = 1 << 20;
     struct cache *c = cache_new(4 * piece, piece);
     const unsigned char *p[4];
     for (uint64_t i = 0; i < 4; i++)
-        p[i] = add_ptr(c, 1, i, piece);
-    /* at the bound: the least recently used piece nobody holds gives up its buffer */
+        p[i] = add_ptr(c, 1, i, 16);
+    /* at the bound, with no spare buffer: the least recently used piece nobody holds gives
+     * up its buffer */
     unsigned char *buf = cache_buffer(c);
     CHECK(buf == p[0]);
     CHECK(!present(c, 1, 0));
@@ -513,15 +513,23 @@ static void test_recycle(void)
     CHECK(cache_buffer(c) == buf);
 
     /* a fill that passes the bound evicts the oldest piece, whose buffer is next */
-    add(c, 1, 4, 1); /* 1, 2, 3, 4 */
+    add(c, 1, 4, 1); /* 1, 2, 3, 4 (the buffer of the evicted 1) */
     struct cache_entry *e;
     CHECK_EQ_I64(cache_get(c, 1, 5, CACHE_WAIT, &e), 0);
     cache_fill(c, e, buf, 1);
     cache_put(c, e);
-    CHECK(!present(c, 1, 1));
+    CHECK(!present(c, 1, 1) && !present(c, 1, 2));
     unsigned char *next = cache_buffer(c);
-    CHECK(next == p[1]);
+    CHECK(next == p[2]);
     cache_unused(c, next);
+    /* a held piece keeps its buffer even when it is the least recently used */
+    struct cache_entry *held;
+    CHECK_EQ_I64(cache_get(c, 1, 3, CACHE_PEEK, &held), 1);
+    add(c, 1, 6, 1);
+    add(c, 1, 7, 1);
+    CHECK(!present(c, 1, 3));
+    CHECK(entry_ok(held, 1, 3, 16));
+    cache_put(c, held);
     cache_free(c);
 
     /* a long pass through a small cache keeps reusing the same few buffers */
@@ -531,7 +539,7 @@ static void test_recycle(void)
     int fresh = 0;
     for (uint64_t i = 0; i < 500; i++) {
         CHECK_EQ_I64(cache_get(c, 2, i, CACHE_WAIT, &e), 0);
-        unsigned char *b = make_piece(c, 2, i, piece);
+        unsigned char *b = make_piece(c, 2, i, 16);
         size_t k = 0;
         while (k < nseen && seen[k] != b)
             k++;
@@ -540,10 +548,10 @@ static void test_recycle(void)
             if (nseen < 64)
                 seen[nseen++] = b;
         }
-        cache_fill(c, e, b, piece);
+        cache_fill(c, e, b, 16);
         cache_put(c, e);
     }
-    /* four held by ready pieces, plus one in the making: anything more is waste */
+    /* four held by ready pieces, one in the making, rounded up to what the pool allocates */
     if (!CHECK(fresh <= 6))
         printf("    %d distinct buffers for 500 pieces through a 4-piece cache\n", fresh);
     CHECK_EQ_U64(cache_bytes(c), 4 * piece);
@@ -552,47 +560,53 @@ static void test_recycle(void)
     cache_free(c);
 }
 
-/* The pool keeps spare buffers for reuse, but never many more than the bound. */
+/* Cycles n pieces (key a) through c, each filled while `extra` more buffers are out. */
+static void cycle(struct cache *c, uint64_t a, int n, int extra)
+{
+    unsigned char *out[8];
+    for (int i = 0; i < n; i++) {
+        struct cache_entry *e;
+        if (!CHECK_EQ_I64(cache_get(c, a, (uint64_t)i, CACHE_WAIT, &e), 0))
+            return;
+        for (int k = 0; k < extra; k++)
+            out[k] = cache_buffer(c);
+        cache_fill(c, e, make_piece(c, a, (uint64_t)i, 16), 16);
+        cache_put(c, e);
+        for (int k = 0; k < extra; k++)
+            cache_unused(c, out[k]);
+    }
+}
+
+/* The pool grows to the bound plus what is in flight at the most, never with the number of
+ * pieces that went through. */
 static void test_pool_bounded(void)
 {
-    const size_t piece = 64 << 10;
-    const int bound = 4, many = 64, slack = 16;
-    struct cache *c = cache_new((uint64_t)bound * piece, piece);
-    unsigned char *bufs[64];
-    for (int i = 0; i < many; i++) {
-        bufs[i] = cache_buffer(c);
-        memset(bufs[i], i, piece);
-    }
-    uint64_t held = heap_in_use();
-    for (int i = 0; i < many; i++)
-        cache_unused(c, bufs[i]);
-    uint64_t after = heap_in_use();
-    /* how many of the 64 buffers the pool kept */
-    double kept = many - (double)(held - after) / (double)piece;
-    if (!CHECK(kept <= bound + slack + 0.5))
-        printf("    the pool kept %.1f buffers of %zu bytes (bound %d pieces)\n", kept, piece,
-               bound);
-    CHECK(kept >= 0.5); /* and some, to recycle */
+    const size_t piece = 1 << 20;
+    const uint64_t bound = 4, slack = 4; /* pieces; slack: the pool's unit of growth */
+    struct cache *c = cache_new(bound * piece, piece);
+    uint64_t h0 = heap_in_use();
+    cycle(c, 1, 200, 2); /* up to three buffers out besides the ready pieces */
+    uint64_t h1 = heap_in_use();
+    double grown = (double)(h1 - h0) / (double)piece;
+    if (!CHECK(grown <= bound + 3 + slack + 0.5))
+        printf("    200 pieces through a %llu-piece cache took %.1f pieces of memory\n",
+               (unsigned long long)bound, grown);
 
-    /* ready pieces count: with the cache full (and its pieces held, so that taking buffers
-     * cannot evict them), given-back buffers are mostly freed */
-    struct cache_entry *held_e[4];
-    for (uint64_t i = 0; i < (uint64_t)bound; i++) {
-        add(c, 3, i, 1);
-        CHECK_EQ_I64(cache_get(c, 3, i, CACHE_PEEK, &held_e[i]), 1);
-    }
-    for (int i = 0; i < many; i++)
-        bufs[i] = cache_buffer(c);
-    held = heap_in_use();
-    for (int i = 0; i < many; i++)
-        cache_unused(c, bufs[i]);
-    after = heap_in_use();
-    kept = many - (double)(held - after) / (double)piece;
-    if (!CHECK(kept <= slack + 0.5))
-        printf("    with %d ready pieces the pool kept %.1f more buffers\n", bound, kept);
-    for (int i = 0; i < bound; i++)
-        cache_put(c, held_e[i]);
-    CHECK_EQ_U64(cache_bytes(c), (uint64_t)bound * piece);
+    /* a burst of 20 buffers out at once: the pool grows to hold them... */
+    unsigned char *burst[20];
+    for (int i = 0; i < 20; i++)
+        burst[i] = cache_buffer(c);
+    for (int i = 0; i < 20; i++)
+        cache_unused(c, burst[i]);
+    uint64_t h2 = heap_in_use();
+    CHECK(h2 - h0 <= (bound + 20 + slack) * piece + piece / 2);
+    /* ...and serves everything after it from there */
+    cycle(c, 2, 200, 3);
+    uint64_t h3 = heap_in_use();
+    if (!CHECK(h3 <= h2 + piece / 2))
+        printf("    the pool grew by %.1f pieces after a burst\n",
+               ((double)h3 - (double)h2) / (double)piece);
+    CHECK_EQ_U64(cache_bytes(c), bound * piece);
     cache_free(c);
 }
 
