@@ -19,13 +19,14 @@
 #
 # Known core bugs can be tolerated while their fix is pending, so that fuzzing goes on past
 # them: NPZ_FUZZ_ALLOW=decode-eio,archive-cached make fuzz   (see tests/fuzz/fuzz_common.h);
-# FUZZ_FLAGS=-malloc_limit_mb=8192 lets single huge allocations (the LZMA dictionary one)
-# through while -rss_limit_mb still bounds what is really used.
+# Every harness runs under a memory budget: the core bounds its memory by its options
+# (cache, index_mem, decoder_mem), so -rss_limit_mb fails any input that gets past them, and
+# -malloc_limit_mb any single allocation that an archive's claims could inflate.
 
 FUZZ_CC         ?= clang
 FUZZ_SECONDS    ?= 60
 FUZZ_SMOKE      ?= 10
-FUZZ_RSS_MB     ?= 2048
+FUZZ_RSS_MB     ?= 768
 FUZZ_TIMEOUT    ?= 60
 FUZZ_FLAGS      ?=
 FZ              := build-fuzz
@@ -40,6 +41,8 @@ FUZZ_DICT_index     :=
 # Per-harness options. The index loader may only allocate in proportion to its input (at most
 # FUZZ_MAXLEN_index), so any single allocation past 16 MiB is a bug.
 FUZZ_OPTS_index     := -malloc_limit_mb=16
+FUZZ_OPTS_zipdir    := -malloc_limit_mb=96
+FUZZ_OPTS_inflate   := -malloc_limit_mb=64
 FUZZ_PYTHON     ?= $(if $(PYTHON),$(PYTHON),/usr/bin/python3)
 
 FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer

@@ -299,7 +299,7 @@ static void check_bytes(uint64_t idx, const struct member_ref *r, uint64_t off, 
 static void reread(struct npz *npz, uint64_t idx, struct member_ref *ref, uint64_t at,
                    size_t len, const char *what)
 {
-    ssize_t r = npz_read(npz, idx, piece_buf, len, at);
+    ssize_t r = npz_read(npz, idx, piece_buf, len, at, READ_BLOCK, NULL);
     if (r == -ENOMEM)
         return;
     bool tolerated = ref->kind == KIND_DEFLATED && fz_allow_decode_eio;
@@ -328,14 +328,14 @@ static void read_member(struct npz *npz, const struct zip_member *m, uint64_t id
 {
     ssize_t r;
     uint64_t want = ref->want;
-    r = npz_read(npz, idx, piece_buf, 16, m->usize);
+    r = npz_read(npz, idx, piece_buf, 16, m->usize, READ_BLOCK, NULL);
     FZ_CHECK(r == 0, "read at usize of member %llu gave %zd", (unsigned long long)idx, r);
-    r = npz_read(npz, idx, piece_buf, 0, 0);
+    r = npz_read(npz, idx, piece_buf, 0, 0, READ_BLOCK, NULL);
     FZ_CHECK(r == 0 || (r == -EIO && m->err != 0), "empty read of member %llu gave %zd",
              (unsigned long long)idx, r);
 
     if (m->err != 0) {
-        r = npz_read(npz, idx, piece_buf, PIECE_MIN, 0);
+        r = npz_read(npz, idx, piece_buf, PIECE_MIN, 0, READ_BLOCK, NULL);
         FZ_CHECK(r == (m->usize ? -EIO : 0), "broken member %llu (%s) read gave %zd",
                  (unsigned long long)idx, m->why, r);
         return;
@@ -358,7 +358,7 @@ static void read_member(struct npz *npz, const struct zip_member *m, uint64_t id
         size_t len = (size_t)fz_range(rng, PIECE_MIN, PIECE_MAX);
         if (len > want - off)
             len = (size_t)(want - off);
-        r = npz_read(npz, idx, piece_buf, len, off);
+        r = npz_read(npz, idx, piece_buf, len, off, READ_BLOCK, NULL);
         if (r == -ENOMEM) {
             ref->want = 0; /* nothing to hold it to */
             return;
@@ -415,7 +415,7 @@ static void check_reads(struct npz *npz, const struct zip_archive *za, const uin
     check_same_members(za, nz);
 
     uint64_t rng = fz_hash(data, size);
-    ssize_t r = npz_read(npz, nz->count, piece_buf, 1, 0);
+    ssize_t r = npz_read(npz, nz->count, piece_buf, 1, 0, READ_BLOCK, NULL);
     FZ_CHECK(r == -EINVAL, "read of member %llu of %llu gave %zd",
              (unsigned long long)nz->count, (unsigned long long)nz->count, r);
 
@@ -475,7 +475,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t msg2_len = 1 + fz_hash(data, size) % 24;
         char *msg2 = malloc(msg2_len);
         FZ_CHECK(msg2 != NULL, "out of memory");
-        struct npz_options opt = {.span = 32768, .cache_bytes = 1u << 20};
+        /* A small budget that a hostile archive must not get past (-rss_limit_mb checks it), and
+         * no saved indexes: a fuzzer must not read or write the user's cache. */
+        struct npz_options opt = {.span = 32768, .cache_bytes = 1u << 20,
+                                  .index_mem = 8u << 20, .decoder_mem = 64u << 20,
+                                  .no_index = 1, .no_prefetch = 1};
         int rc2 = npz_open(fd_path, &opt, &npz, msg2, msg2_len);
         FZ_CHECK(rc2 == rc || rc2 == -ENOMEM, "zip_open gave %d (%s), npz_open %d", rc, msg,
                  rc2);
@@ -494,7 +498,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc == 0)
         check_ns(ns, &za);
 
-    struct npz_options opt = {.span = 32768, .cache_bytes = 1u << 20};
+    struct npz_options opt = {.span = 32768, .cache_bytes = 1u << 20, .index_mem = 8u << 20,
+                              .decoder_mem = 64u << 20, .no_index = 1, .no_prefetch = 1};
     struct npz *npz = NULL;
     char msg2[256] = "";
     rc = npz_open(fd_path, &opt, &npz, msg2, sizeof msg2);
