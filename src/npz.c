@@ -377,8 +377,8 @@ void npz_shutdown(struct npz *npz)
         cache_set_notify(npz->env.cache, NULL, NULL);
 }
 
-ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t off,
-                 enum read_mode mode, const atomic_bool *cancel)
+/* Clips a request to member idx: the bytes to serve (0 at or past the end), or an error. */
+static ssize_t clip(struct npz *npz, uint64_t idx, size_t len, uint64_t off)
 {
     if (idx >= npz->zip.count)
         return -EINVAL;
@@ -391,6 +391,30 @@ ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t 
      * serve bytes of another file (archive_watch.h). */
     if (archive_watch_changed(npz->watch))
         return -EIO;
+    return (ssize_t)len;
+}
+
+ssize_t npz_locate(struct npz *npz, uint64_t idx, size_t len, uint64_t off, int *fd,
+                   uint64_t *pos)
+{
+    if (idx < npz->zip.count && npz->ops[idx] != &reader_stored)
+        return -ENOTSUP;
+    ssize_t n = clip(npz, idx, len, off);
+    if (n > 0) {
+        *fd = npz->env.fd;
+        *pos = npz->zip.members[idx].data_off + off;
+    }
+    return n;
+}
+
+ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t off,
+                 enum read_mode mode, const atomic_bool *cancel)
+{
+    ssize_t clipped = clip(npz, idx, len, off);
+    if (clipped <= 0)
+        return clipped;
+    len = (size_t)clipped;
+    const struct zip_member *zm = &npz->zip.members[idx];
     struct stop stop = {cancel, &npz->shutdown};
     if (stop_now(&stop))
         return -EINTR;

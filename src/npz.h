@@ -86,6 +86,14 @@ struct archive_watch *npz_watch(struct npz *npz);
 ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t off,
                  enum read_mode mode, const atomic_bool *cancel);
 
+/* For a stored member, where [off, off + len) of it lies in the archive, so that an adapter
+ * can have the kernel copy it (splice) instead of reading it through a buffer: sets *fd and
+ * *pos and returns the bytes to serve (0 at the end), or an error as npz_read would, or
+ * -ENOTSUP for members that are not stored. The archive is checked for changes first, but the
+ * caller's own read of *fd comes after that check. */
+ssize_t npz_locate(struct npz *npz, uint64_t idx, size_t len, uint64_t off, int *fd,
+                   uint64_t *pos);
+
 /* Runs job on the decode workers (sched.h); its run() typically calls npz_read with
  * READ_NOWAIT and returns -EAGAIN when told to. Returns 0 or -EAGAIN (no thread: the job is
  * still the caller's). */
