@@ -202,6 +202,8 @@ static int decoder_step(struct decoder *d, const struct zindex_source *src, unsi
         return rc;
     if (rc == Z_BUF_ERROR && d->s.avail_in == 0 && d->in < src->csize)
         return Z_OK; /* needs input we have not read yet */
+    if (rc == Z_MEM_ERROR)
+        return -ENOMEM; /* zlib's window: the member is fine, the machine is short */
     return -EIO;     /* corrupt data, or the stream wants input past csize */
 }
 
@@ -390,7 +392,7 @@ static int decode_into(struct zindex *zi, struct decoder *d, unsigned char *buf,
         if (rc < 0)
             return rc;
         if (rc == Z_STREAM_END)
-            return used == len ? 1 : -EIO;
+            return used == len ? 1 : -ENODATA; /* the member is shorter than declared */
         if (rec && (d->s.data_type & 0xc0) == 0x80 && d->out < zi->src.usize) {
             uint64_t last;
             pthread_mutex_lock(&zi->lock);
@@ -429,8 +431,8 @@ static int skip_to(struct zindex *zi, struct decoder *d, uint64_t to, unsigned c
     while (rc == 0 && d->out < to) {
         uint64_t n = to - d->out < zi->piece ? to - d->out : zi->piece;
         rc = decode_into(zi, d, scratch, (size_t)n, false);
-        if (rc == 1) /* the stream cannot end before the member does */
-            rc = d->out == zi->src.usize && to == zi->src.usize ? 0 : -EIO;
+        if (rc == 1 || rc == -ENODATA) /* the stream cannot end before the member does */
+            rc = rc == 1 && d->out == zi->src.usize && to == zi->src.usize ? 0 : -EIO;
         if (rc == 0 && stop_now(stop))
             rc = -EINTR;
     }
@@ -453,19 +455,36 @@ static int skip_with(struct zindex *zi, struct decoder *d, uint64_t to,
 
 /* ---- the frontier ---- */
 
+/* The frontier of an empty member: the stream must end before any output, with the CRC of
+ * nothing. Build lock held. */
+static int frontier_empty(struct zindex *zi, struct decoder *d)
+{
+    int rc = expect_end(zi, d);
+    if (rc < 0)
+        return rc;
+    if (zi->src.crc32 != 0)
+        return fail(zi, "CRC-32 mismatch");
+    pthread_mutex_lock(&zi->lock);
+    zi->complete = true;
+    pthread_mutex_unlock(&zi->lock);
+    return 0;
+}
+
 /* Decodes the piece at the frontier, recording checkpoints and its CRC, and hands it to sink
  * (or drops it when sink is NULL). Build lock held. */
 static int frontier_piece(struct zindex *zi, const struct zindex_sink *sink,
                           unsigned char *scratch)
 {
     struct decoder *d = zi->frontier;
+    if (zi->src.usize == 0) /* no piece at all: the stream must end at once */
+        return frontier_empty(zi, d);
     uint64_t q = zi->fpos / zi->piece;
     size_t len = piece_len(zi, q);
     unsigned char *buf = sink ? sink->buffer(sink->ctx) : scratch;
     if (!buf)
         return -ENOMEM;
     int rc = decode_into(zi, d, buf, len, true);
-    if (rc == 1 && q + 1 < npieces(zi))
+    if ((rc == 1 && q + 1 < npieces(zi)) || rc == -ENODATA)
         rc = fail(zi, "member shorter than its declared size");
     else if (rc < 0 && rc != -ENOMEM)
         rc = rc == -EIO ? fail(zi, "corrupt deflate data") : rc;
@@ -641,8 +660,8 @@ static int restart(struct zindex *zi, uint64_t q, const struct zindex_sink *sink
             break;
         }
         rc = decode_into(zi, d, buf, len, false);
-        if (rc == 1)
-            rc = k + 1 == npieces(zi) ? 0 : -EIO;
+        if (rc == 1 || rc == -ENODATA)
+            rc = rc == 1 && k + 1 == npieces(zi) ? 0 : -EIO;
         if (rc == 0)
             rc = verify(zi, k, buf, len);
         if (rc < 0) {
