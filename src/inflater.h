@@ -3,8 +3,9 @@
  * at one, behind one small interface with several implementations.
  *
  *   inflater_zlib  zlib's inflate: the reference every other decoder is tested against.
- *   inflater_isal  Intel ISA-L's isal_inflate: faster on numpy members (see the report in
- *                  scripts/bench-tools/inflater-bench.c for the measured figures).
+ *   inflater_isal  Intel ISA-L's isal_inflate: faster on numpy members (scripts/bench-tools/
+ *                  inflater-bench.c measures it). Its stop at a block end is built on ISA-L's
+ *                  public state fields, not on an API: test_inflater checks it against zlib.
  *
  * Positions. A block boundary is a bit position in the compressed stream. It is described the
  * zran way: a byte count `in` and `bits` (0-7), meaning the next block starts at the high `bits`
@@ -40,7 +41,11 @@
 
 /* step() flag: stop at the end of the block being decoded (of the next block if the inflater is
  * between blocks), never where this request was made. Once made, the request holds until a step
- * returns INFLATER_BLOCK_END or INFLATER_END, with or without the flag on later steps. */
+ * returns INFLATER_BLOCK_END or INFLATER_END, with or without the flag on later steps. An
+ * inflater may decode ahead of the output it delivered (ISA-L: up to 64 KiB into its own buffer
+ * right after a reset, a few bytes otherwise), and "being decoded" counts from there: to get the
+ * first boundary at or after output offset X, ask once X - 1 bytes are out and X - 1 is past
+ * 64 KiB from the reset (the usual case with a span of 1 MiB). */
 #define INFLATER_STOP_AT_BLOCK 1
 
 struct inflater;
@@ -61,12 +66,13 @@ struct inflater_ops {
                  size_t wlen);
 
     /* Decodes from in[0..in_len) into out[0..room); sets *used (input bytes consumed: the next
-     * step's input starts right after them) and *made (bytes written). Returns INFLATER_OK (*used and
-     * *made both 0 only when it needs more input or more room), INFLATER_END (also on every
-     * later step, with nothing used or made), INFLATER_BLOCK_END (see boundary(); the next
-     * call must be reset()), -EIO on corrupt data, or -EINVAL when the previous step returned
-     * INFLATER_BLOCK_END. *used may count a few bytes that the inflater only buffered, even
-     * past the end of the stream. Never reads or writes outside the given buffers. */
+     * step's input starts right after them) and *made (bytes written). Returns INFLATER_OK
+     * (*used and *made both 0 only when it needs more input or more room), INFLATER_END (also
+     * on every later step, with nothing used or made), INFLATER_BLOCK_END (see boundary(); the
+     * next call must be reset()), -EIO on corrupt data, -ENOMEM, or -EINVAL when the previous
+     * step returned INFLATER_BLOCK_END. *used may count a few bytes that the inflater only
+     * buffered, even past the end of the stream. Never reads or writes outside the given
+     * buffers. */
     int (*step)(struct inflater *, const unsigned char *in, size_t in_len, size_t *used,
                 unsigned char *out, size_t room, size_t *made, int flags);
 
