@@ -547,7 +547,9 @@ int zindex_ready(struct zindex *zi, uint64_t q)
     return rc;
 }
 
-/* Advances the frontier until piece q is delivered. */
+/* Advances the frontier until piece q is delivered. Returns 1 when this call delivered q to
+ * sink, 0 when the frontier had passed q already (delivered to whoever moved it), or an
+ * error. */
 static int extend(struct zindex *zi, uint64_t q, const struct zindex_sink *sink,
                   const struct stop *stop, bool nowait)
 {
@@ -560,13 +562,19 @@ static int extend(struct zindex *zi, uint64_t q, const struct zindex_sink *sink,
     int rc = scratch ? frontier_ready(zi, scratch, stop) : -ENOMEM;
     if (scratch)
         sink->unused(sink->ctx, scratch);
+    bool delivered = false;
     while (rc == 0 && (rc = zindex_ready(zi, q)) == 0) {
-        if ((rc = frontier_piece(zi, sink, NULL)) == 0 && stop_now(stop))
+        if (stop_now(stop)) {
             rc = -EINTR;
+            break;
+        }
+        uint64_t at = zi->fpos / zi->piece; /* only this thread moves fpos */
+        if ((rc = frontier_piece(zi, sink, NULL)) == 0)
+            delivered = at == q;
     }
     atomic_store(&zi->fg_waiting, 0);
     pthread_mutex_unlock(&zi->build);
-    return rc < 0 ? rc : 0;
+    return rc < 0 ? rc : delivered;
 }
 
 int zindex_advance(struct zindex *zi, unsigned char *scratch, const struct stop *stop)
@@ -575,7 +583,11 @@ int zindex_advance(struct zindex *zi, unsigned char *scratch, const struct stop 
      * then went away does not stall the pass for good). */
     if (atomic_exchange(&zi->fg_waiting, 0) > 0 || pthread_mutex_trylock(&zi->build) != 0)
         return -EAGAIN;
-    int rc = frontier_ready(zi, scratch, stop);
+    pthread_mutex_lock(&zi->lock);
+    int rc = zi->err; /* a failed member stays failed, whatever is left to index */
+    pthread_mutex_unlock(&zi->lock);
+    if (rc == 0)
+        rc = frontier_ready(zi, scratch, stop);
     for (int n = 0; rc == 0 && !zindex_complete(zi); n++) {
         if (n == ADVANCE_SLICE)
             break;
@@ -695,10 +707,8 @@ int zindex_produce(struct zindex *zi, uint64_t q, const struct zindex_sink *sink
         if (rc == 1)
             return restart(zi, q, sink, stop);
         rc = extend(zi, q, sink, stop, nowait);
-        if (rc < 0)
-            return rc;
-        if (zindex_ready(zi, q) == 1)
-            return 0; /* the frontier delivered it on its way */
+        if (rc != 0)
+            return rc < 0 ? rc : 0;
     }
 }
 
