@@ -7,8 +7,12 @@
  * from a checkpoint. Both stop only at piece boundaries. A restart that finds the cursor taken
  * makes a decoder of its own.
  *
- * The window of a new checkpoint comes from zlib itself (inflateGetDictionary): the output it
- * belongs to may already sit in pieces handed to the sink.
+ * Decoders are inflaters (inflater.h): ISA-L by default, zlib as the reference. The first pass
+ * asks the inflater to stop at the first block end once a span of output has passed since the
+ * last checkpoint, records the checkpoint there and restarts from it at once, with the same
+ * code a later random read uses. The window of a new checkpoint is the last 32 KiB of output:
+ * the frontier keeps the tail of each piece it hands over, since the piece itself then belongs
+ * to the sink.
  */
 #include "inflate_index.h"
 
@@ -18,12 +22,15 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
+#include <isa-l/crc.h>
+#include <zlib.h> /* crc32_combine */
 
+#include "inflater.h"
 #include "io.h"
 #include "window.h"
 
 #define IN_BUF (64u << 10)
+#define ISAL_MIN_SPAN (256u << 10)
 #define ADVANCE_SLICE 64 /* pieces per zindex_advance call */
 
 struct point {
@@ -39,14 +46,22 @@ struct point {
 #define NO_SAVED UINT64_MAX
 
 struct decoder {
-    z_stream s;
-    uint64_t out; /* output offset of the next byte it produces */
-    uint64_t in;  /* input bytes read from the file so far (s.avail_in of them unused) */
+    const struct inflater_ops *ops;
+    struct inflater *f;
+    uint64_t out;  /* output offset of the next byte it produces */
+    uint64_t in;   /* input offset of buf[0]... */
+    size_t pos;    /* ...of which buf[pos..have) is not consumed yet */
+    size_t have;
+    uint64_t base; /* input offset of the last reset: boundary() counts from there */
+    bool ended;
+    unsigned char tail[ZINDEX_WINDOW]; /* the frontier: output before the current piece */
+    size_t tail_len;
     unsigned char buf[IN_BUF];
 };
 
 struct zindex {
     struct zindex_source src;
+    const struct inflater_ops *ops;
     size_t piece;
     struct budget *mem;
     pthread_mutex_t lock;  /* guards everything below except the frontier fields */
@@ -68,6 +83,7 @@ struct zindex {
 
     pthread_mutex_t build; /* held by the one thread extending the frontier */
     struct decoder *frontier;
+    bool frontier_parked;  /* idle between extensions, and charged for it */
     uint32_t crc;          /* CRC-32 of output [0, fpos) */
 };
 
@@ -113,26 +129,68 @@ static void refund(struct zindex *zi, uint64_t n)
 
 /* ---- decoders ---- */
 
-static struct decoder *decoder_new(void)
+/* What an idle decoder costs the budget. */
+static uint64_t decoder_bytes(const struct zindex *zi)
+{
+    return sizeof(struct decoder) + zi->ops->memory;
+}
+
+static struct decoder *decoder_new(const struct inflater_ops *ops)
 {
     struct decoder *d = malloc(sizeof *d);
     if (!d)
         return NULL;
-    memset(&d->s, 0, sizeof d->s);
-    if (inflateInit2(&d->s, -15) != Z_OK) {
+    if (!(d->f = ops->new())) {
         free(d);
         return NULL;
     }
-    d->out = d->in = 0;
+    d->ops = ops;
+    d->out = d->in = d->base = 0;
+    d->pos = d->have = d->tail_len = 0;
+    d->ended = false;
     return d;
 }
 
 static void decoder_free(struct decoder *d)
 {
     if (d) {
-        inflateEnd(&d->s);
+        d->ops->free(d->f);
         free(d);
     }
+}
+
+/* The byte at input offset at, from the buffer when it holds it. */
+static int input_byte(struct decoder *d, const struct zindex_source *src, uint64_t at,
+                      unsigned char *byte)
+{
+    if (at >= d->in && at < d->in + d->have) {
+        *byte = d->buf[at - d->in];
+        return 0;
+    }
+    return io_read_exact(src->fd, byte, 1, src->offset + at);
+}
+
+/* Positions d at a block boundary: input offset in (bits leftover bits of byte in - 1),
+ * output offset out, with window raw[0..wlen). Input still buffered is kept. */
+static int decoder_reset(struct decoder *d, const struct zindex_source *src, uint64_t in,
+                         int bits, uint64_t out, const unsigned char *raw, uint32_t wlen)
+{
+    unsigned char prev = 0;
+    int rc = bits ? input_byte(d, src, in - 1, &prev) : 0;
+    if (rc < 0)
+        return rc;
+    if (d->ops->reset(d->f, bits, prev, raw, wlen) < 0)
+        return -EIO;
+    if (in >= d->in && in <= d->in + d->have) {
+        d->pos = (size_t)(in - d->in);
+    } else {
+        d->in = in;
+        d->pos = d->have = 0;
+    }
+    d->base = in;
+    d->out = out;
+    d->ended = false;
+    return 0;
 }
 
 /* Unpacks p's window into raw, reading it from the saved index when it lives there; a saved
@@ -151,60 +209,75 @@ static int load_window(struct zindex *zi, const struct point *p, unsigned char *
     return -EIO;
 }
 
-/* Positions d at checkpoint p: reset, prime the leftover bits, load the window. */
+/* Positions d at checkpoint p. */
 static int decoder_seek(struct decoder *d, struct zindex *zi, const struct point *p)
 {
-    const struct zindex_source *src = &zi->src;
-    if (inflateReset2(&d->s, -15) != Z_OK)
+    unsigned char raw[ZINDEX_WINDOW];
+    if (p->wlen && load_window(zi, p, raw, false) < 0)
         return -EIO;
-    if (p->bits) {
-        unsigned char byte;
-        int rc = io_read_exact(src->fd, &byte, 1, src->offset + p->in - 1);
-        if (rc < 0)
-            return rc;
-        if (inflatePrime(&d->s, p->bits, byte >> (8 - p->bits)) != Z_OK)
-            return -EIO;
-    }
-    if (p->wlen) {
-        unsigned char raw[ZINDEX_WINDOW];
-        if (load_window(zi, p, raw, false) < 0 ||
-            inflateSetDictionary(&d->s, raw, p->wlen) != Z_OK)
-            return -EIO;
-    }
-    d->s.avail_in = 0;
-    d->in = p->in;
-    d->out = p->out;
-    return 0;
+    d->tail_len = 0;
+    return decoder_reset(d, &zi->src, p->in, p->bits, p->out, raw, p->wlen);
 }
 
-/* One inflate call into dst[0..room), refilling input first if needed. Returns the zlib code
- * (Z_OK or Z_STREAM_END) with *made set, or a negative errno for I/O or corrupt data. */
+/* One decode step into dst[0..room), reading more input first when all of it was used.
+ * Returns INFLATER_OK, INFLATER_END or INFLATER_BLOCK_END with *made set, or a negative errno
+ * (-EIO for corrupt data or a stream that runs past csize). */
 static int decoder_step(struct decoder *d, const struct zindex_source *src, unsigned char *dst,
-                        size_t room, int flush, size_t *made)
+                        size_t room, int flags, size_t *made)
 {
-    if (d->s.avail_in == 0 && d->in < src->csize) {
-        uint64_t n = src->csize - d->in < IN_BUF ? src->csize - d->in : IN_BUF;
-        int rc = io_read_exact(src->fd, d->buf, n, src->offset + d->in);
+    *made = 0;
+    if (d->ended)
+        return INFLATER_END;
+    if (d->pos == d->have && d->in + d->have < src->csize) {
+        uint64_t at = d->in + d->have;
+        size_t n = src->csize - at < IN_BUF ? (size_t)(src->csize - at) : IN_BUF;
+        int rc = io_read_exact(src->fd, d->buf, n, src->offset + at);
         if (rc < 0)
             return rc;
-        d->s.next_in = d->buf;
-        d->s.avail_in = (uInt)n;
-        d->in += n;
+        d->in = at;
+        d->pos = 0;
+        d->have = n;
     }
-    if (room > UINT_MAX) /* zlib counts in uInt; the caller loops for the rest */
-        room = UINT_MAX;
-    d->s.next_out = dst;
-    d->s.avail_out = (uInt)room;
-    int rc = inflate(&d->s, flush);
-    *made = room - d->s.avail_out;
+    size_t used = 0;
+    int rc = d->ops->step(d->f, d->buf + d->pos, d->have - d->pos, &used, dst, room, made,
+                          flags);
+    d->pos += used;
     d->out += *made;
-    if (rc == Z_OK || rc == Z_STREAM_END)
-        return rc;
-    if (rc == Z_BUF_ERROR && d->s.avail_in == 0 && d->in < src->csize)
-        return Z_OK; /* needs input we have not read yet */
-    if (rc == Z_MEM_ERROR)
-        return -ENOMEM; /* zlib's window: the member is fine, the machine is short */
-    return -EIO;     /* corrupt data, or the stream wants input past csize */
+    if (rc == INFLATER_END)
+        d->ended = true;
+    if (rc == INFLATER_OK && !used && !*made && d->pos == d->have &&
+        d->in + d->have >= src->csize)
+        return -EIO; /* wants input past the member's compressed size */
+    return rc;
+}
+
+/* Keeps the last 32 KiB of output before the next piece: a checkpoint's window may reach
+ * back into pieces already handed over. */
+static void keep_tail(struct decoder *d, const unsigned char *piece, size_t len)
+{
+    if (len >= ZINDEX_WINDOW) {
+        memcpy(d->tail, piece + len - ZINDEX_WINDOW, ZINDEX_WINDOW);
+        d->tail_len = ZINDEX_WINDOW;
+        return;
+    }
+    size_t keep = d->tail_len + len > ZINDEX_WINDOW ? ZINDEX_WINDOW - len : d->tail_len;
+    memmove(d->tail, d->tail + d->tail_len - keep, keep);
+    memcpy(d->tail + keep, piece, len);
+    d->tail_len = keep + len;
+}
+
+/* The last (up to) 32 KiB of output: the tail, then buf[0..used). Returns its length. */
+static uint32_t last_window(const struct decoder *d, const unsigned char *buf, size_t used,
+                            unsigned char *raw)
+{
+    if (used >= ZINDEX_WINDOW) {
+        memcpy(raw, buf + used - ZINDEX_WINDOW, ZINDEX_WINDOW);
+        return ZINDEX_WINDOW;
+    }
+    size_t from_tail = d->tail_len < ZINDEX_WINDOW - used ? d->tail_len : ZINDEX_WINDOW - used;
+    memcpy(raw, d->tail + d->tail_len - from_tail, from_tail);
+    memcpy(raw + from_tail, buf, used);
+    return (uint32_t)(from_tail + used);
 }
 
 /* ---- checkpoints ---- */
@@ -243,17 +316,13 @@ static int reserve_point(struct zindex *zi)
     return 0;
 }
 
-/* Records a checkpoint where d stands (a block boundary). Under memory pressure the window is
+/* Records a checkpoint (a block boundary) with its window. Under memory pressure the window is
  * packed, then older checkpoints are thinned; if even that leaves no room the point is skipped
  * (the span widens, nothing fails). Lock not held. */
-static void add_point(struct zindex *zi, struct decoder *d)
+static void add_point(struct zindex *zi, uint64_t out, uint64_t in, int bits,
+                      const unsigned char *raw, uint32_t wlen)
 {
-    unsigned char raw[ZINDEX_WINDOW];
-    uInt wlen = 0;
-    if (inflateGetDictionary(&d->s, raw, &wlen) != Z_OK)
-        return;
-    struct point p = {.out = d->out, .in = d->in - d->s.avail_in, .bits = d->s.data_type & 7,
-                      .wlen = wlen, .saved_k = NO_SAVED};
+    struct point p = {.out = out, .in = in, .bits = bits, .wlen = wlen, .saved_k = NO_SAVED};
     if (window_pack(raw, wlen, WINDOW_CHEAP, &p.win, &p.zlen) < 0)
         return;
     pthread_mutex_lock(&zi->lock);
@@ -343,6 +412,10 @@ struct zindex *zindex_new(const struct zindex_source *src, const struct zindex_p
     zi->span = p->span < ZINDEX_WINDOW ? ZINDEX_WINDOW : p->span;
     zi->piece = p->piece < 4096 ? 4096 : p->piece;
     zi->mem = p->mem;
+    /* ISA-L is the faster decoder, but it reads up to 64 KiB ahead after each restart, so it
+     * cannot stop at block ends spaced closer than that: short spans are zlib's. */
+    zi->ops = p->decoder ? p->decoder : zi->span >= ISAL_MIN_SPAN ? &inflater_isal
+                                                                   : &inflater_zlib;
     zi->cap = 16;
     zi->pts = calloc(zi->cap, sizeof *zi->pts);
     if (!zi->pts) {
@@ -377,32 +450,53 @@ void zindex_free(struct zindex *zi)
 
 /* ---- decoding a run of output ---- */
 
-/* Decodes exactly len bytes at d into buf (Z_BLOCK and checkpoints when rec). Returns 0, 1 if
- * the stream ended exactly there, or a negative errno. */
+/* At a block end the frontier asked for: records the checkpoint and restarts d from it. */
+static int checkpoint(struct zindex *zi, struct decoder *d, const unsigned char *buf,
+                      size_t used)
+{
+    int bits;
+    uint64_t in = d->base + d->ops->boundary(d->f, &bits);
+    unsigned char raw[ZINDEX_WINDOW];
+    uint32_t wlen = last_window(d, buf, used, raw);
+    int rc = decoder_reset(d, &zi->src, in, bits, d->out, raw, wlen);
+    if (rc == 0 && d->out < zi->src.usize)
+        add_point(zi, d->out, in, bits, raw, wlen);
+    return rc;
+}
+
+/* Decodes exactly len bytes at d into buf (recording checkpoints when rec). Returns 0, 1 if
+ * the stream ended exactly there, -ENODATA if it ended before, or another negative errno. */
 static int decode_into(struct zindex *zi, struct decoder *d, unsigned char *buf, size_t len,
                        bool rec)
 {
     size_t used = 0;
     while (used < len) {
+        int flags = 0;
+        size_t room = len - used;
+        if (rec) { /* the first block end a span after the last checkpoint: decode up to just
+                    * before it, then ask for a stop at the end of the block there */
+            pthread_mutex_lock(&zi->lock);
+            uint64_t want = zi->pts[zi->npoints - 1].out + zi->span;
+            pthread_mutex_unlock(&zi->lock);
+            if (d->out + 1 >= want)
+                flags = INFLATER_STOP_AT_BLOCK;
+            else if (want - 1 - d->out < room)
+                room = (size_t)(want - 1 - d->out);
+        }
         size_t made;
-        int rc = decoder_step(d, &zi->src, buf + used, len - used, rec ? Z_BLOCK : Z_NO_FLUSH,
-                              &made);
+        int rc = decoder_step(d, &zi->src, buf + used, room, flags, &made);
         used += made;
         atomic_fetch_add_explicit(&zi->decoded, made, memory_order_relaxed);
+        if (rc == INFLATER_BLOCK_END)
+            rc = checkpoint(zi, d, buf, used);
         if (rc < 0)
             return rc;
-        if (rc == Z_STREAM_END)
+        if (rc == INFLATER_END) {
+            keep_tail(d, buf, used);
             return used == len ? 1 : -ENODATA; /* the member is shorter than declared */
-        if (rec && (d->s.data_type & 0xc0) == 0x80 && d->out < zi->src.usize) {
-            uint64_t last;
-            pthread_mutex_lock(&zi->lock);
-            last = zi->pts[zi->npoints - 1].out;
-            uint64_t span = zi->span;
-            pthread_mutex_unlock(&zi->lock);
-            if (d->out - last >= span)
-                add_point(zi, d);
         }
     }
+    keep_tail(d, buf, used);
     return 0;
 }
 
@@ -413,13 +507,13 @@ static int expect_end(struct zindex *zi, struct decoder *d)
     for (;;) {
         unsigned char extra;
         size_t made;
-        int rc = decoder_step(d, &zi->src, &extra, 1, Z_NO_FLUSH, &made);
+        int rc = decoder_step(d, &zi->src, &extra, 1, 0, &made);
         if (made)
             return fail(zi, "member longer than its declared size");
-        if (rc == Z_STREAM_END)
+        if (rc == INFLATER_END)
             return 0;
         if (rc < 0)
-            return fail(zi, "corrupt deflate data");
+            return rc == -ENOMEM ? rc : fail(zi, "corrupt deflate data");
     }
 }
 
@@ -497,7 +591,7 @@ static int frontier_piece(struct zindex *zi, const struct zindex_sink *sink,
         zi->frontier = NULL;
         return rc;
     }
-    uint32_t pc = (uint32_t)crc32(0, buf, (uInt)len);
+    uint32_t pc = crc32_gzip_refl(0, buf, len);
     zi->crc = (uint32_t)crc32_combine(zi->crc, pc, (z_off_t)len);
     bool last = q + 1 == npieces(zi);
     if (last && zi->crc != zi->src.crc32) {
@@ -515,13 +609,44 @@ static int frontier_piece(struct zindex *zi, const struct zindex_sink *sink,
     return 0;
 }
 
+/* The frontier decoder is in use again: its idle charge ends. Build lock held. */
+static void unpark_frontier(struct zindex *zi)
+{
+    if (!zi->frontier_parked)
+        return;
+    zi->frontier_parked = false;
+    pthread_mutex_lock(&zi->lock);
+    refund(zi, decoder_bytes(zi));
+    pthread_mutex_unlock(&zi->lock);
+}
+
+/* Between extensions the frontier decoder waits idle: it counts against the budget then, and
+ * goes when there is no room (the next extension restarts from the last checkpoint) or nothing
+ * is left to decode. Build lock held. */
+static void park_frontier(struct zindex *zi)
+{
+    if (!zi->frontier)
+        return;
+    unpark_frontier(zi); /* no double charge when it was not used this time */
+    pthread_mutex_lock(&zi->lock);
+    bool keep = !zi->complete && !zi->err && charge(zi, decoder_bytes(zi)) == 0;
+    pthread_mutex_unlock(&zi->lock);
+    if (!keep) {
+        decoder_free(zi->frontier);
+        zi->frontier = NULL;
+    } else {
+        zi->frontier_parked = true;
+    }
+}
+
 /* Makes sure the frontier decoder stands at fpos (a resumed index starts at a checkpoint
  * before it), skipping with scratch, a piece. Build lock held. */
 static int frontier_ready(struct zindex *zi, unsigned char *scratch, const struct stop *stop)
 {
+    unpark_frontier(zi);
     if ((zi->frontier && zi->frontier->out == zi->fpos) || zindex_complete(zi))
         return 0; /* a complete index (say, a loaded one) has no frontier to resume */
-    if (!zi->frontier && !(zi->frontier = decoder_new()))
+    if (!zi->frontier && !(zi->frontier = decoder_new(zi->ops)))
         return -ENOMEM;
     struct point p;
     pthread_mutex_lock(&zi->lock);
@@ -573,6 +698,7 @@ static int extend(struct zindex *zi, uint64_t q, const struct zindex_sink *sink,
             delivered = at == q;
     }
     atomic_store(&zi->fg_waiting, 0);
+    park_frontier(zi);
     pthread_mutex_unlock(&zi->build);
     return rc < 0 ? rc : delivered;
 }
@@ -598,6 +724,7 @@ int zindex_advance(struct zindex *zi, unsigned char *scratch, const struct stop 
         else
             rc = frontier_piece(zi, NULL, scratch);
     }
+    park_frontier(zi);
     pthread_mutex_unlock(&zi->build);
     return rc < 0 ? rc : zindex_complete(zi);
 }
@@ -610,15 +737,22 @@ static struct decoder *take_cursor(struct zindex *zi)
     pthread_mutex_lock(&zi->lock);
     struct decoder *d = zi->cursor;
     zi->cursor = NULL;
+    if (d)
+        refund(zi, decoder_bytes(zi));
     pthread_mutex_unlock(&zi->lock);
-    return d ? d : decoder_new();
+    return d ? d : decoder_new(zi->ops);
 }
 
+/* Keeps d as the spare cursor while the budget has room for an idle decoder. */
 static void return_cursor(struct zindex *zi, struct decoder *d)
 {
     pthread_mutex_lock(&zi->lock);
-    struct decoder *old = zi->cursor;
-    zi->cursor = d;
+    struct decoder *old = NULL;
+    if (zi->cursor || charge(zi, decoder_bytes(zi)) < 0) {
+        old = d;
+    } else {
+        zi->cursor = d;
+    }
     pthread_mutex_unlock(&zi->lock);
     decoder_free(old);
 }
@@ -647,7 +781,7 @@ static int verify(struct zindex *zi, uint64_t q, const unsigned char *buf, size_
     bool known = q < zi->ncrc;
     uint32_t want = known ? zi->pcrc[q] : 0;
     pthread_mutex_unlock(&zi->lock);
-    if (known && (uint32_t)crc32(0, buf, (uInt)len) != want)
+    if (known && crc32_gzip_refl(0, buf, len) != want)
         return fail(zi, zi->imported ? ZINDEX_WHY_SAVED : "decoded data differs from the indexed CRC-32");
     return 0;
 }

@@ -39,6 +39,7 @@
 #include <stdint.h>
 
 #include "budget.h"
+#include "inflater.h"
 #include "stop.h"
 
 #define ZINDEX_WINDOW 32768u
@@ -56,6 +57,7 @@ struct zindex_params {
     uint64_t span;       /* output bytes between checkpoints (at least ZINDEX_WINDOW) */
     size_t piece;        /* bytes per piece (at least 4 KiB) */
     struct budget *mem;  /* index memory, shared by many indexes; NULL: unbounded */
+    const struct inflater_ops *decoder; /* inflater.h; NULL: ISA-L, or zlib below 256 KiB spans */
 };
 
 /* Where decoded pieces go; buffers are `piece` bytes. deliver takes ownership of buf. */
