@@ -1,8 +1,11 @@
 /*
  * namespace: see namespace.h. Directories are created in a first pass so that a file can never
- * take a name a directory needs; files are added in a second pass in reverse archive order so
- * that the last duplicate keeps the plain name, as it does for zipfile and numpy.
- * Lookups go through one open-addressing hash table keyed by (parent inode, name).
+ * take a name a directory needs; files follow in reverse archive order so that the last
+ * duplicate keeps the plain name, as it does for zipfile and numpy.
+ * Lookups go through one open-addressing hash table keyed by (parent inode, name). The names
+ * come from the archive, so the hash is SipHash under a random key drawn for each build: with
+ * a fixed function, names crafted to share a slot turn every insertion into a walk over all
+ * of them (quadratic mount time).
  */
 #include "namespace.h"
 
@@ -10,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "siphash.h"
 
 #define NAME_MAX_BYTES 255
 #define SUFFIX_ROOM 24 /* "~" plus up to 20 digits, with room to spare */
@@ -21,19 +26,23 @@ struct ns {
     uint64_t table_mask;
     uint64_t *children;
     uint64_t *next_suffix; /* per inode: the next ~N to try for a name taken by that inode */
+    struct sipkey key;     /* of the table's hash */
 };
 
-static uint64_t hash_key(uint64_t parent, const char *name)
+static uint64_t hash_key(const struct ns *ns, uint64_t parent, const char *name)
 {
-    uint64_t h = 1469598103934665603ull ^ (parent * 0x9E3779B97F4A7C15ull);
-    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
-        h = (h ^ *p) * 1099511628211ull;
-    return h ^ (h >> 29);
+    struct siphash_state st;
+    siphash_init(&st, &ns->key);
+    siphash_update(&st, &parent, sizeof parent);
+    siphash_update(&st, name, strlen(name));
+    return siphash_final(&st);
 }
 
-uint64_t ns_lookup(const struct ns *ns, uint64_t parent, const char *name)
+/* The inode named name under parent, where h is hash_key(ns, parent, name); 0 if none. */
+static uint64_t find(const struct ns *ns, uint64_t parent, const char *name, uint64_t h)
 {
-    for (uint64_t i = hash_key(parent, name) & ns->table_mask;; i = (i + 1) & ns->table_mask) {
+    uint64_t mask = ns->table_mask;
+    for (uint64_t i = h & mask;; i = (i + 1) & mask) {
         uint64_t ino = ns->table[i];
         if (ino == 0)
             return 0;
@@ -41,6 +50,20 @@ uint64_t ns_lookup(const struct ns *ns, uint64_t parent, const char *name)
         if (n->parent == parent && ino != NS_ROOT && strcmp(n->name, name) == 0)
             return ino;
     }
+}
+
+uint64_t ns_lookup(const struct ns *ns, uint64_t parent, const char *name)
+{
+    return find(ns, parent, name, hash_key(ns, parent, name));
+}
+
+/* Puts inode ino, whose hash is h, into the first free slot from h on (mask + 1 slots). */
+static void table_put(uint64_t *table, uint64_t mask, uint64_t ino, uint64_t h)
+{
+    uint64_t i = h & mask;
+    while (table[i])
+        i = (i + 1) & mask;
+    table[i] = ino;
 }
 
 static int table_grow(struct ns *ns)
@@ -51,10 +74,7 @@ static int table_grow(struct ns *ns)
         return -ENOMEM;
     for (uint64_t ino = 2; ino <= ns->count; ino++) {
         const struct ns_node *n = &ns->nodes[ino - 1];
-        uint64_t i = hash_key(n->parent, n->name) & (size - 1);
-        while (t[i])
-            i = (i + 1) & (size - 1);
-        t[i] = ino;
+        table_put(t, size - 1, ino, hash_key(ns, n->parent, n->name));
     }
     free(ns->table);
     ns->table = t;
@@ -62,9 +82,9 @@ static int table_grow(struct ns *ns)
     return 0;
 }
 
-/* Adds a node named name (copied) under parent; returns its inode or 0 on ENOMEM. */
-static uint64_t add_node(struct ns *ns, uint64_t parent, const char *name, bool is_dir,
-                         uint64_t member)
+/* Adds a node named name (copied, hash h) under parent; returns its inode or 0 on ENOMEM. */
+static uint64_t add_node(struct ns *ns, uint64_t parent, const char *name, uint64_t h,
+                         bool is_dir, uint64_t member)
 {
     if (ns->count == ns->cap) {
         uint64_t cap = ns->cap * 2;
@@ -88,11 +108,19 @@ static uint64_t add_node(struct ns *ns, uint64_t parent, const char *name, bool 
     ns->nodes[ino - 1] = (struct ns_node){
         .name = copy, .parent = parent, .member = member, .is_dir = is_dir,
     };
-    uint64_t i = hash_key(parent, name) & ns->table_mask;
-    while (ns->table[i])
-        i = (i + 1) & ns->table_mask;
-    ns->table[i] = ino;
+    table_put(ns->table, ns->table_mask, ino, h);
     return ino;
+}
+
+/* The inode named name under parent: the one there already (*added = false), else a new
+ * node (*added = true); 0 on ENOMEM. One hash serves the lookup and the insertion. */
+static uint64_t find_or_add(struct ns *ns, uint64_t parent, const char *name, bool is_dir,
+                            uint64_t member, bool *added)
+{
+    uint64_t h = hash_key(ns, parent, name);
+    uint64_t ino = find(ns, parent, name, h);
+    *added = ino == 0;
+    return ino ? ino : add_node(ns, parent, name, h, is_dir, member);
 }
 
 /* Copies the next usable component of *p into out (at most NAME_MAX_BYTES - room bytes, cut at
@@ -136,22 +164,24 @@ static bool next_component(const char **p, const char *end, char *out, size_t ro
 static uint64_t walk_dirs(struct ns *ns, const struct zip_member *m, char *leaf)
 {
     const char *p = m->name, *end = m->name + m->name_len;
-    char comp[NAME_MAX_BYTES + 1];
+    char bufs[2][NAME_MAX_BYTES + 1];
+    char *comp = bufs[0], *next = bufs[1];
     uint64_t dir = NS_ROOT;
     bool have = next_component(&p, end, comp, SUFFIX_ROOM);
     leaf[0] = '\0';
     while (have) {
-        char next[NAME_MAX_BYTES + 1];
         bool more = next_component(&p, end, next, SUFFIX_ROOM);
         if (!more && !m->is_dir) {
             strcpy(leaf, comp);
             break;
         }
-        uint64_t ino = ns_lookup(ns, dir, comp);
-        if (ino == 0 && (ino = add_node(ns, dir, comp, true, NS_NO_MEMBER)) == 0)
+        bool added;
+        dir = find_or_add(ns, dir, comp, true, NS_NO_MEMBER, &added);
+        if (dir == 0)
             return 0;
-        dir = ino;
-        memcpy(comp, next, sizeof comp);
+        char *swap = comp; /* a path can have 32,767 components: no copy per component */
+        comp = next;
+        next = swap;
         have = more;
     }
     return dir;
@@ -161,10 +191,10 @@ static uint64_t walk_dirs(struct ns *ns, const struct zip_member *m, char *leaf)
  * path is taken, -ENOMEM. */
 static int add_plain(struct ns *ns, uint64_t dir, const char *leaf, uint64_t member)
 {
-    const char *base = leaf[0] ? leaf : "_";
-    if (ns_lookup(ns, dir, base) != 0)
-        return 0;
-    return add_node(ns, dir, base, false, member) ? 1 : -ENOMEM;
+    bool added;
+    if (find_or_add(ns, dir, leaf[0] ? leaf : "_", false, member, &added) == 0)
+        return -ENOMEM;
+    return added;
 }
 
 /* Names a file whose path was taken "base~N", with the first N whose path is free. */
@@ -175,10 +205,13 @@ static int add_renamed(struct ns *ns, uint64_t dir, const char *leaf, uint64_t m
     /* The holder of the plain name remembers how far its ~N suffixes went, so that many
      * duplicates cost linear time, not quadratic. */
     uint64_t *k = &ns->next_suffix[ns_lookup(ns, dir, base) - 1];
-    do
+    bool added;
+    do {
         snprintf(name, sizeof name, "%s~%llu", base, (unsigned long long)(*k)++);
-    while (ns_lookup(ns, dir, name) != 0);
-    return add_node(ns, dir, name, false, member) ? 0 : -ENOMEM;
+        if (find_or_add(ns, dir, name, false, member, &added) == 0)
+            return -ENOMEM;
+    } while (!added);
+    return 0;
 }
 
 static int link_children(struct ns *ns)
@@ -241,11 +274,17 @@ int ns_build(const struct zip_archive *za, struct ns **out)
     struct ns *ns = calloc(1, sizeof *ns);
     if (!ns)
         return -ENOMEM;
+    ns->key = sipkey_random();
     ns->cap = 64;
     ns->nodes = malloc(ns->cap * sizeof *ns->nodes);
     ns->next_suffix = malloc(ns->cap * sizeof *ns->next_suffix);
-    ns->table_mask = 127;
-    ns->table = calloc(ns->table_mask + 1, sizeof *ns->table);
+    /* Room for a node per member from the start (the table still grows when directories need
+     * more): no rehashing of everything at each doubling. */
+    uint64_t slots = 128;
+    while (slots < 2 * (za->count + 1))
+        slots *= 2;
+    ns->table_mask = slots - 1;
+    ns->table = calloc(slots, sizeof *ns->table);
     char *root = strdup("");
     if (!ns->nodes || !ns->next_suffix || !ns->table || !root) {
         free(root);

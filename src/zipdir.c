@@ -322,9 +322,12 @@ static int parse_central(const unsigned char *cd, uint64_t cd_size, struct zip_a
         m->name = za->name_pool + pool;
         m->name_len = copy_name(m->name, e + CENTRAL_LEN, nlen, m->flags & ZIP_FLAG_UTF8);
         pool += m->name_len + 1;
-        m->is_dir = m->name_len > 0 && m->name[m->name_len - 1] == '/';
         parse_central_extra(m, e + CENTRAL_LEN + nlen, xlen, m->usize == 0xFFFFFFFFu,
                             m->csize == 0xFFFFFFFFu, m->header_off == 0xFFFFFFFFu);
+        /* A '/'-terminated member with data is read as a file by zipfile and numpy. Only
+         * usize counts: some writers (Java's ZipOutputStream) deflate directory entries into 2
+         * bytes of nothing. */
+        m->is_dir = m->name_len > 0 && m->name[m->name_len - 1] == '/' && m->usize == 0;
         if (disk != 0 && disk != 0xFFFF)
             member_error(m, -EIO, "member lives on another disk");
         pos += CENTRAL_LEN + (uint64_t)nlen + xlen + clen;

@@ -54,7 +54,7 @@ struct zip_member {
     uint64_t data_off;   /* first byte of member data in the file; valid only when err == 0 */
     int64_t mtime;       /* seconds since the epoch: DOS timestamp as local time, or UT extra */
     uint32_t mode;       /* st_mode bits recorded by a Unix writer, else 0 */
-    bool is_dir;         /* the name ends with '/' */
+    bool is_dir;         /* a directory entry: the name ends with '/' and usize is 0 */
     int err;             /* 0, or a negative errno: the member is listed but cannot be read */
     const char *why;     /* static one-line reason when err != 0 */
 };

@@ -1328,6 +1328,15 @@ def many_members(path, n, per_dir=1000):
     names[:, 6] = ord("m")
     for k in range(7):
         names[:, 7 + k] = 48 + (i // 10 ** (6 - k)) % 10
+    return many_named_members(path, names)
+
+
+def many_named_members(path, names):
+    """Writes a ZIP64 archive of stored members named by the rows of names (an (n, nlen)
+    uint8 array, all names of one length), member i holding the 4 bytes of i (little
+    endian). Returns path."""
+    n, nlen = names.shape
+    i = np.arange(n, dtype=np.int64)
     data = i.astype("<u4")
     crc = np.fromiter((zlib.crc32(x) for x in data.view(np.uint8).reshape(n, 4)), np.uint32, n)
 

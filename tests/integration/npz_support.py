@@ -293,6 +293,12 @@ def raw_name(info):
     return info.orig_filename.encode("utf-8", "surrogateescape")
 
 
+def is_dir_entry(info):
+    """A name ending in '/' makes a directory entry unless the member holds data (then
+    zipfile reads those bytes, and the mount shows a file)."""
+    return raw_name(info).endswith(b"/") and info.file_size == 0
+
+
 class Node:
     __slots__ = ("kind", "info", "index", "next_suffix")
 
@@ -324,8 +330,7 @@ def expected_tree(infos):
     for i, info in enumerate(infos):
         raw = raw_name(info)
         comps = name_components(raw)
-        is_dir = raw.endswith(b"/")
-        if is_dir:
+        if is_dir_entry(info):
             d = ensure_dirs(comps)
             if d:
                 nodes[d].info = info
@@ -340,7 +345,7 @@ def expected_tree(infos):
     renamed = []
     for i in range(len(infos) - 1, -1, -1):
         info = infos[i]
-        if raw_name(info).endswith(b"/"):
+        if is_dir_entry(info):
             continue
         parent, base = plain_key(info)
         if parent + (base,) in nodes:
@@ -462,7 +467,7 @@ def zip_reference(path):
         infos = zf.infolist()
         data = {}
         for info in infos:
-            if not info.is_dir():
+            if not is_dir_entry(info):
                 data[id(info)] = zf.read(info)
         return infos, data
 

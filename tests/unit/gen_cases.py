@@ -145,6 +145,12 @@ def central_mtime(extra, date_time):
     return int(time.mktime(tuple(date_time) + (0, 0, -1)))
 
 
+def dir_entry(name, usize):
+    """A name ending in '/' makes a directory entry, unless the member holds data: zipfile
+    reads those bytes (and a deflated directory entry of no bytes is still a directory)."""
+    return name.endswith(b'/') and usize == 0
+
+
 def from_zipfile(blob, err=()):
     """Expectations read by CPython's zipfile (header offsets include any prepended data)."""
     zf = zipfile.ZipFile(io.BytesIO(blob))
@@ -153,7 +159,7 @@ def from_zipfile(blob, err=()):
         ms.append(dict(
             name=zi.orig_filename.encode('utf-8'), method=zi.compress_type, crc=zi.CRC,
             csize=zi.compress_size, usize=zi.file_size, header_off=zi.header_offset,
-            err=i in err, is_dir=zi.orig_filename.endswith('/'),
+            err=i in err, is_dir=dir_entry(zi.orig_filename.encode('utf-8'), zi.file_size),
             mode=zi.external_attr >> 16 if zi.create_system == 3 else 0,
             mtime=central_mtime(zi.extra, zi.date_time)))
     return ms
@@ -311,13 +317,14 @@ def build(members, order=None, comment=b'', zip64=None, eocd=None, trailing=b'',
     p = len(stub)
     exp = []
     for m in order:
+        usize = len(m.payload) if m.c_usize is None else m.c_usize
         exp.append(dict(
             name=m.name if m.flags & 0x800 else m.name.decode('cp437').encode('utf-8'),
             method=m.method, crc=m.crc,
             csize=len(m.comp) if m.c_csize is None else m.c_csize,
-            usize=len(m.payload) if m.c_usize is None else m.c_usize,
+            usize=usize,
             header_off=p + (m.off if m.c_offset is None else m.c_offset),
-            err=m.err, is_dir=m.name.endswith(b'/'),
+            err=m.err, is_dir=dir_entry(m.name, usize),
             mode=m.external >> 16 if m.made_by >> 8 == 3 else 0, mtime=m.mtime))
     return blob, exp, p
 
@@ -634,6 +641,11 @@ def hand_cases():
     hand_case('dir_entries', [
         M('d/'), M('d/x.npy', a), M('d/e/'), M('d/e/y.npy', b, 8), M('z/')],
         'hand-made directory entries')
+    hand_case('dir_named_data', [
+        M('data.npy/', b'\x93NUMPY' + bytes(range(14))), M('d/', b'', 8), M('z/', b'xyz', 8),
+        M('zd/', b'', zip64=('usize', 'csize')), M('zf/', b'4', zip64=('usize', 'csize'))],
+        "names ending in '/' with data are files (zipfile reads the bytes); a deflated "
+        'directory entry of no bytes (csize 2) and ZIP64 sizes of 0 are still directories')
     hand_case('entry_comments', [
         M('a.npy', a, comment=b'first comment'), M('b.npy', b, 8, comment=b'PK\x01\x02 nope')],
         'central entries with comments')
