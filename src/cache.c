@@ -118,17 +118,18 @@ static void spare_push(struct cache *c, unsigned char *buf)
 /* Adds a slab's worth of buffers to the spare list. Lock held. Returns 0 or -ENOMEM. */
 static int grow_pool(struct cache *c)
 {
-    size_t per = SLAB_BYTES / c->piece ? SLAB_BYTES / c->piece : 1;
+    size_t stride = (c->piece + 15) & ~(size_t)15; /* the free list's links stay aligned */
+    size_t per = SLAB_BYTES / stride ? SLAB_BYTES / stride : 1;
     struct slab *sl = malloc(sizeof *sl);
-    if (!sl || posix_memalign(&sl->mem, SLAB_BYTES, per * c->piece) != 0) {
+    if (!sl || posix_memalign(&sl->mem, SLAB_BYTES, per * stride) != 0) {
         free(sl);
         return -ENOMEM;
     }
-    madvise(sl->mem, per * c->piece, MADV_HUGEPAGE); /* a hint: fewer, bigger faults */
+    madvise(sl->mem, per * stride, MADV_HUGEPAGE); /* a hint: fewer, bigger faults */
     sl->next = c->slabs;
     c->slabs = sl;
     for (size_t i = 0; i < per; i++)
-        spare_push(c, (unsigned char *)sl->mem + i * c->piece);
+        spare_push(c, (unsigned char *)sl->mem + i * stride);
     return 0;
 }
 

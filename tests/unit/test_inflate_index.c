@@ -13,7 +13,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -436,7 +435,6 @@ struct tsink {
     const struct budget *budget;  /* checked on every call: never past its limit */
     unsigned long over_budget;
     bool unchecked;    /* corrupt input: pieces may hold anything until the end is checked */
-    unsigned long elsewhere; /* produce returned 0, the piece having gone to another sink */
 };
 
 static void ts_init(struct tsink *ts, const struct stream *st, size_t piece)
@@ -561,20 +559,6 @@ static int produce(struct zindex *zi, struct tsink *ts, uint64_t q, const struct
         return TE_NODELIV;
     if (rc != 0)
         ts_done(ts);
-    return rc;
-}
-
-/* produce, for threads sharing an index: when another thread's frontier (with its own sink)
- * or an index-only pass went past q while this one waited for the frontier, q is ready but
- * was not handed to this sink; then a second call restarts it. (test_waiter_gets_its_piece
- * checks what the header promises, that a single call delivers q.) */
-static int produce_shared(struct zindex *zi, struct tsink *ts, uint64_t q, bool nowait)
-{
-    int rc = produce(zi, ts, q, NULL, nowait);
-    if (rc == TE_NODELIV && zindex_ready(zi, q) == 1) {
-        ts->elsewhere++;
-        rc = produce(zi, ts, q, NULL, nowait);
-    }
     return rc;
 }
 
@@ -1829,10 +1813,10 @@ static void test_pass_gives_way(void)
         struct tsink ts;
         ts_init(&ts, st, piece);
         uint64_t q = at / piece + 4;
-        int rc = produce_shared(zi, &ts, q, nowait);
+        int rc = produce(zi, &ts, q, NULL, nowait);
         while (rc == -EAGAIN && now() - t0 < 30) {
             sched_yield();
-            rc = produce_shared(zi, &ts, q, nowait);
+            rc = produce(zi, &ts, q, NULL, nowait);
         }
         CHECK_EQ_I64(rc, 0);
         ts_done(&ts);
@@ -1880,7 +1864,7 @@ static void *reader_thread(void *p)
         for (uint64_t k = q; k < q + n && k < npc; k++) {
             double t0 = now();
             int rc;
-            while ((rc = produce_shared(a->zi, &a->ts, k, a->nowait)) == -EAGAIN) {
+            while ((rc = produce(a->zi, &a->ts, k, NULL, a->nowait)) == -EAGAIN) {
                 a->eagain++;
                 if (now() - t0 > 30) {
                     rc = TE_DEADLINE;
@@ -1956,7 +1940,7 @@ static void *failing_reader(void *p)
         uint64_t q = rnd_next(&s) % npc;
         int rc;
         double t0 = now();
-        while ((rc = produce_shared(a->zi, &a->ts, q, a->nowait)) == -EAGAIN &&
+        while ((rc = produce(a->zi, &a->ts, q, NULL, a->nowait)) == -EAGAIN &&
                now() - t0 < 30)
             sched_yield();
         a->reads++;
