@@ -79,7 +79,8 @@ struct zindex {
     struct zindex_fetch fetch; /* windows of imported points */
     bool imported;
     atomic_uint_fast64_t decoded; /* output bytes produced by all decoders, for statistics */
-    atomic_int fg_waiting; /* foreground producers that found the frontier busy */
+    atomic_int fg_wanted;  /* a foreground producer found the frontier busy (and went away) */
+    atomic_int fg_blocked; /* foreground producers blocked on the build lock right now */
 
     pthread_mutex_t build; /* held by the one thread extending the frontier */
     struct decoder *frontier;
@@ -425,7 +426,8 @@ struct zindex *zindex_new(const struct zindex_source *src, const struct zindex_p
     zi->npoints = 1; /* the start of the stream needs no window */
     zi->pts[0].saved_k = NO_SAVED;
     zi->complete = src->usize == 0 && src->csize == 0;
-    atomic_init(&zi->fg_waiting, 0);
+    atomic_init(&zi->fg_wanted, 0);
+    atomic_init(&zi->fg_blocked, 0);
     pthread_mutex_init(&zi->lock, NULL);
     pthread_mutex_init(&zi->build, NULL);
     return zi;
@@ -679,8 +681,15 @@ static int extend(struct zindex *zi, uint64_t q, const struct zindex_sink *sink,
                   const struct stop *stop, bool nowait)
 {
     if (pthread_mutex_trylock(&zi->build) != 0) {
-        atomic_fetch_add(&zi->fg_waiting, 1); /* an index-only pass gives way within a piece */
-        if (nowait || pthread_mutex_lock(&zi->build) != 0)
+        /* an index-only pass gives way within a piece */
+        if (nowait) {
+            atomic_store(&zi->fg_wanted, 1);
+            return -EAGAIN;
+        }
+        atomic_fetch_add(&zi->fg_blocked, 1);
+        int locked = pthread_mutex_lock(&zi->build);
+        atomic_fetch_sub(&zi->fg_blocked, 1);
+        if (locked != 0)
             return -EAGAIN;
     }
     unsigned char *scratch = sink->buffer(sink->ctx);
@@ -697,17 +706,23 @@ static int extend(struct zindex *zi, uint64_t q, const struct zindex_sink *sink,
         if ((rc = frontier_piece(zi, sink, NULL)) == 0)
             delivered = at == q;
     }
-    atomic_store(&zi->fg_waiting, 0);
+    atomic_store(&zi->fg_wanted, 0);
     park_frontier(zi);
     pthread_mutex_unlock(&zi->build);
     return rc < 0 ? rc : delivered;
 }
 
+/* Whether an index-only pass must give way: a reader is blocked on the frontier, or one
+ * found it busy since the pass last gave way (yielding once per such request, so that a
+ * reader that went away does not stall the pass for good). */
+static bool fg_first(struct zindex *zi)
+{
+    return atomic_load(&zi->fg_blocked) > 0 || atomic_exchange(&zi->fg_wanted, 0) > 0;
+}
+
 int zindex_advance(struct zindex *zi, unsigned char *scratch, const struct stop *stop)
 {
-    /* A reader that wanted the frontier gets it: we yield once per request (a reader that
-     * then went away does not stall the pass for good). */
-    if (atomic_exchange(&zi->fg_waiting, 0) > 0 || pthread_mutex_trylock(&zi->build) != 0)
+    if (fg_first(zi) || pthread_mutex_trylock(&zi->build) != 0)
         return -EAGAIN;
     pthread_mutex_lock(&zi->lock);
     int rc = zi->err; /* a failed member stays failed, whatever is left to index */
@@ -719,7 +734,7 @@ int zindex_advance(struct zindex *zi, unsigned char *scratch, const struct stop 
             break;
         if (stop_now(stop))
             rc = -EINTR;
-        else if (atomic_exchange(&zi->fg_waiting, 0) > 0)
+        else if (fg_first(zi))
             rc = -EAGAIN;
         else
             rc = frontier_piece(zi, NULL, scratch);
