@@ -89,9 +89,12 @@ static void check_members(const struct zip_archive *za, size_t size)
         if (!memchr(m->name, '\0', m->name_len))
             FZ_CHECK(strlen(m->name) == m->name_len, "member %llu: strlen %zu, name_len %u",
                      (unsigned long long)i, strlen(m->name), m->name_len);
+        /* a name ending in '/' is a directory entry unless it holds data (zipdir.h) */
         bool slash = m->name_len > 0 && m->name[m->name_len - 1] == '/';
-        FZ_CHECK(m->is_dir == slash, "member %llu is_dir %d for a name %s in '/'",
-                 (unsigned long long)i, m->is_dir, slash ? "ending" : "not ending");
+        FZ_CHECK(m->is_dir == (slash && m->usize == 0),
+                 "member %llu is_dir %d for a name %s in '/' and %llu bytes",
+                 (unsigned long long)i, m->is_dir, slash ? "ending" : "not ending",
+                 (unsigned long long)m->usize);
         if (m->err != 0) {
             FZ_CHECK(is_errno(m->err), "member %llu err %d", (unsigned long long)i, m->err);
             FZ_CHECK(m->why != NULL && m->why[0], "member %llu err %d without a reason",
