@@ -195,6 +195,9 @@ static ssize_t deflate_read(const struct reader_env *env, const struct reader_me
 {
     unsigned char *buf = out;
     size_t done = 0, piece = cache_piece(env->cache);
+    struct deflate_state *st = m->state;
+    if (zindex_why(st->zi)) /* a failed member's cached pieces are not to be trusted either */
+        return -EIO;
     while (done < len) {
         uint64_t q = (off + done) / piece;
         ssize_t n = reader_copy_cached(env, m, q, buf + done, len - done, off + done);
