@@ -31,16 +31,18 @@ static const struct zip_member *member_of(const struct fs *fs, const struct ns_n
     return n->member == NS_NO_MEMBER ? NULL : &npz_zip(fs->npz)->members[n->member];
 }
 
-/* Permission bits: what a Unix writer recorded (write bits cleared), else 0444 / 0555. */
-static mode_t perms(const struct zip_member *zm, bool is_dir)
+/* Permission bits: what a Unix writer recorded (write bits cleared), else 0444 / 0555, less
+ * the mount's mask. numpy records 0600 with no file type, which is not a real Unix mode: only
+ * an entry whose mode has a file type says who should read it. */
+static mode_t perms(const struct fs *fs, const struct zip_member *zm, bool is_dir)
 {
-    mode_t fallback = is_dir ? 0555 : 0444;
-    if (!zm || (zm->mode & 0777) == 0)
-        return fallback;
-    mode_t m = zm->mode & 0555;
-    if (is_dir)
-        m |= (m & 0444) >> 2; /* a readable directory must be searchable */
-    return m;
+    mode_t m = is_dir ? 0555 : 0444;
+    if (zm && (zm->mode & S_IFMT) != 0) {
+        m = zm->mode & 0555;
+        if (is_dir)
+            m |= (m & 0444) >> 2; /* a readable directory must be searchable */
+    }
+    return m & ~(is_dir ? fs->dmask : fs->fmask);
 }
 
 static void fill_attr(const struct fs *fs, fuse_ino_t ino, const struct ns_node *n,
@@ -53,12 +55,12 @@ static void fill_attr(const struct fs *fs, fuse_ino_t ino, const struct ns_node 
     st->st_gid = fs->gid;
     st->st_nlink = 1; /* also for directories: "unknown", so find(1) does not guess */
     st->st_blksize = BLKSIZE;
-    st->st_mode = (n->is_dir ? S_IFDIR : S_IFREG) | perms(zm, n->is_dir);
+    st->st_mode = (n->is_dir ? S_IFDIR : S_IFREG) | perms(fs, zm, n->is_dir);
     if (!n->is_dir && zm) {
         st->st_size = (off_t)(zm->usize > INT64_MAX ? INT64_MAX : zm->usize);
         st->st_blocks = (blkcnt_t)((zm->csize > INT64_MAX ? INT64_MAX : zm->csize) + 511) / 512;
     }
-    time_t t = zm ? (time_t)zm->mtime : fs->archive_mtime;
+    time_t t = zm && zm->mtime_known ? (time_t)zm->mtime : fs->archive_mtime;
     st->st_mtim.tv_sec = st->st_atim.tv_sec = st->st_ctim.tv_sec = t;
 }
 

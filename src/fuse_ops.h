@@ -25,6 +25,7 @@ struct fs {
     struct npz *npz;
     uid_t uid;
     gid_t gid;
+    mode_t fmask, dmask;  /* permission bits removed from files and from directories */
     time_t archive_mtime; /* for directories the archive has no entry for */
     unsigned max_read;    /* the max_read mount option (0: none), which INIT must repeat */
     struct fs_notifier *notifier;
