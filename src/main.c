@@ -40,6 +40,7 @@ struct config {
     int rw;
     char *uid, *gid, *umask, *fmask, *dmask;
     int noauto_unmount;
+    int nofollow;
     int blkdev;
     char *logfile;
     char *made_mountpoint; /* the directory npzmount created for the mount, removed after */
@@ -70,6 +71,7 @@ static const struct fuse_opt opt_spec[] = {
     {"fmask=%s", offsetof(struct config, fmask), 0},
     {"dmask=%s", offsetof(struct config, dmask), 0},
     OPT("noauto_unmount", noauto_unmount),
+    OPT("nofollow", nofollow),
     {"logfile=%s", offsetof(struct config, logfile), 0},
     FUSE_OPT_END,
 };
@@ -109,6 +111,8 @@ static void usage(FILE *f)
             "    -o fmask=NNN           ... from files only; -o dmask=NNN: from directories only\n"
             "    -o logfile=PATH        append messages to PATH (default: stderr with -f, else\n"
             "                           the system log, else a file named at mount time)\n"
+            "    -o nofollow            once the archive changed, read EIO instead of switching\n"
+            "                           to its new version\n"
             "    -o noauto_unmount      leave the mount behind (stale) if the daemon is killed\n"
             "    SIZE is a number of bytes with an optional k, M or G suffix (powers of 1024).\n"
             "\n");
@@ -249,6 +253,20 @@ static int check_mountpoint(const char *mp)
     if (realpath(mp, real) && is_mountpoint(real))
         return error(1, "%s: already mounted", mp);
     return 0;
+}
+
+/* path made absolute against the current directory, symbolic links kept (the daemon opens
+ * the archive again by this path after a change, from "/"); NULL when out of memory. */
+static char *absolute_path(const char *path)
+{
+    char cwd[PATH_MAX];
+    if (path[0] == '/' || !getcwd(cwd, sizeof cwd))
+        return strdup(path);
+    size_t len = strlen(cwd) + strlen(path) + 2;
+    char *out = malloc(len);
+    if (out)
+        snprintf(out, len, "%s/%s", cwd, path);
+    return out;
 }
 
 /* Without a mount point: the archive's base name less its extension (or plus ".d" when it
@@ -498,12 +516,12 @@ static int run(struct fuse_session *se, struct fuse_cmdline_opts *opts, struct f
         daemon_log_choose();
     if (fuse_daemonize(opts->foreground) != 0)
         goto out_unmount;
-    npz_start(fs->npz);
+    npz_start(fs->gens[0].npz);
     fs_watch_start(fs, se);
     status = serve(se, opts) >= 0 ? 0 : 1;
     /* Decodes still running stop within one piece, and their requests are answered while
      * the channel is still open. */
-    npz_shutdown(fs->npz);
+    fs_shutdown(fs);
     fs_watch_stop(fs);
 out_unmount:
     fuse_session_unmount(se);
@@ -519,7 +537,7 @@ int main(int argc, char **argv)
     struct fuse_cmdline_opts opts = {0};
     struct npz_options nopt = {0};
     struct fs fs = {0};
-    char msg[512];
+    char msg[512], *archive_abs = NULL;
     int status = 2, rc;
 
     /* Decoded chunks are large and short-lived; a fixed threshold keeps them in mmap'd memory
@@ -584,16 +602,18 @@ int main(int argc, char **argv)
         goto out_session;
     if ((status = check_mountpoint(opts.mountpoint)) != 0)
         goto out_session;
-    rc = npz_open(cfg.archive, &nopt, &fs.npz, msg, sizeof msg);
+    rc = npz_open(cfg.archive, &nopt, &fs.gens[0].npz, msg, sizeof msg);
     if (rc < 0) {
         status = error(1, "%s: %s", cfg.archive, msg);
         goto out_session;
     }
-    struct stat st;
-    fs.archive_mtime = fstat(npz_zip(fs.npz)->fd, &st) == 0 ? st.st_mtime : 0;
+    fs.gens[0].archive_mtime = fs_archive_mtime(fs.gens[0].npz);
     fs.max_read = cfg.max_read;
-    status = run(se, &opts, &fs, cfg.logfile != NULL);
-    npz_close(fs.npz);
+    fs.nofollow = cfg.nofollow;
+    fs.nopt = nopt;
+    fs.archive = archive_abs = absolute_path(cfg.archive);
+    status = archive_abs ? run(se, &opts, &fs, cfg.logfile != NULL) : error(1, "out of memory");
+    fs_close(&fs);
 out_session:
     fuse_session_destroy(se);
 out:
@@ -614,6 +634,7 @@ out:
     free(cfg.fmask);
     free(cfg.dmask);
     free(cfg.logfile);
+    free(archive_abs);
     fuse_opt_free_args(&args);
     return status;
 }
