@@ -93,7 +93,8 @@ static void latch(struct archive_watch *w, const char *why)
 {
     if (atomic_exchange(&w->changed, true))
         return;
-    log_error("%s: the archive changed while mounted (%s): all reads now fail", w->path, why);
+    log_error("%s: the archive changed while mounted (%s): reads of the version mounted now "
+              "fail", w->path, why);
     fire(w);
 }
 

@@ -1,6 +1,7 @@
 /*
- * fuse_ops: see fuse_ops.h. Inode numbers are namespace inode numbers, which are fixed for the
- * life of the mount, so lookup counts need no bookkeeping and forget is a no-op.
+ * fuse_ops: see fuse_ops.h. Node ids are namespace inode numbers tagged with their generation,
+ * and every generation stays until unmount, so lookup counts need no bookkeeping and forget
+ * is a no-op.
  */
 #include "fuse_ops.h"
 
@@ -14,83 +15,121 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 
 #include "archive_watch.h"
 #include "log.h"
 
-#define TIMEOUT 86400.0        /* the archive is immutable while mounted */
+#define TIMEOUT 86400.0        /* a change is pushed to the kernel (notifier below) */
 #define BLKSIZE 131072         /* tell tools to read in 128 KiB pieces */
+
+#define GEN_SHIFT 48 /* namespace inode numbers stay far below 2^48 */
 
 static struct fs *fs_of(fuse_req_t req)
 {
     return fuse_req_userdata(req);
 }
 
-static const struct zip_member *member_of(const struct fs *fs, const struct ns_node *n)
+static unsigned current_gen(struct fs *fs)
 {
-    return n->member == NS_NO_MEMBER ? NULL : &npz_zip(fs->npz)->members[n->member];
+    return atomic_load_explicit(&fs->current, memory_order_acquire);
 }
 
-/* Permission bits: what a Unix writer recorded (write bits cleared), else 0444 / 0555. */
-static mode_t perms(const struct zip_member *zm, bool is_dir)
+/* What a FUSE node id names. */
+struct fnode {
+    const struct fs_gen *gen;
+    uint64_t ino; /* in gen's namespace */
+    const struct ns_node *n;
+};
+
+/* Fills f for id; returns f->n, NULL when there is no such node. */
+static const struct ns_node *node_of(struct fs *fs, fuse_ino_t id, struct fnode *f)
 {
-    mode_t fallback = is_dir ? 0555 : 0444;
-    if (!zm || (zm->mode & 0777) == 0)
-        return fallback;
-    mode_t m = zm->mode & 0555;
-    if (is_dir)
-        m |= (m & 0444) >> 2; /* a readable directory must be searchable */
-    return m;
+    unsigned cur = current_gen(fs);
+    unsigned g = id == FUSE_ROOT_ID ? cur : (unsigned)(id >> GEN_SHIFT);
+    if (g > cur)
+        return f->n = NULL;
+    f->gen = &fs->gens[g];
+    f->ino = id & ((UINT64_C(1) << GEN_SHIFT) - 1);
+    return f->n = ns_get(npz_ns(f->gen->npz), f->ino);
 }
 
-static void fill_attr(const struct fs *fs, fuse_ino_t ino, const struct ns_node *n,
-                      struct stat *st)
+static fuse_ino_t node_id(const struct fs *fs, const struct fs_gen *gen, uint64_t ino)
 {
-    const struct zip_member *zm = member_of(fs, n);
+    if (ino == NS_ROOT)
+        return FUSE_ROOT_ID;
+    return (fuse_ino_t)(gen - fs->gens) << GEN_SHIFT | ino;
+}
+
+static const struct zip_member *member_of(const struct fs_gen *gen, const struct ns_node *n)
+{
+    return n->member == NS_NO_MEMBER ? NULL : &npz_zip(gen->npz)->members[n->member];
+}
+
+/* Permission bits: what a Unix writer recorded (write bits cleared), else 0444 / 0555, less
+ * the mount's mask. numpy records 0600 with no file type, which is not a real Unix mode: only
+ * an entry whose mode has a file type says who should read it. */
+static mode_t perms(const struct fs *fs, const struct zip_member *zm, bool is_dir)
+{
+    mode_t m = is_dir ? 0555 : 0444;
+    if (zm && (zm->mode & S_IFMT) != 0) {
+        m = zm->mode & 0555;
+        if (is_dir)
+            m |= (m & 0444) >> 2; /* a readable directory must be searchable */
+    }
+    return m & ~(is_dir ? fs->dmask : fs->fmask);
+}
+
+static void fill_attr(const struct fs *fs, const struct fs_gen *gen, fuse_ino_t ino,
+                      const struct ns_node *n, struct stat *st)
+{
+    const struct zip_member *zm = member_of(gen, n);
     memset(st, 0, sizeof *st);
     st->st_ino = ino;
     st->st_uid = fs->uid;
     st->st_gid = fs->gid;
     st->st_nlink = 1; /* also for directories: "unknown", so find(1) does not guess */
     st->st_blksize = BLKSIZE;
-    st->st_mode = (n->is_dir ? S_IFDIR : S_IFREG) | perms(zm, n->is_dir);
+    st->st_mode = (n->is_dir ? S_IFDIR : S_IFREG) | perms(fs, zm, n->is_dir);
     if (!n->is_dir && zm) {
         st->st_size = (off_t)(zm->usize > INT64_MAX ? INT64_MAX : zm->usize);
         st->st_blocks = (blkcnt_t)((zm->csize > INT64_MAX ? INT64_MAX : zm->csize) + 511) / 512;
     }
-    time_t t = zm ? (time_t)zm->mtime : fs->archive_mtime;
+    time_t t = zm && zm->mtime_known ? (time_t)zm->mtime : gen->archive_mtime;
     st->st_mtim.tv_sec = st->st_atim.tv_sec = st->st_ctim.tv_sec = t;
 }
 
-static void fill_entry(const struct fs *fs, fuse_ino_t ino, const struct ns_node *n,
-                       struct fuse_entry_param *e)
+/* ino: the namespace inode number of n in gen. */
+static void fill_entry(const struct fs *fs, const struct fs_gen *gen, uint64_t ino,
+                       const struct ns_node *n, struct fuse_entry_param *e)
 {
     memset(e, 0, sizeof *e);
-    e->ino = ino;
+    e->ino = node_id(fs, gen, ino);
     e->generation = 1;
     e->attr_timeout = TIMEOUT;
     e->entry_timeout = TIMEOUT;
-    fill_attr(fs, ino, n, &e->attr);
+    fill_attr(fs, gen, e->ino, n, &e->attr);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct fs *fs = fs_of(req);
-    const struct ns *ns = npz_ns(fs->npz);
-    const struct ns_node *p = ns_get(ns, parent);
-    if (!p || !p->is_dir) {
-        fuse_reply_err(req, p ? ENOTDIR : ENOENT);
+    struct fnode p;
+    if (!node_of(fs, parent, &p) || !p.n->is_dir) {
+        fuse_reply_err(req, p.n ? ENOTDIR : ENOENT);
         return;
     }
     struct fuse_entry_param e;
-    uint64_t ino = ns_lookup(ns, parent, name);
+    const struct fs_gen *gen = p.gen;
+    const struct ns *ns = npz_ns(gen->npz);
+    uint64_t ino = ns_lookup(ns, p.ino, name);
     if (ino == 0) {
         memset(&e, 0, sizeof e); /* a negative entry, cached like the rest */
         e.entry_timeout = TIMEOUT;
         fuse_reply_entry(req, &e);
         return;
     }
-    fill_entry(fs, ino, ns_get(ns, ino), &e);
+    fill_entry(fs, gen, ino, ns_get(ns, ino), &e);
     fuse_reply_entry(req, &e);
 }
 
@@ -110,19 +149,20 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
     (void)fi;
     struct fs *fs = fs_of(req);
-    const struct ns_node *n = ns_get(npz_ns(fs->npz), ino);
-    if (!n) {
+    struct fnode f;
+    if (!node_of(fs, ino, &f)) {
         fuse_reply_err(req, ENOENT);
         return;
     }
     struct stat st;
-    fill_attr(fs, ino, n, &st);
+    fill_attr(fs, f.gen, ino, f.n, &st);
     fuse_reply_attr(req, &st, TIMEOUT);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    const struct ns_node *n = ns_get(npz_ns(fs_of(req)->npz), ino);
+    struct fnode f;
+    const struct ns_node *n = node_of(fs_of(req), ino, &f);
     if (!n)
         fuse_reply_err(req, ENOENT);
     else if (n->is_dir)
@@ -234,18 +274,19 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
     (void)fi;
-    struct fs *fs = fs_of(req);
-    const struct ns_node *n = ns_get(npz_ns(fs->npz), ino);
+    struct fnode f;
+    const struct ns_node *n = node_of(fs_of(req), ino, &f);
     if (!n || n->is_dir || n->member == NS_NO_MEMBER) {
         fuse_reply_err(req, n ? EISDIR : ENOENT);
         return;
     }
+    struct npz *npz = f.gen->npz;
     if (size <= SPLICE_MAX) {
         /* A stored member: the kernel moves the archive's bytes into the reply (splice), one
          * copy instead of pread's and writev's. */
         int fd;
         uint64_t pos;
-        ssize_t got = npz_locate(fs->npz, n->member, size, (uint64_t)off, &fd, &pos);
+        ssize_t got = npz_locate(npz, n->member, size, (uint64_t)off, &fd, &pos);
         if (got != -ENOTSUP) {
             reply_stored(req, got, fd, pos);
             return;
@@ -257,17 +298,17 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         return;
     }
     /* Pieces already decoded are served right here. */
-    ssize_t got = npz_read(fs->npz, n->member, buf, size, (uint64_t)off, READ_CACHED, NULL);
+    ssize_t got = npz_read(npz, n->member, buf, size, (uint64_t)off, READ_CACHED, NULL);
     struct read_job *j = got == -EAGAIN ? calloc(1, sizeof *j) : NULL;
     if (got != -EAGAIN || !j) {
         reply_read(req, j || got != -EAGAIN ? got : -ENOMEM, buf);
         return;
     }
-    *j = (struct read_job){.sj.run = run_read_job, .req = req, .npz = fs->npz,
+    *j = (struct read_job){.sj.run = run_read_job, .req = req, .npz = npz,
                            .member = n->member, .size = size, .off = (uint64_t)off};
     atomic_init(&j->interrupted, false);
     fuse_req_interrupt_func(req, on_interrupt, j);
-    if (npz_submit(fs->npz, &j->sj) < 0) {
+    if (npz_submit(npz, &j->sj) < 0) {
         fuse_req_interrupt_func(req, NULL, NULL);
         free(j);
         fuse_reply_err(req, EAGAIN);
@@ -276,7 +317,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    const struct ns_node *n = ns_get(npz_ns(fs_of(req)->npz), ino);
+    struct fnode f;
+    const struct ns_node *n = node_of(fs_of(req), ino, &f);
     if (!n || !n->is_dir) {
         fuse_reply_err(req, n ? ENOTDIR : ENOENT);
         return;
@@ -291,12 +333,13 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
 {
     struct fs *fs = fs_of(req);
-    const struct ns *ns = npz_ns(fs->npz);
-    const struct ns_node *dir = ns_get(ns, ino);
+    struct fnode f;
+    const struct ns_node *dir = node_of(fs, ino, &f);
     if (!dir || !dir->is_dir) {
         fuse_reply_err(req, dir ? ENOTDIR : ENOENT);
         return;
     }
+    const struct ns *ns = npz_ns(f.gen->npz);
     char *buf = (char *)thread_buffer(size);
     if (!buf) {
         fuse_reply_err(req, ENOMEM);
@@ -304,16 +347,17 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
     }
     size_t used = 0;
     for (uint64_t pos = (uint64_t)off; pos < dir->nchildren + 2; pos++) {
-        uint64_t cino = pos == 0 ? ino : pos == 1 ? dir->parent : ns_child(ns, dir, pos - 2);
+        uint64_t cino = pos == 0 ? f.ino : pos == 1 ? dir->parent : ns_child(ns, dir, pos - 2);
         const char *name = pos == 0 ? "." : pos == 1 ? ".." : ns_get(ns, cino)->name;
         const struct ns_node *c = ns_get(ns, cino);
         size_t n;
         if (plus) {
             struct fuse_entry_param e;
-            fill_entry(fs, cino, c, &e);
+            fill_entry(fs, f.gen, cino, c, &e);
             n = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)pos + 1);
         } else {
-            struct stat st = {.st_ino = cino, .st_mode = c->is_dir ? S_IFDIR : S_IFREG};
+            struct stat st = {.st_ino = node_id(fs, f.gen, cino),
+                              .st_mode = c->is_dir ? S_IFDIR : S_IFREG};
             n = fuse_add_direntry(req, buf + used, size - used, name, &st, (off_t)pos + 1);
         }
         if (n > size - used)
@@ -341,12 +385,13 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
     (void)ino;
     struct fs *fs = fs_of(req);
-    const struct zip_archive *za = npz_zip(fs->npz);
+    struct npz *npz = fs->gens[current_gen(fs)].npz;
+    const struct zip_archive *za = npz_zip(npz);
     struct statvfs sv = {
         .f_bsize = 4096,
         .f_frsize = 4096,
         .f_blocks = (za->file_size + 4095) / 4096,
-        .f_files = ns_count(npz_ns(fs->npz)),
+        .f_files = ns_count(npz_ns(npz)),
         .f_namemax = 255,
         .f_flag = ST_RDONLY,
     };
@@ -362,27 +407,32 @@ static const char *const xattr_names[X_N] = {
 };
 
 /* Writes attribute id of member idx into out; returns its length, or -1 when it is absent. */
-static int xattr_value(struct fs *fs, uint64_t idx, enum xattr_id id, char *out, size_t len)
+static int xattr_value(struct npz *npz, uint64_t idx, enum xattr_id id, char *out, size_t len)
 {
-    const struct zip_member *zm = &npz_zip(fs->npz)->members[idx];
+    const struct zip_member *zm = &npz_zip(npz)->members[idx];
     if (id == X_ERROR) {
-        const char *why = npz_error(fs->npz, idx);
+        const char *why = npz_error(npz, idx);
         return why ? snprintf(out, len, "%s", why) : -1;
     }
     if (zm->method == ZIP_METHOD_STORED || zm->err)
         return -1;
     struct reader_stats rs;
-    npz_stats(fs->npz, idx, &rs);
+    npz_stats(npz, idx, &rs);
     uint64_t v = id == X_CHECKPOINTS ? rs.checkpoints : id == X_INDEX_BYTES ? rs.index_bytes
                : id == X_INDEXED ? rs.indexed : id == X_DECODED ? rs.decoded
                : rs.indexed == zm->usize;
     return snprintf(out, len, "%llu", (unsigned long long)v);
 }
 
-static const struct ns_node *file_node(fuse_req_t req, fuse_ino_t ino)
+/* The member behind a file's node id, with its generation's npz; NULL for directories. */
+static const struct ns_node *file_node(fuse_req_t req, fuse_ino_t ino, struct npz **npz)
 {
-    const struct ns_node *n = ns_get(npz_ns(fs_of(req)->npz), ino);
-    return n && n->member != NS_NO_MEMBER ? n : NULL;
+    struct fnode f;
+    const struct ns_node *n = node_of(fs_of(req), ino, &f);
+    if (!n || n->member == NS_NO_MEMBER)
+        return NULL;
+    *npz = f.gen->npz;
+    return n;
 }
 
 static void reply_xattr(fuse_req_t req, size_t size, const char *val, size_t len)
@@ -397,12 +447,13 @@ static void reply_xattr(fuse_req_t req, size_t size, const char *val, size_t len
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
-    const struct ns_node *n = file_node(req, ino);
+    struct npz *npz = NULL;
+    const struct ns_node *n = file_node(req, ino, &npz);
     char val[512];
     int len = -1;
     for (int id = 0; n && id < X_N && len < 0; id++)
         if (strcmp(name, xattr_names[id]) == 0)
-            len = xattr_value(fs_of(req), n->member, (enum xattr_id)id, val, sizeof val);
+            len = xattr_value(npz, n->member, (enum xattr_id)id, val, sizeof val);
     if (len < 0)
         fuse_reply_err(req, ENODATA);
     else
@@ -411,11 +462,12 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-    const struct ns_node *n = file_node(req, ino);
+    struct npz *npz = NULL;
+    const struct ns_node *n = file_node(req, ino, &npz);
     char list[512], val[512];
     size_t used = 0;
     for (int id = 0; n && id < X_N; id++) {
-        if (xattr_value(fs_of(req), n->member, (enum xattr_id)id, val, sizeof val) < 0)
+        if (xattr_value(npz, n->member, (enum xattr_id)id, val, sizeof val) < 0)
             continue;
         size_t l = strlen(xattr_names[id]) + 1;
         memcpy(list + used, xattr_names[id], l);
@@ -456,21 +508,24 @@ const struct fuse_lowlevel_ops fs_ops = {
 };
 
 /* ------------------------------------------------------------------------------------------ */
-/* Dropping the kernel's pages once the archive changed. An invalidation waits for the pages
- * that a READ in progress holds locked until it is answered, so it is never sent from a
- * thread that serves requests (it could wait for itself): the core's hook only wakes this
- * thread. One pass is enough: from then on every read fails, so no new page gets cached,
- * and a read still in flight holds its page locked, so the pass waits for it and drops it.
- * Once the session has ended, a READ still queued gets no answer, so the pass stops early;
- * one that is already waiting on such a page then waits until the reader goes away or the
- * connection is aborted (it takes a signal during the short pass right after a change). */
+/* Following the archive once it changed. An invalidation waits for the pages that a READ in
+ * progress holds locked until it is answered, so it is never sent from a thread that serves
+ * requests (it could wait for itself): the core's hook only wakes this thread. One pass over
+ * the old generation's files is enough: from then on every read of it fails, so no new page
+ * gets cached, and a read still in flight holds its page locked, so the pass waits for it
+ * and drops it. Once the session has ended, a READ still queued gets no answer, so the pass
+ * stops early; one that is already waiting on such a page then waits until the reader goes
+ * away or the connection is aborted (it takes a signal during the short pass right after a
+ * change). Then the new version is opened (retried while it is being written: an archive is
+ * complete once its end record is there), made current, and the root's entries of both
+ * versions are dropped, so that the next lookup of any name finds the new version. */
 
 struct fs_notifier {
     struct fuse_session *se;
-    const struct ns *ns;
+    struct fs *fs;
     pthread_t thread;
     pthread_mutex_t lock;
-    pthread_cond_t wake;
+    pthread_cond_t wake; /* on CLOCK_MONOTONIC */
     bool changed, stop;
 };
 
@@ -491,20 +546,117 @@ static bool notifier_stopping(struct fs_notifier *n)
     return stop || fuse_session_exited(n->se);
 }
 
+/* Waits for a change of the current generation (true) or for the stop (false), at most ms
+ * milliseconds when ms > 0 (then false also when the time ran out). */
+static bool wait_change(struct fs_notifier *n, unsigned ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&n->lock);
+    int rc = 0;
+    while (!n->changed && !n->stop && rc == 0)
+        rc = ms ? pthread_cond_timedwait(&n->wake, &n->lock, &until)
+                : pthread_cond_wait(&n->wake, &n->lock);
+    bool changed = n->changed && !n->stop;
+    n->changed = false;
+    pthread_mutex_unlock(&n->lock);
+    return changed;
+}
+
+static void drop_pages(struct fs_notifier *n, const struct fs_gen *gen)
+{
+    const struct ns *ns = npz_ns(gen->npz);
+    uint64_t count = ns_count(ns);
+    for (uint64_t ino = NS_ROOT; ino <= count && !notifier_stopping(n); ino++) {
+        const struct ns_node *node = ns_get(ns, ino);
+        if (node && !node->is_dir) /* -ENOENT when the kernel never saw it: nothing cached */
+            fuse_lowlevel_notify_inval_inode(n->se, node_id(n->fs, gen, ino), 0, 0);
+    }
+}
+
+/* The root's entries under the names of both versions (the old ones lead to old nodes, the
+ * new ones may be cached as absent), and its listing and attributes. */
+static void drop_entries(struct fs_notifier *n, const struct fs_gen *old, const struct fs_gen *cur)
+{
+    const struct fs_gen *both[2] = {old, cur};
+    for (int i = 0; i < 2; i++) {
+        const struct ns *ns = npz_ns(both[i]->npz);
+        const struct ns_node *root = ns_get(ns, NS_ROOT);
+        for (uint64_t c = 0; c < root->nchildren && !notifier_stopping(n); c++) {
+            const char *name = ns_get(ns, ns_child(ns, root, c))->name;
+            fuse_lowlevel_notify_inval_entry(n->se, FUSE_ROOT_ID, name, strlen(name));
+        }
+    }
+    fuse_lowlevel_notify_inval_inode(n->se, FUSE_ROOT_ID, 0, 0);
+}
+
+/* Opens the changed archive as generation g, retrying with a growing pause while it cannot
+ * be read as a whole archive, and makes it current. Returns false when stopping. */
+static bool open_generation(struct fs_notifier *n, unsigned g)
+{
+    struct fs *fs = n->fs;
+    unsigned pause = 20;
+    for (bool told = false;; told = true) {
+        struct npz *npz;
+        char msg[256];
+        int rc = npz_open(fs->archive, &fs->nopt, &npz, msg, sizeof msg);
+        if (rc == 0) {
+            fs->gens[g] = (struct fs_gen){npz, fs_archive_mtime(npz)};
+            npz_start(npz);
+            atomic_store_explicit(&fs->current, g, memory_order_release);
+            log_error("%s: now serving the new version of the archive (%llu members)",
+                      fs->archive, (unsigned long long)npz_zip(npz)->count);
+            return true;
+        }
+        if (!told)
+            log_error("%s: cannot open the new version yet (%s): retrying", fs->archive, msg);
+        wait_change(n, pause); /* only a stop cuts it short: the old watch fired for good */
+        if (notifier_stopping(n))
+            return false;
+        pause = pause < 1000 ? pause * 2 : 1000;
+    }
+}
+
+static void watch_generation(struct fs_notifier *n, unsigned g)
+{
+    int rc = archive_watch_start(npz_watch(n->fs->gens[g].npz), on_archive_change, n);
+    if (rc < 0)
+        log_error("cannot watch the archive (%s): a change is noticed at the next read",
+                  strerror(-rc));
+}
+
 static void *notifier_main(void *arg)
 {
     struct fs_notifier *n = arg;
-    pthread_mutex_lock(&n->lock);
-    while (!n->changed && !n->stop)
-        pthread_cond_wait(&n->wake, &n->lock);
-    pthread_mutex_unlock(&n->lock);
-    uint64_t count = ns_count(n->ns);
-    for (uint64_t ino = NS_ROOT; ino <= count && !notifier_stopping(n); ino++) {
-        const struct ns_node *node = ns_get(n->ns, ino);
-        if (node && !node->is_dir) /* -ENOENT when the kernel never saw it: nothing cached */
-            fuse_lowlevel_notify_inval_inode(n->se, ino, 0, 0);
+    struct fs *fs = n->fs;
+    while (wait_change(n, 0)) {
+        unsigned g = current_gen(fs);
+        drop_pages(n, &fs->gens[g]);
+        if (fs->nofollow || notifier_stopping(n))
+            break;
+        if (g + 1 == FS_MAX_GENS) {
+            log_error("%s changed %u times: no longer followed (remount it)", fs->archive,
+                      FS_MAX_GENS - 1);
+            break;
+        }
+        if (!open_generation(n, g + 1))
+            break;
+        drop_entries(n, &fs->gens[g], &fs->gens[g + 1]);
+        watch_generation(n, g + 1);
     }
     return NULL;
+}
+
+time_t fs_archive_mtime(struct npz *npz)
+{
+    struct stat st;
+    return fstat(npz_zip(npz)->fd, &st) == 0 ? st.st_mtime : 0;
 }
 
 void fs_watch_start(struct fs *fs, struct fuse_session *se)
@@ -515,19 +667,20 @@ void fs_watch_start(struct fs *fs, struct fuse_session *se)
         return;
     }
     n->se = se;
-    n->ns = npz_ns(fs->npz);
+    n->fs = fs;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&n->lock, NULL);
-    pthread_cond_init(&n->wake, NULL);
+    pthread_cond_init(&n->wake, &ca);
+    pthread_condattr_destroy(&ca);
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old); /* the new threads inherit it */
     int rc = pthread_create(&n->thread, NULL, notifier_main, n);
     if (rc == 0) {
         fs->notifier = n;
-        int wrc = archive_watch_start(npz_watch(fs->npz), on_archive_change, n);
-        if (wrc < 0)
-            log_error("cannot watch the archive (%s): a change is noticed at the next read",
-                      strerror(-wrc));
+        watch_generation(n, 0);
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
@@ -541,16 +694,33 @@ void fs_watch_start(struct fs *fs, struct fuse_session *se)
 void fs_watch_stop(struct fs *fs)
 {
     struct fs_notifier *n = fs->notifier;
-    archive_watch_stop(npz_watch(fs->npz)); /* the hook is not called after this */
+    if (n) { /* first the thread, which may be starting a generation's watch */
+        pthread_mutex_lock(&n->lock);
+        n->stop = true;
+        pthread_cond_signal(&n->wake);
+        pthread_mutex_unlock(&n->lock);
+        pthread_join(n->thread, NULL);
+    }
+    for (unsigned g = 0; g <= current_gen(fs); g++)
+        archive_watch_stop(npz_watch(fs->gens[g].npz)); /* no hook is called after this */
     if (!n)
         return;
-    pthread_mutex_lock(&n->lock);
-    n->stop = true;
-    pthread_cond_signal(&n->wake);
-    pthread_mutex_unlock(&n->lock);
-    pthread_join(n->thread, NULL);
     pthread_cond_destroy(&n->wake);
     pthread_mutex_destroy(&n->lock);
     free(n);
     fs->notifier = NULL;
+}
+
+void fs_shutdown(struct fs *fs)
+{
+    for (unsigned g = 0; g <= current_gen(fs); g++)
+        npz_shutdown(fs->gens[g].npz);
+}
+
+void fs_close(struct fs *fs)
+{
+    for (unsigned g = 0; g <= current_gen(fs); g++)
+        npz_close(fs->gens[g].npz);
+    memset(fs->gens, 0, sizeof fs->gens);
+    atomic_store(&fs->current, 0);
 }

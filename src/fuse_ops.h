@@ -2,18 +2,23 @@
  * fuse_ops: the thin FUSE low-level adapter over the core (npz.h). It maps inodes to namespace
  * nodes and requests to npz_read; it owns no data of its own but a per-thread read buffer.
  *
- * The archive cannot change while mounted, so everything the kernel may cache it is told to
- * cache for long: entries, attributes, negative lookups, and file pages across opens
- * (keep_cache), which is also why direct_io is never used (mmap needs the page cache).
+ * The archive is not expected to change while mounted, so everything the kernel may cache it
+ * is told to cache for long: entries, attributes, negative lookups, and file pages across
+ * opens (keep_cache), which is also why direct_io is never used (mmap needs the page cache).
  * Should the archive change all the same, the core says so (archive_watch.h) and a notifier
- * thread drops the kernel's cached pages of every member, so that reads and mappings fail
- * instead of going on with pages of the old file.
+ * thread drops the kernel's cached pages of every member, so that reads and mappings of the
+ * old version fail instead of going on with its pages; then, unless nofollow, it opens the
+ * new version as a new generation and drops the kernel's entries, so that new lookups and
+ * opens find it. A FUSE node id carries its generation in its high bits (generation 0: the
+ * namespace inode number itself); the root is always the current generation's.
  */
 #ifndef NPZMOUNT_FUSE_OPS_H
 #define NPZMOUNT_FUSE_OPS_H
 
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -21,14 +26,37 @@
 
 struct fs_notifier;
 
-struct fs {
+/* One version of the archive. Generation 0 is the one mounted; a later one is opened when the
+ * archive changed (unless nofollow), and every generation stays open until unmount, so that a
+ * node the kernel still holds always finds its own (whose reads fail with EIO once changed). */
+struct fs_gen {
     struct npz *npz;
+    time_t archive_mtime; /* for directories the archive has no entry for, and placeholders */
+};
+
+#define FS_MAX_GENS 64 /* then the mount stays on the last one, reading EIO */
+
+struct fs {
+    struct fs_gen gens[FS_MAX_GENS];
+    _Atomic unsigned current; /* the generation new lookups and opens use */
     uid_t uid;
     gid_t gid;
-    time_t archive_mtime; /* for directories the archive has no entry for */
+    mode_t fmask, dmask;  /* permission bits removed from files and from directories */
     unsigned max_read;    /* the max_read mount option (0: none), which INIT must repeat */
+    bool nofollow;        /* stay on generation 0 once the archive changed (all EIO) */
+    const char *archive;  /* the path to open again, as given (the daemon chdirs: absolute) */
+    struct npz_options nopt;
     struct fs_notifier *notifier;
 };
+
+/* Generation 0's archive_mtime from its open archive. */
+time_t fs_archive_mtime(struct npz *npz);
+
+/* Makes every generation's decodes stop (npz_shutdown): after the session loop returned. */
+void fs_shutdown(struct fs *fs);
+
+/* Closes every generation; after fs_watch_stop. */
+void fs_close(struct fs *fs);
 
 extern const struct fuse_lowlevel_ops fs_ops;
 

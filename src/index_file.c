@@ -43,7 +43,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -220,56 +219,26 @@ int ixf_path(const char *dir, const struct ixf_identity *id, uint64_t member, ch
     return fit(out, len, "%s/%s", dir, name);
 }
 
-static const char *home_dir(char *buf, size_t len)
-{
-    const char *home = getenv("HOME");
-    if (home && home[0] == '/')
-        return home;
-    struct passwd pw, *found = NULL;
-    if (getpwuid_r(getuid(), &pw, buf, len, &found) != 0 || !found || !pw.pw_dir ||
-        pw.pw_dir[0] != '/')
-        return NULL;
-    return pw.pw_dir;
-}
-
 int ixf_default_dir(char *out, size_t len)
 {
     const char *xdg = getenv("XDG_CACHE_HOME");
     if (xdg && xdg[0] == '/') /* the XDG spec says relative values are to be ignored */
         return fit(out, len, "%s/npzmount", xdg);
     char buf[16384];
-    const char *home = home_dir(buf, sizeof buf);
+    const char *home = io_home_dir(buf, sizeof buf);
     if (!home)
         return -ENOENT;
     return fit(out, len, "%s/.cache/npzmount", home);
 }
 
-/* mkdir -p with mode 0700. Errors on the way are not final (a parent may exist without being
- * searchable, or be created by someone else meanwhile): only the last step decides. */
+/* mkdir -p, with the reason in why. */
 static int make_dirs(const char *dir, char *why, size_t len)
 {
-    char buf[PATH_MAX];
     if (!dir || !dir[0])
         return fail(why, len, -EINVAL, "no index directory given");
-    if (fit(buf, sizeof buf, "%s", dir) < 0)
-        return fail(why, len, -ENAMETOOLONG, "index directory name too long");
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        (void)mkdir(buf, 0700);
-        *p = '/';
-    }
-    if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-        return fail(why, len, -errno, "cannot create index directory %s: %s", dir,
-                    strerror(errno));
-    struct stat st;
-    if (stat(buf, &st) < 0)
-        return fail(why, len, -errno, "cannot use index directory %s: %s", dir,
-                    strerror(errno));
-    if (!S_ISDIR(st.st_mode))
-        return fail(why, len, -ENOTDIR, "cannot use index directory %s: %s", dir,
-                    strerror(ENOTDIR));
+    int rc = io_make_dirs(dir);
+    if (rc < 0)
+        return fail(why, len, rc, "cannot use index directory %s: %s", dir, strerror(-rc));
     return 0;
 }
 

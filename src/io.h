@@ -1,7 +1,7 @@
 /*
  * io: small helpers around pread(2) and pwrite(2) shared by the ZIP reader, the member
- * readers and the index files. All return 0 or a negative errno; a short read (the file
- * ended early) is -EIO.
+ * readers and the index files, and two for the places the daemon keeps files in. All return
+ * 0 or a negative errno; a short read (the file ended early) is -EIO.
  * Thread-safe: they only use pread on a caller-owned descriptor.
  */
 #ifndef NPZMOUNT_IO_H
@@ -15,6 +15,15 @@ int io_read_exact(int fd, void *buf, size_t len, uint64_t off);
 
 /* Writes exactly len bytes at off, the same way. */
 int io_write_exact(int fd, const void *buf, size_t len, uint64_t off);
+
+/* mkdir -p with mode 0700. Errors on the way are not final (a parent may exist without being
+ * searchable, or be created by someone else meanwhile): only the last step decides, and it
+ * fails with -ENOTDIR when dir exists but is no directory. */
+int io_make_dirs(const char *dir);
+
+/* The user's home directory: $HOME when absolute, else the password database's, in buf;
+ * NULL when there is none. */
+const char *io_home_dir(char *buf, size_t len);
 
 static inline uint16_t le16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static inline uint32_t le32(const unsigned char *p)

@@ -8,14 +8,17 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "fuse_ops.h"
+#include "io.h"
 #include "log.h"
 
 struct config {
@@ -35,6 +38,12 @@ struct config {
     int help;
     int version;
     int rw;
+    char *uid, *gid, *umask, *fmask, *dmask;
+    int noauto_unmount;
+    int nofollow;
+    int blkdev;
+    char *logfile;
+    char *made_mountpoint; /* the directory npzmount created for the mount, removed after */
 };
 
 #define OPT(t, p) {t, offsetof(struct config, p), 1}
@@ -54,21 +63,39 @@ static const struct fuse_opt opt_spec[] = {
     {"max_read=%u", offsetof(struct config, max_read), 0},
     FUSE_OPT_KEY("max_read=", FUSE_OPT_KEY_KEEP),
     OPT("rw", rw),
+    /* block-device options, which fusermount3 (auto_unmount) would refuse in its own words */
+    OPT("blkdev", blkdev), OPT("blksize=", blkdev),
+    {"uid=%s", offsetof(struct config, uid), 0},
+    {"gid=%s", offsetof(struct config, gid), 0},
+    {"umask=%s", offsetof(struct config, umask), 0},
+    {"fmask=%s", offsetof(struct config, fmask), 0},
+    {"dmask=%s", offsetof(struct config, dmask), 0},
+    OPT("noauto_unmount", noauto_unmount),
+    OPT("nofollow", nofollow),
+    {"logfile=%s", offsetof(struct config, logfile), 0},
     FUSE_OPT_END,
 };
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: npzmount [options] ARCHIVE MOUNTPOINT\n"
+            "usage: npzmount [options] ARCHIVE [MOUNTPOINT]\n"
             "\n"
             "Mount a NumPy .npz (ZIP) archive read-only; every member appears as a plain file,\n"
             "so np.load(MOUNTPOINT/'x.npy', mmap_mode='r') works. Unmount with\n"
-            "'fusermount3 -u MOUNTPOINT'.\n"
+            "'fusermount3 -u MOUNTPOINT' ('fusermount3 -uz' while files are still in use).\n"
+            "Without MOUNTPOINT, the archive's name without its extension is created in the\n"
+            "current directory, and removed again at unmount.\n"
             "\n"
             "npzmount options:\n"
             "    -h   --help            print this help and exit\n"
             "    -V   --version         print the version and exit\n"
+            "    -f                     foreground: do not detach, log to stderr\n"
+            "    -d   -o debug          foreground, with a trace of every FUSE request\n"
+            "    -s                     single-threaded\n"
+            "    -o clone_fd            one /dev/fuse descriptor per FUSE thread\n"
+            "    -o max_threads=N       bound of FUSE threads (default 10)\n"
+            "    -o max_idle_threads=N  idle FUSE threads kept (default unbounded)\n"
             "    -o span=SIZE           output bytes between deflate checkpoints (default 1M)\n"
             "    -o cache=SIZE          bound of the decoded-data cache (default 16M)\n"
             "    -o index_mem=SIZE      bound of the checkpoint index memory (default 64M)\n"
@@ -78,6 +105,15 @@ static void usage(FILE *f)
             "    -o noindex             neither load nor save indexes\n"
             "    -o decoder_mem=SIZE    bound of the state of bzip2/LZMA/xz/zstd/PPMd decoders\n"
             "                           (default 320M)\n"
+            "    -o uid=N,gid=N         owner and group of every file (default: the mounter's)\n"
+            "    -o umask=NNN           permission bits (octal) removed from files and\n"
+            "                           directories (default 0: files 0444, directories 0555)\n"
+            "    -o fmask=NNN           ... from files only; -o dmask=NNN: from directories only\n"
+            "    -o logfile=PATH        append messages to PATH (default: stderr with -f, else\n"
+            "                           the system log, else a file named at mount time)\n"
+            "    -o nofollow            once the archive changed, read EIO instead of switching\n"
+            "                           to its new version\n"
+            "    -o noauto_unmount      leave the mount behind (stale) if the daemon is killed\n"
             "    SIZE is a number of bytes with an optional k, M or G suffix (powers of 1024).\n"
             "\n");
 }
@@ -205,12 +241,102 @@ static int check_mountpoint(const char *mp)
 {
     struct stat st;
     char real[PATH_MAX];
+    struct statvfs sv;
+    /* statfs always reaches the file system, where stat may be answered from the cache */
+    if (statvfs(mp, &sv) < 0 && (errno == ENOTCONN || errno == ECONNABORTED))
+        return error(1, "%s: a stale mount whose daemon is gone; remove it with "
+                        "'fusermount3 -u %s'", mp, mp);
     if (stat(mp, &st) < 0)
         return error(1, "%s: %s", mp, strerror(errno));
     if (!S_ISDIR(st.st_mode))
         return error(1, "%s: mountpoint is not a directory", mp);
     if (realpath(mp, real) && is_mountpoint(real))
         return error(1, "%s: already mounted", mp);
+    return 0;
+}
+
+/* path made absolute against the current directory, symbolic links kept (the daemon opens
+ * the archive again by this path after a change, from "/"); NULL when out of memory. */
+static char *absolute_path(const char *path)
+{
+    char cwd[PATH_MAX];
+    if (path[0] == '/' || !getcwd(cwd, sizeof cwd))
+        return strdup(path);
+    size_t len = strlen(cwd) + strlen(path) + 2;
+    char *out = malloc(len);
+    if (out)
+        snprintf(out, len, "%s/%s", cwd, path);
+    return out;
+}
+
+/* Without a mount point: the archive's base name less its extension (or plus ".d" when it
+ * has none), in the current directory. Created when missing, and then noted in
+ * cfg->made_mountpoint so that it goes again at unmount; *out is absolute, since the daemon
+ * leaves the current directory. Returns 0 or an exit status. */
+static int default_mountpoint(struct config *cfg, char **out)
+{
+    const char *base = strrchr(cfg->archive, '/');
+    base = base ? base + 1 : cfg->archive;
+    const char *dot = strrchr(base, '.');
+    size_t stem = dot && dot > base ? (size_t)(dot - base) : strlen(base);
+    char name[NAME_MAX + 1];
+    if (stem == 0 || snprintf(name, sizeof name, "%.*s%s", (int)stem, base,
+                              dot && dot > base ? "" : ".d") >= (int)sizeof name)
+        return error(2, "%s: cannot name a mount point after it; give one", cfg->archive);
+    bool made = mkdir(name, 0755) == 0;
+    if (!made && errno != EEXIST)
+        return error(1, "%s: cannot create the mount point: %s", name, strerror(errno));
+    *out = realpath(name, NULL);
+    if (!*out) {
+        int e = errno;
+        if (made)
+            rmdir(name);
+        return error(1, "%s: %s", name, strerror(e));
+    }
+    if (made)
+        cfg->made_mountpoint = *out;
+    return 0;
+}
+
+/* Parses a decimal id or an octal mask no larger than max; returns 0 or -EINVAL. */
+static int parse_number(const char *s, int base, unsigned long max, unsigned long *out)
+{
+    char *end;
+    if (*s < '0' || *s > '9')
+        return -EINVAL;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, base);
+    if (errno || *end || v > max)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+/* Owner, group and permission masks: -o uid=,gid=,umask=,fmask=,dmask= (fmask and dmask
+ * override umask for their kind). */
+static int parse_owner(const struct config *cfg, struct fs *fs)
+{
+    unsigned long v;
+    fs->uid = getuid();
+    fs->gid = getgid();
+    if (cfg->uid && parse_number(cfg->uid, 10, UINT32_MAX - 1, &v) < 0)
+        return error(2, "uid=%s: expected a numeric user id", cfg->uid);
+    if (cfg->uid)
+        fs->uid = (uid_t)v;
+    if (cfg->gid && parse_number(cfg->gid, 10, UINT32_MAX - 1, &v) < 0)
+        return error(2, "gid=%s: expected a numeric group id", cfg->gid);
+    if (cfg->gid)
+        fs->gid = (gid_t)v;
+    const char *const names[3] = {"umask", "fmask", "dmask"};
+    const char *const vals[3] = {cfg->umask, cfg->fmask, cfg->dmask};
+    mode_t masks[3] = {0, 0, 0};
+    for (int i = 0; i < 3; i++) {
+        if (vals[i] && parse_number(vals[i], 8, 0777, &v) < 0)
+            return error(2, "%s=%s: expected an octal mask such as 022", names[i], vals[i]);
+        masks[i] = vals[i] ? (mode_t)v : masks[0];
+    }
+    fs->fmask = masks[1];
+    fs->dmask = masks[2];
     return 0;
 }
 
@@ -307,18 +433,25 @@ static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)
     return rc;
 }
 
-/* Forces a read-only mount with kernel permission checks; fsname shows the archive in
- * mount(8) and df(1), escaped so that commas in its path are safe. These go before the
+/* Forces a read-only mount with kernel permission checks, unmounted by fusermount3 should the
+ * daemon die (unless noauto_unmount); fsname shows the archive's absolute path in mount(8)
+ * and df(1), escaped so that commas in its path are safe. These go before the
  * user's options, so that a fsname= or subtype= of theirs wins (rw is refused earlier). */
-static int add_mount_options(struct fuse_args *args, const char *archive)
+static int add_mount_options(struct fuse_args *args, const char *archive, bool auto_unmount)
 {
     char *o = NULL;
+    char *abs = realpath(archive, NULL); /* df(1) run elsewhere must find it */
+    if (abs)
+        archive = abs;
     size_t len = strlen(archive) + sizeof "fsname=";
     char *fsname = malloc(len);
+    if (fsname)
+        snprintf(fsname, len, "fsname=%s", archive);
+    free(abs);
     if (!fsname)
         return -1;
-    snprintf(fsname, len, "fsname=%s", archive);
     int rc = fuse_opt_add_opt(&o, "ro,default_permissions,subtype=npzmount") ||
+             (auto_unmount && fuse_opt_add_opt(&o, "auto_unmount")) ||
              fuse_opt_add_opt_escaped(&o, fsname) || fuse_opt_insert_arg(args, 1, "-o") ||
              fuse_opt_insert_arg(args, 2, o);
     free(fsname);
@@ -326,26 +459,69 @@ static int add_mount_options(struct fuse_args *args, const char *archive)
     return rc ? -1 : 0;
 }
 
+/* Where a daemon without a system log writes: $XDG_STATE_HOME/npzmount/ when set, else
+ * /var/log for root and ~/.local/state/npzmount/ for others. Returns 0 or a negative errno. */
+static int fallback_log_path(char *out, size_t len)
+{
+    char buf[16384], dir[PATH_MAX];
+    const char *state = getenv("XDG_STATE_HOME"), *home;
+    int n;
+    if (state && state[0] == '/') /* the XDG spec says relative values are to be ignored */
+        n = snprintf(dir, sizeof dir, "%s/npzmount", state);
+    else if (geteuid() == 0)
+        n = snprintf(dir, sizeof dir, "/var/log");
+    else if ((home = io_home_dir(buf, sizeof buf)))
+        n = snprintf(dir, sizeof dir, "%s/.local/state/npzmount", home);
+    else
+        return -ENOENT;
+    if (n >= (int)sizeof dir)
+        return -ENAMETOOLONG;
+    int rc = io_make_dirs(dir);
+    if (rc == 0 && snprintf(out, len, "%s/npzmount.log", dir) >= (int)len)
+        rc = -ENAMETOOLONG;
+    return rc;
+}
+
+/* Chooses where a daemon's messages go, before it detaches (so that it can still say where):
+ * the system log when one listens, else the fallback file. Called only without logfile=. */
+static void daemon_log_choose(void)
+{
+    char path[PATH_MAX];
+    if (log_syslog_reachable()) {
+        log_to_syslog(true);
+        return;
+    }
+    int rc = fallback_log_path(path, sizeof path);
+    if (rc == 0)
+        rc = log_to_file(path);
+    if (rc == 0)
+        error(0, "no system log (/dev/log): messages go to %s", path);
+    else
+        error(0, "no system log (/dev/log) and no log file (%s): messages are lost; "
+                 "use -o logfile=PATH", strerror(-rc));
+}
+
 /* Mounts and serves until unmounted or stopped by SIGHUP, SIGINT or SIGTERM, which is a clean
  * stop too: libfuse's loops then return the signal's number (errors are negative). Returns the
  * exit status. */
-static int run(struct fuse_session *se, struct fuse_cmdline_opts *opts, struct fs *fs)
+static int run(struct fuse_session *se, struct fuse_cmdline_opts *opts, struct fs *fs,
+               bool has_logfile)
 {
     int status = 1;
     if (fuse_set_signal_handlers(se) != 0)
         return status;
     if (fuse_session_mount(se, opts->mountpoint) != 0)
         goto out_signals;
+    if (!opts->foreground && !has_logfile)
+        daemon_log_choose();
     if (fuse_daemonize(opts->foreground) != 0)
         goto out_unmount;
-    if (!opts->foreground)
-        log_to_syslog(true);
-    npz_start(fs->npz);
+    npz_start(fs->gens[0].npz);
     fs_watch_start(fs, se);
     status = serve(se, opts) >= 0 ? 0 : 1;
     /* Decodes still running stop within one piece, and their requests are answered while
      * the channel is still open. */
-    npz_shutdown(fs->npz);
+    fs_shutdown(fs);
     fs_watch_stop(fs);
 out_unmount:
     fuse_session_unmount(se);
@@ -361,8 +537,8 @@ int main(int argc, char **argv)
     struct fuse_cmdline_opts opts = {0};
     struct npz_options nopt = {0};
     struct fs fs = {0};
-    char msg[512];
-    int status = 2;
+    char msg[512], *archive_abs = NULL;
+    int status = 2, rc;
 
     /* Decoded chunks are large and short-lived; a fixed threshold keeps them in mmap'd memory
      * that goes back to the system on free, instead of glibc raising the threshold and keeping
@@ -374,7 +550,6 @@ int main(int argc, char **argv)
     if (cfg.help) {
         usage(stdout);
         fflush(stdout);
-        fuse_cmdline_help();
         fuse_lowlevel_help();
         status = 0;
         goto out;
@@ -395,17 +570,25 @@ int main(int argc, char **argv)
     }
     if (fuse_parse_cmdline(&args, &opts) != 0)
         goto out;
-    if (!cfg.archive || !opts.mountpoint) {
-        error(2, "usage: npzmount [options] ARCHIVE MOUNTPOINT (see --help)");
+    if (!cfg.archive) {
+        error(2, "usage: npzmount [options] ARCHIVE [MOUNTPOINT] (see --help)");
         goto out;
     }
     if (cfg.rw) {
         status = error(2, "-o rw: the mount is always read-only (use -o ro)");
         goto out;
     }
-    if ((status = parse_tuning(&cfg, &nopt)) != 0)
+    if (cfg.blkdev) {
+        status = error(2, "-o blkdev, blksize=: npzmount does not mount block devices");
         goto out;
-    if (add_mount_options(&args, cfg.archive) != 0) {
+    }
+    if ((status = parse_tuning(&cfg, &nopt)) != 0 || (status = parse_owner(&cfg, &fs)) != 0)
+        goto out;
+    if (cfg.logfile && (rc = log_to_file(cfg.logfile)) < 0) {
+        status = error(1, "logfile=%s: %s", cfg.logfile, strerror(-rc));
+        goto out;
+    }
+    if (add_mount_options(&args, cfg.archive, !cfg.noauto_unmount) != 0) {
         status = error(1, "out of memory");
         goto out;
     }
@@ -415,23 +598,28 @@ int main(int argc, char **argv)
         status = 2; /* libfuse said why */
         goto out;
     }
+    if (!opts.mountpoint && (status = default_mountpoint(&cfg, &opts.mountpoint)) != 0)
+        goto out_session;
     if ((status = check_mountpoint(opts.mountpoint)) != 0)
         goto out_session;
-    int rc = npz_open(cfg.archive, &nopt, &fs.npz, msg, sizeof msg);
+    rc = npz_open(cfg.archive, &nopt, &fs.gens[0].npz, msg, sizeof msg);
     if (rc < 0) {
         status = error(1, "%s: %s", cfg.archive, msg);
         goto out_session;
     }
-    struct stat st;
-    fs.uid = getuid();
-    fs.gid = getgid();
-    fs.archive_mtime = fstat(npz_zip(fs.npz)->fd, &st) == 0 ? st.st_mtime : 0;
+    fs.gens[0].archive_mtime = fs_archive_mtime(fs.gens[0].npz);
     fs.max_read = cfg.max_read;
-    status = run(se, &opts, &fs);
-    npz_close(fs.npz);
+    fs.nofollow = cfg.nofollow;
+    fs.nopt = nopt;
+    fs.archive = archive_abs = absolute_path(cfg.archive);
+    status = archive_abs ? run(se, &opts, &fs, cfg.logfile != NULL) : error(1, "out of memory");
+    fs_close(&fs);
 out_session:
     fuse_session_destroy(se);
 out:
+    if (cfg.made_mountpoint && rmdir(cfg.made_mountpoint) < 0)
+        log_error("%s: cannot remove the mount point: %s", cfg.made_mountpoint,
+                  strerror(errno));
     free(opts.mountpoint);
     free(cfg.span);
     free(cfg.cache);
@@ -440,6 +628,13 @@ out:
     free(cfg.index_dir);
     free(cfg.archives);
     free(cfg.decoder_mem);
+    free(cfg.uid);
+    free(cfg.gid);
+    free(cfg.umask);
+    free(cfg.fmask);
+    free(cfg.dmask);
+    free(cfg.logfile);
+    free(archive_abs);
     fuse_opt_free_args(&args);
     return status;
 }

@@ -219,6 +219,17 @@ static int64_t dos_time(uint16_t time, uint16_t date, struct time_memo *memo)
     return memo->value;
 }
 
+/* Whether a DOS timestamp says anything: numpy (through zipfile) writes 1980-01-01 00:00:00
+ * for every member, and some writers leave zeros or fields out of range. */
+static bool dos_time_known(uint16_t time, uint16_t date)
+{
+    unsigned mon = (date >> 5) & 15, day = date & 31;
+    if (date == (1u << 5 | 1u) && time == 0)
+        return false;
+    return mon >= 1 && mon <= 12 && day >= 1 && (time >> 11) <= 23 && ((time >> 5) & 63) <= 59 &&
+           (time & 31) <= 29;
+}
+
 static void member_error(struct zip_member *m, int err, const char *why)
 {
     if (m->err == 0) {
@@ -257,6 +268,7 @@ static void parse_central_extra(struct zip_member *m, const unsigned char *x, ui
             }
         } else if (id == 0x5455 && n >= 5 && (d[0] & 1)) {
             m->mtime = (int32_t)le32(d + 1);
+            m->mtime_known = true;
         }
         x += 4 + n;
         len -= 4 + n;
@@ -312,6 +324,7 @@ static int parse_central(const unsigned char *cd, uint64_t cd_size, struct zip_a
         m->flags = le16(e + 8);
         m->method = le16(e + 10);
         m->mtime = dos_time(le16(e + 12), le16(e + 14), &memo);
+        m->mtime_known = dos_time_known(le16(e + 12), le16(e + 14));
         m->crc32 = le32(e + 16);
         m->csize = le32(e + 20);
         m->usize = le32(e + 24);

@@ -53,6 +53,8 @@ struct zip_member {
     uint64_t header_off; /* local header offset in file coordinates (prepended data applied) */
     uint64_t data_off;   /* first byte of member data in the file; valid only when err == 0 */
     int64_t mtime;       /* seconds since the epoch: DOS timestamp as local time, or UT extra */
+    bool mtime_known;    /* false when mtime is only numpy's 1980-01-01 placeholder or an
+                          * invalid DOS timestamp (and no UT extra field gave a better one) */
     uint32_t mode;       /* st_mode bits recorded by a Unix writer, else 0 */
     bool is_dir;         /* a directory entry: the name ends with '/' and usize is 0 */
     int err;             /* 0, or a negative errno: the member is listed but cannot be read */

@@ -48,6 +48,8 @@ def _session_environment(tmp_path_factory):
     base = tmp_path_factory.getbasetemp()
     # Saved indexes of every daemon this session starts go here, not into the user's cache.
     os.environ["XDG_CACHE_HOME"] = str(base / "xdg-cache")
+    # Daemons without a system log write here, not into /var/log or the user's state.
+    os.environ["XDG_STATE_HOME"] = str(base / "xdg-state")
     yield
     # Anything a crashed test left behind: detach it lazily and end our own daemons.
     for mp in reversed(S.mounts_under(base)):

@@ -2,7 +2,8 @@
 place with the same size and the mtime put back (cp -p, touch -r, rsync -t), or replaced by a
 file renamed over its path. A member opened before the change then reads EIO, never bytes of
 the new file; pages the kernel had cached (by read or mmap) are dropped, so they fail too once
-the change is noticed, which happens even when no read reaches the daemon (inotify).
+the change is noticed, which happens even when no read reaches the daemon (inotify). With
+-o nofollow everything reads EIO from then on.
 
 The reference is numpy's own serialisation of the arrays each archive was made from."""
 
@@ -21,6 +22,10 @@ import npz_support as S
 # Liveness bound: how long the kernel may go on serving cached pages of the old archive (they
 # hold its bytes, never the new file's) before the daemon has dropped them.
 INVALIDATION_TIMEOUT = 10.0
+
+# These tests are about the old version going away, so the mount does not switch to the new
+# one (test_follow.py covers that).
+NOFOLLOW = ("-o", "nofollow")
 
 BIG = "big.npy"  # 4 MiB + header: several readahead windows, one cached at the head only
 
@@ -138,7 +143,7 @@ def test_read_after_change(change, versions, tmp_path):
     """A read reaches the daemon first (a range not read before): it notices the change."""
     old, new, ref = versions
     arc = _copy(old, tmp_path / "a.npz")
-    with S.foreground(arc, tmp_path / "mnt") as fg:
+    with S.foreground(arc, tmp_path / "mnt", NOFOLLOW) as fg:
         fds, cached = _open_and_cache(fg.mp, ref)
         try:
             change(arc, new)
@@ -163,7 +168,7 @@ def test_cached_pages_dropped_without_a_read(change, versions, tmp_path, mount):
     must notice by itself and drop the pages."""
     old, new, ref = versions
     arc = _copy(old, tmp_path / "a.npz")
-    with mount(arc) as mnt:
+    with mount(arc, *NOFOLLOW) as mnt:
         fds, cached = _open_and_cache(mnt, ref)
         try:
             change(arc, new)
@@ -180,7 +185,7 @@ def test_live_mapping_faults_after_change(versions, tmp_path, mount):
     (SIGBUS, as for any failed read of a mapped file) instead of showing the new bytes."""
     old, new, ref = versions
     arc = _copy(old, tmp_path / "a.npz")
-    with mount(arc) as mnt:
+    with mount(arc, *NOFOLLOW) as mnt:
         to_child_r, to_child_w = os.pipe()
         to_parent_r, to_parent_w = os.pipe()
         pid = os.fork()
@@ -222,7 +227,7 @@ def test_readers_racing_the_change(versions, tmp_path, mount):
     old, new, ref = versions
     arc = _copy(old, tmp_path / "a.npz")
     want = ref[BIG]
-    with mount(arc) as mnt:
+    with mount(arc, *NOFOLLOW) as mnt:
         errors, saw_eio, reads = [], [], []
 
         def reader(start):

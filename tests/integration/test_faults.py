@@ -213,7 +213,8 @@ def test_unlinked(fault_archive, tmp_path):
 def test_kill_9(fault_archive, tmp_path):
     src, ref = fault_archive
     mp = tmp_path / "mnt"
-    with bare_mount(src, mp) as (mnt, pid):
+    # without auto_unmount, which would take the dead mount away (test_unmount.py)
+    with bare_mount(src, mp, "-o", "noauto_unmount") as (mnt, pid):
         fd = os.open(mnt / "stored.npy", os.O_RDONLY)
         try:
             assert os.pread(fd, 4096, 0) == ref["stored.npy"][:4096]

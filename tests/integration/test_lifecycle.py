@@ -97,7 +97,8 @@ for d in filter(str.isdigit, os.listdir("/proc")):
         stat = open(f"/proc/{d}/stat").read()
     except OSError:
         continue
-    if stat[stat.rindex(")") + 2:].split()[1] == me:
+    # not the fusermount3 helper that auto_unmount leaves waiting, reparented here too
+    if stat[stat.rindex(")") + 2:].split()[1] == me and "(npzmount)" in stat:
         kids.append(int(d))
 assert len(kids) == 1, kids
 assert os.listdir(mnt)
