@@ -1761,12 +1761,11 @@ static void test_waiter_gets_its_piece(void)
     pthread_cond_destroy(&g.cond);
 }
 
-/* A reader that needs the frontier while an index-only pass holds it gets it long before the
- * pass would have finished (the pass gives way after its current piece). */
+/* A reader that needs the frontier while an index-only pass holds it makes the pass give way
+ * after its current piece: the call it arrived in does not go on to the end of the member. */
 struct pass_arg {
     struct zindex *zi;
     size_t piece;
-    atomic_int eagain;
     int rc;
 };
 
@@ -1774,28 +1773,15 @@ static void *index_pass(void *p)
 {
     struct pass_arg *a = p;
     unsigned char *scratch = malloc(a->piece);
-    double t0 = now();
-    int rc;
-    while ((rc = zindex_advance(a->zi, scratch, NULL)) == 0 || rc == -EAGAIN) {
-        if (rc == -EAGAIN) {
-            atomic_fetch_add(&a->eagain, 1);
-            sched_yield();
-        }
-        if (now() - t0 > 60) {
-            rc = TE_DEADLINE;
-            break;
-        }
-    }
+    a->rc = zindex_advance(a->zi, scratch, NULL);
     free(scratch);
-    a->rc = rc;
     return NULL;
 }
 
 static void test_pass_gives_way(void)
 {
     const struct stream *st = &streams[S_RUNS];
-    size_t piece = 128 * KiB;
-    uint64_t npc = npieces_of(st->usize, piece);
+    size_t piece = MiB; /* 32 pieces: one call of the pass would index them all */
     for (int nowait = 0; nowait < 2; nowait++) {
         check_context("index-only pass vs %s reader", nowait ? "nowait" : "blocking");
         struct zindex_source src = stream_src(st);
@@ -1809,28 +1795,28 @@ static void test_pass_gives_way(void)
         while (zindex_indexed(zi) == 0 && now() - t0 < 30)
             sched_yield();
         uint64_t at = zindex_indexed(zi);
-        CHECK(at > 0);
         struct tsink ts;
         ts_init(&ts, st, piece);
-        uint64_t q = at / piece + 4;
+        uint64_t q = at / piece + 2;
         int rc = produce(zi, &ts, q, NULL, nowait);
-        while (rc == -EAGAIN && now() - t0 < 30) {
-            sched_yield();
-            rc = produce(zi, &ts, q, NULL, nowait);
+        if (nowait && rc == -EAGAIN) {
+            pthread_join(th, NULL); /* the pass gave way (or ended): the frontier is free */
+            rc = produce(zi, &ts, q, NULL, true);
+        } else {
+            pthread_join(th, NULL);
         }
         CHECK_EQ_I64(rc, 0);
         ts_done(&ts);
-        /* the reader did not wait for the whole pass (a liveness bound: the pass had more than
-         * three quarters of 40 MiB to go when the reader asked) */
-        if (at < st->usize / 4 && !CHECK(!zindex_complete(zi) || ts.delivered <= 6))
-            printf("    the reader waited for the pass: asked at %llu, %lu pieces delivered\n",
-                   (unsigned long long)at, ts.delivered);
-        pthread_join(th, NULL);
-        CHECK_EQ_I64(a.rc, 1);
-        CHECK(zindex_complete(zi));
+        /* a liveness bound: the reader asked with three quarters of 32 MiB to go */
+        if (CHECK(at > 0) && at < st->usize / 4) {
+            if (!CHECK(a.rc == -EAGAIN || a.rc == 0))
+                printf("    the pass went on to the end (%d) though a reader asked at %llu\n",
+                       a.rc, (unsigned long long)at);
+            CHECK(ts.delivered <= 4); /* from the frontier, not a restart from the start */
+        }
+        CHECK_EQ_I64(advance_all(zi, piece, st->usize, NULL), 1);
         CHECK_READ(zi, &ts, st, st->usize - 5, 5);
         CHECK_SINK(&ts);
-        CHECK(npc > 0);
         zindex_free(zi);
     }
     check_context("%s", "");
