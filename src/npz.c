@@ -35,6 +35,9 @@ struct npz {
     struct sched *sched;
     atomic_bool shutdown;
     atomic_bool save_warned;
+    /* Foreground reads decoding right now: the background indexer waits while there are any,
+     * since on two vCPUs that share a core it would take a third of their speed. */
+    atomic_int decoding;
     bool prefetch;
     bool indexing;              /* the indexer thread was started */
     pthread_t indexer;
@@ -129,6 +132,7 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     npz->env.members = npz->zip.members;
     setup_saved_indexes(npz, opt);
     atomic_init(&npz->shutdown, false);
+    atomic_init(&npz->decoding, 0);
     npz->prefetch = !(opt && opt->no_prefetch);
     pthread_mutex_init(&npz->idle_lock, NULL);
     pthread_cond_init(&npz->idle, NULL);
@@ -183,10 +187,10 @@ static int index_member(struct npz *npz, uint64_t idx, unsigned char *scratch)
 {
     struct reader_member m = {.idx = idx, .zm = &npz->zip.members[idx]};
     int rc = reader_attach(npz->ops[idx], &npz->env, &npz->state[idx], &m);
-    struct stop stop = {NULL, &npz->shutdown};
-    while (rc == 0 || rc == -EAGAIN) {
+    struct stop stop = {NULL, &npz->shutdown, &npz->decoding};
+    while (rc == 0 || rc == -EAGAIN || (rc == -EINTR && !atomic_load(&npz->shutdown))) {
         rc = npz->ops[idx]->prepare(&npz->env, &m, scratch, &stop);
-        if (rc == -EAGAIN)
+        if (rc == -EAGAIN || rc == -EINTR)
             pause_indexer(npz);
     }
     if (rc == 1)
@@ -226,15 +230,17 @@ static int run_ahead(struct sched_job *sj)
     struct npz *npz = j->npz;
     const struct zip_member *zm = &npz->zip.members[j->idx];
     struct reader_member m = {.idx = j->idx, .zm = zm, .state = atomic_load(&npz->state[j->idx])};
-    struct stop stop = {NULL, &npz->shutdown};
+    struct stop stop = {NULL, &npz->shutdown, NULL};
     struct read_ctl ctl = {READ_NOWAIT, &stop};
     size_t piece = cache_piece(npz->env.cache);
+    atomic_fetch_add(&npz->decoding, 1);
     /* one byte per piece is enough to make the piece ready */
     for (uint64_t off = j->off; off < j->off + j->len && off < zm->usize; off += piece) {
         unsigned char byte;
         if (npz->ops[j->idx]->read(&npz->env, &m, &byte, 1, off, &ctl) < 0)
             break;
     }
+    atomic_fetch_sub(&npz->decoding, 1);
     atomic_store(&npz->ahead_busy[j->idx], false);
     free(j);
     return 0;
@@ -275,7 +281,7 @@ int npz_index_all(struct npz *npz, void (*progress)(void *ctx, uint64_t done, ui
         if (!ops->prepare)
             continue;
         struct reader_member m = {.idx = i, .zm = &npz->zip.members[i]};
-        struct stop stop = {NULL, &npz->shutdown};
+        struct stop stop = {NULL, &npz->shutdown, NULL};
         rc = reader_attach(ops, &npz->env, &npz->state[i], &m);
         while (rc == 0) {
             rc = ops->prepare(&npz->env, &m, scratch, &stop);
@@ -415,14 +421,19 @@ ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t 
         return clipped;
     len = (size_t)clipped;
     const struct zip_member *zm = &npz->zip.members[idx];
-    struct stop stop = {cancel, &npz->shutdown};
+    struct stop stop = {cancel, &npz->shutdown, NULL};
     if (stop_now(&stop))
         return -EINTR;
     struct read_ctl ctl = {mode, &stop};
     struct reader_member m = {.idx = idx, .zm = zm};
     ssize_t n = reader_attach(npz->ops[idx], &npz->env, &npz->state[idx], &m);
+    bool decodes = mode != READ_CACHED && npz->ops[idx] != &reader_stored;
+    if (decodes)
+        atomic_fetch_add(&npz->decoding, 1);
     if (n == 0)
         n = npz->ops[idx]->read(&npz->env, &m, buf, len, off, &ctl);
+    if (decodes)
+        atomic_fetch_sub(&npz->decoding, 1);
     if (archive_watch_changed(npz->watch)) /* it changed during this read */
         return -EIO;
     if (n < 0 && (n == -EIO || n == -ENOMEM) && !atomic_exchange(&npz->logged[idx], true))

@@ -373,7 +373,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t limit_mem = budgets[h[7] >> 4];
 
     atomic_bool stop_flag = false;
-    struct stop stop = {&stop_flag, NULL};
+    struct stop stop = {&stop_flag, NULL, NULL};
     struct budget mem;
     budget_init(&mem, limit_mem);
     struct expect e = {.piece = piece, .mem = limit_mem ? &mem : NULL, .want = UINT64_MAX,

@@ -1355,7 +1355,7 @@ static void test_stop(void)
     struct zindex_source src = stream_src(st);
     struct zindex_params par = {.span = 64 * KiB, .piece = piece};
     atomic_bool flag = false, mount = false;
-    struct stop stop = {&flag, &mount};
+    struct stop stop = {&flag, &mount, NULL};
 
     /* the frontier: set after 3 pieces, stops after at most one more */
     check_context("stop: frontier");
