@@ -75,17 +75,29 @@ static void setup_saved_indexes(struct npz *npz, const struct npz_options *opt)
     npz->env.index_dir = npz->index_dir;
 }
 
-/* Saves member i's index if it has a saver and grew; a failure costs one warning per mount. */
-static void save_member(struct npz *npz, uint64_t i)
+/* Member idx as its reader sees it, with its state as it stands (NULL before a first read). */
+static struct reader_member member(struct npz *npz, uint64_t idx)
 {
-    void *state = atomic_load(&npz->state[i]);
-    if (!state || !npz->ops[i]->save || !npz->env.index_dir)
-        return;
-    struct reader_member m = {.idx = i, .zm = &npz->zip.members[i], .state = state};
+    return (struct reader_member){.idx = idx, .zm = &npz->zip.members[idx],
+                                  .state = atomic_load(&npz->state[idx])};
+}
+
+/* Saves member i's index if it has a saver and grew. Returns 0, or a negative errno with a
+ * one-line reason in why. */
+static int save_member(struct npz *npz, uint64_t i, char *why, size_t why_len)
+{
+    struct reader_member m = member(npz, i);
+    if (!m.state || !npz->ops[i]->save || !npz->env.index_dir)
+        return 0;
+    return npz->ops[i]->save(&npz->env, &m, why, why_len);
+}
+
+/* save_member at unmount or after the background indexer: one warning per mount at most. */
+static void save_quietly(struct npz *npz, uint64_t i)
+{
     char why[256];
-    if (npz->ops[i]->save(&npz->env, &m, why, sizeof why) < 0 &&
-        !atomic_exchange(&npz->save_warned, true))
-        log_error("cannot save index of %s: %s", m.zm->name, why);
+    if (save_member(npz, i, why, sizeof why) < 0 && !atomic_exchange(&npz->save_warned, true))
+        log_error("cannot save index of %s: %s", npz->zip.members[i].name, why);
 }
 
 static void ahead(void *ctx, uint64_t idx, uint64_t off, size_t len);
@@ -181,20 +193,32 @@ static void pause_indexer(struct npz *npz)
     pthread_mutex_unlock(&npz->idle_lock);
 }
 
+/* What an index-only pass reports as it goes (npz_index_all's progress line). */
+struct progress {
+    void (*fn)(void *ctx, uint64_t done, uint64_t total);
+    void *ctx;
+    uint64_t before, total; /* bytes of the members indexed before this one, and in all */
+};
+
 /* Builds member idx's whole checkpoint index without touching the cache, giving way to
- * readers. Returns 1 when complete, or an error. */
-static int index_member(struct npz *npz, uint64_t idx, unsigned char *scratch)
+ * readers (and, when stop says so, to any foreground decode). Returns 1 when complete, or an
+ * error. */
+static int index_member(struct npz *npz, uint64_t idx, unsigned char *scratch,
+                        const struct stop *stop, const struct progress *pr)
 {
-    struct reader_member m = {.idx = idx, .zm = &npz->zip.members[idx]};
-    int rc = reader_attach(npz->ops[idx], &npz->env, &npz->state[idx], &m);
-    struct stop stop = {NULL, &npz->shutdown, &npz->decoding};
+    struct reader_member m = member(npz, idx);
+    const struct reader_ops *ops = npz->ops[idx];
+    int rc = reader_attach(ops, &npz->env, &npz->state[idx], &m);
     while (rc == 0 || rc == -EAGAIN || (rc == -EINTR && !atomic_load(&npz->shutdown))) {
-        rc = npz->ops[idx]->prepare(&npz->env, &m, scratch, &stop);
-        if (rc == -EAGAIN || rc == -EINTR)
+        if (rc != 0)
             pause_indexer(npz);
+        rc = ops->prepare(&npz->env, &m, scratch, stop);
+        if (pr && pr->fn) {
+            struct reader_stats rs;
+            ops->stats(&m, &rs);
+            pr->fn(pr->ctx, pr->before + rs.indexed, pr->total);
+        }
     }
-    if (rc == 1)
-        save_member(npz, idx);
     return rc;
 }
 
@@ -206,10 +230,12 @@ static void *indexer_main(void *arg)
     struct sched_param none = {0};
     pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
     unsigned char *scratch = malloc(NPZ_PIECE);
+    struct stop stop = {NULL, &npz->shutdown, &npz->decoding};
     for (uint64_t i = 0; scratch && i < npz->zip.count && !atomic_load(&npz->shutdown); i++) {
         const struct zip_member *zm = &npz->zip.members[i];
-        if (npz->ops[i]->prepare && zm->usize > npz->env.span)
-            index_member(npz, i, scratch);
+        if (npz->ops[i]->prepare && zm->usize > npz->env.span &&
+            index_member(npz, i, scratch, &stop, NULL) == 1)
+            save_quietly(npz, i);
     }
     free(scratch);
     return NULL;
@@ -229,7 +255,7 @@ static int run_ahead(struct sched_job *sj)
     struct ahead_job *j = (struct ahead_job *)sj;
     struct npz *npz = j->npz;
     const struct zip_member *zm = &npz->zip.members[j->idx];
-    struct reader_member m = {.idx = j->idx, .zm = zm, .state = atomic_load(&npz->state[j->idx])};
+    struct reader_member m = member(npz, j->idx);
     struct stop stop = {NULL, &npz->shutdown, NULL};
     struct read_ctl ctl = {READ_NOWAIT, &stop};
     size_t piece = cache_piece(npz->env.cache);
@@ -271,35 +297,28 @@ void npz_start(struct npz *npz)
 int npz_index_all(struct npz *npz, void (*progress)(void *ctx, uint64_t done, uint64_t total),
                   void *ctx, char *msg, size_t msg_len)
 {
-    uint64_t total = 0, before = 0;
+    struct progress pr = {progress, ctx, 0, 0};
     for (uint64_t i = 0; i < npz->zip.count; i++)
-        total += npz->ops[i]->prepare ? npz->zip.members[i].usize : 0;
+        pr.total += npz->ops[i]->prepare ? npz->zip.members[i].usize : 0;
     unsigned char *scratch = malloc(NPZ_PIECE);
     int rc = scratch ? 0 : -ENOMEM;
+    struct stop stop = {NULL, &npz->shutdown, NULL};
     for (uint64_t i = 0; rc >= 0 && i < npz->zip.count; i++) {
-        const struct reader_ops *ops = npz->ops[i];
-        if (!ops->prepare)
+        const struct zip_member *zm = &npz->zip.members[i];
+        if (!npz->ops[i]->prepare)
             continue;
-        struct reader_member m = {.idx = i, .zm = &npz->zip.members[i]};
-        struct stop stop = {NULL, &npz->shutdown, NULL};
-        rc = reader_attach(ops, &npz->env, &npz->state[i], &m);
-        while (rc == 0) {
-            rc = ops->prepare(&npz->env, &m, scratch, &stop);
-            struct reader_stats rs;
-            ops->stats(&m, &rs);
-            if (progress)
-                progress(ctx, before + rs.indexed, total);
-        }
+        rc = index_member(npz, i, scratch, &stop, &pr);
+        char why[256];
         if (rc == 1) {
-            char why[256];
-            rc = npz->env.index_dir && ops->save(&npz->env, &m, why, sizeof why) < 0 ? -EIO : 0;
+            rc = save_member(npz, i, why, sizeof why) < 0 ? -EIO : 0;
             if (rc < 0)
-                snprintf(msg, msg_len, "cannot save the index of %s: %s", m.zm->name, why);
+                snprintf(msg, msg_len, "cannot save the index of %s: %s", zm->name, why);
         } else {
-            snprintf(msg, msg_len, "%s: %s", m.zm->name,
-                     rc == -EIO ? ops->why(&m) : strerror(-rc));
+            struct reader_member m = member(npz, i);
+            snprintf(msg, msg_len, "%s: %s", zm->name,
+                     rc == -EIO ? npz->ops[i]->why(&m) : strerror(-rc));
         }
-        before += m.zm->usize;
+        pr.before += zm->usize;
     }
     free(scratch);
     return rc;
@@ -318,7 +337,7 @@ void npz_close(struct npz *npz)
         clock_gettime(CLOCK_MONOTONIC, &t);
         if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > SAVE_DEADLINE_MS)
             break;
-        save_member(npz, i);
+        save_quietly(npz, i);
     }
     for (uint64_t i = 0; npz->state && npz->ops && i < npz->zip.count; i++) {
         void *s = atomic_load(&npz->state[i]);
@@ -447,8 +466,7 @@ void npz_stats(struct npz *npz, uint64_t idx, struct reader_stats *out)
     *out = (struct reader_stats){0};
     if (idx >= npz->zip.count || !npz->ops[idx]->stats)
         return;
-    struct reader_member m = {.idx = idx, .zm = &npz->zip.members[idx],
-                              .state = atomic_load(&npz->state[idx])};
+    struct reader_member m = member(npz, idx);
     npz->ops[idx]->stats(&m, out);
 }
 
@@ -461,6 +479,6 @@ const char *npz_error(struct npz *npz, uint64_t idx)
         return zm->why ? zm->why : "cannot be read";
     if (!atomic_load(&npz->logged[idx]))
         return NULL;
-    struct reader_member m = {.idx = idx, .zm = zm, .state = atomic_load(&npz->state[idx])};
+    struct reader_member m = member(npz, idx);
     return npz->ops[idx]->why(&m);
 }
