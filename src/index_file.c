@@ -78,31 +78,7 @@ struct ixf {
     struct ixf_member m;
 };
 
-static int fail(char *why, size_t len, int err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 
-static int fail(char *why, size_t len, int err, const char *fmt, ...)
-{
-    if (why && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, len, fmt, ap);
-        va_end(ap);
-    }
-    return err;
-}
-
-static void put_le32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void put_le64(unsigned char *p, uint64_t v)
-{
-    put_le32(p, (uint32_t)v);
-    put_le32(p + 4, (uint32_t)(v >> 32));
-}
 
 static bool all_zero(const unsigned char *p, size_t n)
 {
@@ -235,10 +211,10 @@ int ixf_default_dir(char *out, size_t len)
 static int make_dirs(const char *dir, char *why, size_t len)
 {
     if (!dir || !dir[0])
-        return fail(why, len, -EINVAL, "no index directory given");
+        return io_fail(why, len, -EINVAL, "no index directory given");
     int rc = io_make_dirs(dir);
     if (rc < 0)
-        return fail(why, len, rc, "cannot use index directory %s: %s", dir, strerror(-rc));
+        return io_fail(why, len, rc, "cannot use index directory %s: %s", dir, strerror(-rc));
     return 0;
 }
 
@@ -259,20 +235,20 @@ uint64_t ixf_piece_count(uint64_t usize, uint64_t piece, uint64_t indexed_out)
 static int check_counts(const struct ixf_member *m, char *why, size_t len)
 {
     if (m->usize == 0 || m->csize == 0 || m->usize > INT64_MAX || m->csize > INT64_MAX)
-        return fail(why, len, -EBADMSG, "member sizes out of range");
+        return io_fail(why, len, -EBADMSG, "member sizes out of range");
     if (m->span < IXF_MIN_SPAN || m->span > IXF_MAX_SPAN)
-        return fail(why, len, -EBADMSG, "span %llu out of range", (unsigned long long)m->span);
+        return io_fail(why, len, -EBADMSG, "span %llu out of range", (unsigned long long)m->span);
     if (m->piece < IXF_MIN_PIECE || m->piece > IXF_MAX_PIECE)
-        return fail(why, len, -EBADMSG, "piece size %llu out of range",
+        return io_fail(why, len, -EBADMSG, "piece size %llu out of range",
                     (unsigned long long)m->piece);
     if (m->indexed_out > m->usize)
-        return fail(why, len, -EBADMSG, "indexes %llu bytes of %llu",
+        return io_fail(why, len, -EBADMSG, "indexes %llu bytes of %llu",
                     (unsigned long long)m->indexed_out, (unsigned long long)m->usize);
     if (m->npoints == 0 || m->npoints > m->usize / IXF_WINDOW + 1)
-        return fail(why, len, -EBADMSG, "%llu checkpoints for %llu bytes",
+        return io_fail(why, len, -EBADMSG, "%llu checkpoints for %llu bytes",
                     (unsigned long long)m->npoints, (unsigned long long)m->usize);
     if (m->npieces != ixf_piece_count(m->usize, m->piece, m->indexed_out))
-        return fail(why, len, -EBADMSG, "%llu piece CRCs, expected %llu",
+        return io_fail(why, len, -EBADMSG, "%llu piece CRCs, expected %llu",
                     (unsigned long long)m->npieces,
                     (unsigned long long)ixf_piece_count(m->usize, m->piece, m->indexed_out));
     return 0;
@@ -294,7 +270,7 @@ static int check_points(const struct ixf_member *m, char *why, size_t len)
 {
     for (uint64_t k = 0; k < m->npoints; k++)
         if (!point_ok(m, k))
-            return fail(why, len, -EBADMSG, "checkpoint %llu is inconsistent",
+            return io_fail(why, len, -EBADMSG, "checkpoint %llu is inconsistent",
                         (unsigned long long)k);
     return 0;
 }
@@ -452,12 +428,12 @@ static int write_index(int fd, const struct ixf_identity *id, const struct ixf_m
 static int check_for_save(const struct ixf_member *m, char *why, size_t len)
 {
     if (!m->pts || (m->npieces && !m->piece_crc))
-        return fail(why, len, -EINVAL, "index without tables");
+        return io_fail(why, len, -EINVAL, "index without tables");
     if (check_counts(m, why, len) < 0 || check_points(m, why, len) < 0)
         return -EINVAL;
     for (uint64_t k = 0; k < m->npoints; k++)
         if (m->pts[k].zlen && !m->pts[k].zwin)
-            return fail(why, len, -EINVAL, "checkpoint %llu has no window",
+            return io_fail(why, len, -EINVAL, "checkpoint %llu has no window",
                         (unsigned long long)k);
     return 0;
 }
@@ -475,11 +451,11 @@ int ixf_save(const char *dir, const struct ixf_identity *id, const struct ixf_me
     file_name(id, m->member, name);
     if (fit(path, sizeof path, "%s/%s", dir, name) < 0 ||
         fit(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, name) < 0)
-        return fail(why, why_len, -ENAMETOOLONG, "index directory name too long");
+        return io_fail(why, why_len, -ENAMETOOLONG, "index directory name too long");
     /* A name of its own per writer: two daemons saving the same index never share one. */
     int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0)
-        return fail(why, why_len, -errno, "cannot create a file in %s: %s", dir,
+        return io_fail(why, why_len, -errno, "cannot create a file in %s: %s", dir,
                     strerror(errno));
     /* No fsync: a file torn by a crash fails its checksums and is ignored, like any damaged
      * one, and an unmount must not wait for the disk (it has to end within a second). */
@@ -490,7 +466,7 @@ int ixf_save(const char *dir, const struct ixf_identity *id, const struct ixf_me
         rc = -errno;
     if (rc < 0) {
         unlink(tmp);
-        return fail(why, why_len, rc, "cannot write %s: %s", path, strerror(-rc));
+        return io_fail(why, why_len, rc, "cannot write %s: %s", path, strerror(-rc));
     }
     return 0;
 }
@@ -507,32 +483,32 @@ static int load_header(struct ixf *f, uint64_t size, const struct ixf_identity *
     size_t got = size < HEADER_LEN ? (size_t)size : HEADER_LEN;
     int rc = io_read_exact(f->fd, h, got, 0);
     if (rc < 0)
-        return fail(why, len, rc, "%s: cannot read: %s", f->path, strerror(-rc));
+        return io_fail(why, len, rc, "%s: cannot read: %s", f->path, strerror(-rc));
     if (got < MAGIC_LEN || memcmp(h, MAGIC, MAGIC_LEN) != 0)
-        return fail(why, len, -EBADMSG, "%s: not an npzmount index file", f->path);
+        return io_fail(why, len, -EBADMSG, "%s: not an npzmount index file", f->path);
     if (got < H_VERSION + 4)
-        return fail(why, len, -EBADMSG, "%s: truncated (%zu bytes)", f->path, got);
+        return io_fail(why, len, -EBADMSG, "%s: truncated (%zu bytes)", f->path, got);
     uint32_t version = le32(h + H_VERSION);
     if (version != FORMAT_VERSION)
-        return fail(why, len, -ESTALE, "%s: format version %u (this build reads %u)", f->path,
+        return io_fail(why, len, -ESTALE, "%s: format version %u (this build reads %u)", f->path,
                     version, FORMAT_VERSION);
     if (got < HEADER_LEN)
-        return fail(why, len, -EBADMSG, "%s: truncated (%zu bytes)", f->path, got);
+        return io_fail(why, len, -EBADMSG, "%s: truncated (%zu bytes)", f->path, got);
     struct ixf_identity fid;
     if (crc_of(h, H_CRC) != le32(h + H_CRC) ||
         decode_header(h, &fid, &f->m, windows_len, body_crc) < 0)
-        return fail(why, len, -EBADMSG, "%s: corrupt header", f->path);
+        return io_fail(why, len, -EBADMSG, "%s: corrupt header", f->path);
     if (memcmp(fid.id, id->id, sizeof fid.id) != 0)
-        return fail(why, len, -ESTALE, "%s: made for another archive", f->path);
+        return io_fail(why, len, -ESTALE, "%s: made for another archive", f->path);
     if (f->m.member != member)
-        return fail(why, len, -ESTALE, "%s: made for member %llu, not %llu", f->path,
+        return io_fail(why, len, -ESTALE, "%s: made for member %llu, not %llu", f->path,
                     (unsigned long long)f->m.member, (unsigned long long)member);
     if (f->m.crc32 != zm->crc32 || f->m.csize != zm->csize || f->m.usize != zm->usize)
-        return fail(why, len, -ESTALE, "%s: stale (the member's CRC-32 or sizes differ)",
+        return io_fail(why, len, -ESTALE, "%s: stale (the member's CRC-32 or sizes differ)",
                     f->path);
     char what[160];
     if (check_counts(&f->m, what, sizeof what) < 0)
-        return fail(why, len, -EBADMSG, "%s: %s", f->path, what);
+        return io_fail(why, len, -EBADMSG, "%s: %s", f->path, what);
     return 0;
 }
 
@@ -545,26 +521,26 @@ static int decode_body(struct ixf *f, const unsigned char *body, uint64_t window
     m->pts = calloc(m->npoints, sizeof *m->pts);
     m->piece_crc = malloc(m->npieces ? m->npieces * sizeof *m->piece_crc : 1);
     if (!m->pts || !m->piece_crc)
-        return fail(why, len, -ENOMEM, "%s: out of memory", f->path);
+        return io_fail(why, len, -ENOMEM, "%s: out of memory", f->path);
     uint64_t off = HEADER_LEN + body_length(m), end = off + windows_len;
     for (uint64_t k = 0; k < m->npoints; k++) {
         struct ixf_point *p = &m->pts[k];
         if (decode_point(body + k * POINT_LEN, p) < 0)
-            return fail(why, len, -EBADMSG, "%s: checkpoint %llu is corrupt", f->path,
+            return io_fail(why, len, -EBADMSG, "%s: checkpoint %llu is corrupt", f->path,
                         (unsigned long long)k);
         if (p->zlen > end - off)
-            return fail(why, len, -EBADMSG, "%s: windows overrun the file", f->path);
+            return io_fail(why, len, -EBADMSG, "%s: windows overrun the file", f->path);
         p->file_off = off;
         off += p->zlen;
     }
     if (off != end)
-        return fail(why, len, -EBADMSG, "%s: windows do not fill their section", f->path);
+        return io_fail(why, len, -EBADMSG, "%s: windows do not fill their section", f->path);
     const unsigned char *crcs = body + m->npoints * POINT_LEN;
     for (uint64_t i = 0; i < m->npieces; i++)
         m->piece_crc[i] = le32(crcs + i * PIECE_CRC_LEN);
     char what[160];
     if (check_points(m, what, sizeof what) < 0)
-        return fail(why, len, -EBADMSG, "%s: %s", f->path, what);
+        return io_fail(why, len, -EBADMSG, "%s: %s", f->path, what);
     return 0;
 }
 
@@ -573,9 +549,9 @@ static int load_fd(struct ixf *f, const struct ixf_identity *id, const struct zi
 {
     struct stat st;
     if (fstat(f->fd, &st) < 0)
-        return fail(why, len, -errno, "%s: cannot stat: %s", f->path, strerror(errno));
+        return io_fail(why, len, -errno, "%s: cannot stat: %s", f->path, strerror(errno));
     if (!S_ISREG(st.st_mode))
-        return fail(why, len, -EBADMSG, "%s: not a regular file", f->path);
+        return io_fail(why, len, -EBADMSG, "%s: not a regular file", f->path);
     uint64_t size = (uint64_t)st.st_size, windows_len = 0;
     uint32_t body_crc = 0;
     int rc = load_header(f, size, id, zm, member, &windows_len, &body_crc, why, len);
@@ -583,18 +559,18 @@ static int load_fd(struct ixf *f, const struct ixf_identity *id, const struct zi
         return rc;
     uint64_t body_len = body_length(&f->m), want;
     if (__builtin_add_overflow(HEADER_LEN + body_len, windows_len, &want) || want != size)
-        return fail(why, len, -EBADMSG, "%s: truncated or padded (%llu bytes, expected %llu)",
+        return io_fail(why, len, -EBADMSG, "%s: truncated or padded (%llu bytes, expected %llu)",
                     f->path, (unsigned long long)size,
                     (unsigned long long)(HEADER_LEN + body_len + windows_len));
     /* body_len <= size: what is allocated is bounded by what is on disk. */
     unsigned char *body = malloc(body_len);
     if (!body)
-        return fail(why, len, -ENOMEM, "%s: out of memory", f->path);
+        return io_fail(why, len, -ENOMEM, "%s: out of memory", f->path);
     rc = io_read_exact(f->fd, body, body_len, HEADER_LEN);
     if (rc < 0)
-        rc = fail(why, len, rc, "%s: cannot read: %s", f->path, strerror(-rc));
+        rc = io_fail(why, len, rc, "%s: cannot read: %s", f->path, strerror(-rc));
     else if (crc_of(body, body_len) != body_crc)
-        rc = fail(why, len, -EBADMSG, "%s: corrupt checkpoint tables", f->path);
+        rc = io_fail(why, len, -EBADMSG, "%s: corrupt checkpoint tables", f->path);
     else
         rc = decode_body(f, body, windows_len, why, len);
     free(body);
@@ -607,18 +583,18 @@ int ixf_load(const char *dir, const struct ixf_identity *id, const struct zip_me
     char path[PATH_MAX];
     *out = NULL;
     if (ixf_path(dir, id, member, path, sizeof path) < 0)
-        return fail(why, why_len, -ENAMETOOLONG, "index directory name too long");
+        return io_fail(why, why_len, -ENAMETOOLONG, "index directory name too long");
     /* O_NONBLOCK: a FIFO planted under the name must not hang the open. */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0)
-        return fail(why, why_len, -errno, "%s: %s", path, strerror(errno));
+        return io_fail(why, why_len, -errno, "%s: %s", path, strerror(errno));
     struct ixf *f = calloc(1, sizeof *f);
     char *copy = strdup(path);
     if (!f || !copy) {
         close(fd);
         free(f);
         free(copy);
-        return fail(why, why_len, -ENOMEM, "out of memory");
+        return io_fail(why, why_len, -ENOMEM, "out of memory");
     }
     f->fd = fd;
     f->path = copy;

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pwd.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,4 +71,15 @@ const char *io_home_dir(char *buf, size_t len)
         pw.pw_dir[0] != '/')
         return NULL;
     return pw.pw_dir;
+}
+
+int io_fail(char *why, size_t len, int err, const char *fmt, ...)
+{
+    if (why && len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why, len, fmt, ap);
+        va_end(ap);
+    }
+    return err;
 }

@@ -32,4 +32,25 @@ static inline uint32_t le32(const unsigned char *p)
 }
 static inline uint64_t le64(const unsigned char *p) { return le32(p) | (uint64_t)le32(p + 4) << 32; }
 
+static inline void put_le16(unsigned char *p, uint16_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+}
+static inline void put_le32(unsigned char *p, uint32_t v)
+{
+    put_le16(p, (uint16_t)v);
+    put_le16(p + 2, (uint16_t)(v >> 16));
+}
+static inline void put_le64(unsigned char *p, uint64_t v)
+{
+    put_le32(p, (uint32_t)v);
+    put_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* The parsers' error convention: writes a one-line reason into why[0..len) (when there is
+ * room) and returns err, a negative errno. */
+int io_fail(char *why, size_t len, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 #endif

@@ -220,24 +220,6 @@ static void touch(struct cursor *c)
     pthread_mutex_unlock(&c->set->lock);
 }
 
-static void put16(unsigned char *p, uint16_t v)
-{
-    p[0] = (unsigned char)v;
-    p[1] = (unsigned char)(v >> 8);
-}
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    put16(p, (uint16_t)v);
-    put16(p + 2, (uint16_t)(v >> 16));
-}
-
-static void put64(unsigned char *p, uint64_t v)
-{
-    put32(p, (uint32_t)v);
-    put32(p + 4, (uint32_t)(v >> 32));
-}
-
 /* libarchive (3.6) fails a zstd member whose last output is still being flushed once all its
  * input is consumed ("Truncated zstd file body"). An empty skippable frame after the data
  * keeps input there to the end and adds no output. */
@@ -246,21 +228,21 @@ static const unsigned char zstd_tail[8] = {0x50, 0x2A, 0x4D, 0x18};
 static void make_header(unsigned char *h, const struct zip_member *zm, size_t tail_len)
 {
     memset(h, 0, HEADER_LEN);
-    put32(h, 0x04034b50);
-    put16(h + 4, 63);
-    put16(h + 6, zm->flags & 0x0006); /* method-specific bits only (LZMA end marker) */
-    put16(h + 8, zm->method);
-    put16(h + 12, 0x21); /* 1980-01-01 */
-    put32(h + 14, zm->crc32);
-    put32(h + 18, 0xFFFFFFFFu);
-    put32(h + 22, 0xFFFFFFFFu);
-    put16(h + 26, 1);
-    put16(h + 28, 20);
+    put_le32(h, 0x04034b50);
+    put_le16(h + 4, 63);
+    put_le16(h + 6, zm->flags & 0x0006); /* method-specific bits only (LZMA end marker) */
+    put_le16(h + 8, zm->method);
+    put_le16(h + 12, 0x21); /* 1980-01-01 */
+    put_le32(h + 14, zm->crc32);
+    put_le32(h + 18, 0xFFFFFFFFu);
+    put_le32(h + 22, 0xFFFFFFFFu);
+    put_le16(h + 26, 1);
+    put_le16(h + 28, 20);
     h[30] = 'm';
-    put16(h + 31, 0x0001);
-    put16(h + 33, 16);
-    put64(h + 35, zm->usize);
-    put64(h + 43, zm->csize + tail_len);
+    put_le16(h + 31, 0x0001);
+    put_le16(h + 33, 16);
+    put_le64(h + 35, zm->usize);
+    put_le64(h + 43, zm->csize + tail_len);
 }
 
 /* No valid LZMA stream needs a dictionary larger than its own output. */
@@ -280,7 +262,7 @@ static void cap_lzma_dict(struct feed *f, size_t n)
         return;
     uint64_t cap = lzma_dict_cap(f->usize);
     if (le32(f->buf + 5) > cap)
-        put32(f->buf + 5, (uint32_t)cap);
+        put_le32(f->buf + 5, (uint32_t)cap);
 }
 
 static la_ssize_t feed_read(struct archive *a, void *ctx, const void **out)

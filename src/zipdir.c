@@ -9,7 +9,6 @@
 #include "zipdir.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,19 +38,6 @@ struct cd_location {
     uint64_t prefix;
 };
 
-static int fail(char *msg, size_t len, int err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(char *msg, size_t len, int err, const char *fmt, ...)
-{
-    if (msg && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, len, fmt, ap);
-        va_end(ap);
-    }
-    return err;
-}
 
 /* Returns the EOCD position, or -1. An exact comment-length match wins over a shorter one so
  * that a stray signature inside a comment is not taken for the record. */
@@ -83,7 +69,7 @@ static int read_zip64_end(int fd, uint64_t eocd_pos, struct cd_location *cd, cha
     if (io_read_exact(fd, loc, sizeof loc, eocd_pos - LOC64_LEN) < 0 || le32(loc) != SIG_LOC64)
         return 0; /* no locator: the classic record is all there is */
     if (le32(loc + 4) != 0 || le32(loc + 16) > 1)
-        return fail(msg, len, -EINVAL, "multi-disk archives are not supported");
+        return io_fail(msg, len, -EINVAL, "multi-disk archives are not supported");
 
     /* The locator's offset is wrong when data was prepended; the record normally sits right
      * before the locator, so try the stated place first and that one second. */
@@ -97,17 +83,17 @@ static int read_zip64_end(int fd, uint64_t eocd_pos, struct cd_location *cd, cha
         if (io_read_exact(fd, rec, sizeof rec, at) < 0 || le32(rec) != SIG_EOCD64)
             continue;
         if (le32(rec + 16) != 0 || le32(rec + 20) != 0 || le64(rec + 24) != le64(rec + 32))
-            return fail(msg, len, -EINVAL, "multi-disk archives are not supported");
+            return io_fail(msg, len, -EINVAL, "multi-disk archives are not supported");
         cd->count = le64(rec + 32);
         cd->size = le64(rec + 40);
         cd->offset = le64(rec + 48);
         if (cd->offset > at || cd->size > at - cd->offset)
-            return fail(msg, len, -EINVAL, "central directory lies outside the file");
+            return io_fail(msg, len, -EINVAL, "central directory lies outside the file");
         cd->prefix = at - cd->offset - cd->size;
         cd->offset += cd->prefix;
         return 1;
     }
-    return fail(msg, len, -EINVAL, "ZIP64 end record is missing or corrupt");
+    return io_fail(msg, len, -EINVAL, "ZIP64 end record is missing or corrupt");
 }
 
 static int locate_cd(int fd, uint64_t file_size, struct cd_location *cd, char *msg, size_t len)
@@ -116,16 +102,16 @@ static int locate_cd(int fd, uint64_t file_size, struct cd_location *cd, char *m
     uint64_t tail_off = file_size - tail_len;
     unsigned char *tail = malloc(tail_len ? tail_len : 1);
     if (!tail)
-        return fail(msg, len, -ENOMEM, "out of memory");
+        return io_fail(msg, len, -ENOMEM, "out of memory");
     int rc = io_read_exact(fd, tail, tail_len, tail_off);
     if (rc < 0) {
         free(tail);
-        return fail(msg, len, rc, "cannot read: %s", strerror(-rc));
+        return io_fail(msg, len, rc, "cannot read: %s", strerror(-rc));
     }
     int64_t pos = find_eocd(tail, tail_len, tail_off, file_size);
     if (pos < 0) {
         free(tail);
-        return fail(msg, len, -EINVAL, "not a ZIP archive (no end of central directory record)");
+        return io_fail(msg, len, -EINVAL, "not a ZIP archive (no end of central directory record)");
     }
     const unsigned char *e = tail + (pos - (int64_t)tail_off);
     uint16_t disk = le16(e + 4), cd_disk = le16(e + 6);
@@ -139,9 +125,9 @@ static int locate_cd(int fd, uint64_t file_size, struct cd_location *cd, char *m
     if (rc == 1)
         return 0;
     if ((disk != 0 && disk != 0xFFFF) || (cd_disk != 0 && cd_disk != 0xFFFF) || on_disk != total)
-        return fail(msg, len, -EINVAL, "multi-disk archives are not supported");
+        return io_fail(msg, len, -EINVAL, "multi-disk archives are not supported");
     if (offset > (uint64_t)pos || size > (uint64_t)pos - offset)
-        return fail(msg, len, -EINVAL,
+        return io_fail(msg, len, -EINVAL,
                     "truncated or corrupt: central directory lies outside the file");
     cd->count = total;
     cd->size = size;
@@ -286,12 +272,12 @@ static int measure_central(const unsigned char *cd, uint64_t cd_size, uint64_t *
     while (pos < cd_size) {
         const unsigned char *e = cd + pos;
         if (cd_size - pos < CENTRAL_LEN || le32(e) != SIG_CENTRAL)
-            return fail(msg, len, -EINVAL, "corrupt central directory (entry %llu)",
+            return io_fail(msg, len, -EINVAL, "corrupt central directory (entry %llu)",
                         (unsigned long long)n);
         uint32_t nlen = le16(e + 28), xlen = le16(e + 30), clen = le16(e + 32);
         uint64_t elen = CENTRAL_LEN + (uint64_t)nlen + xlen + clen;
         if (elen > cd_size - pos)
-            return fail(msg, len, -EINVAL, "corrupt central directory (entry %llu truncated)",
+            return io_fail(msg, len, -EINVAL, "corrupt central directory (entry %llu truncated)",
                         (unsigned long long)n);
         pool += (le16(e + 8) & ZIP_FLAG_UTF8 ? nlen : 3 * (uint64_t)nlen) + 1;
         n++;
@@ -314,7 +300,7 @@ static int parse_central(const unsigned char *cd, uint64_t cd_size, struct zip_a
     za->members = calloc(count ? count : 1, sizeof *za->members);
     za->name_pool = malloc(pool_bytes ? pool_bytes : 1);
     if (!za->members || !za->name_pool)
-        return fail(msg, len, -ENOMEM, "out of memory");
+        return io_fail(msg, len, -ENOMEM, "out of memory");
 
     uint64_t pos = 0, pool = 0;
     for (uint64_t n = 0; n < count; n++) {
@@ -454,12 +440,12 @@ int zip_open(int fd, struct zip_archive *za, char *msg, size_t len)
     memset(za, 0, sizeof *za);
     za->fd = fd;
     if (fstat(fd, &st) < 0)
-        return fail(msg, len, -errno, "cannot stat: %s", strerror(errno));
+        return io_fail(msg, len, -errno, "cannot stat: %s", strerror(errno));
     if (!S_ISREG(st.st_mode))
-        return fail(msg, len, -EINVAL, "not a regular file");
+        return io_fail(msg, len, -EINVAL, "not a regular file");
     za->file_size = (uint64_t)st.st_size;
     if (za->file_size == 0)
-        return fail(msg, len, -EINVAL, "not a ZIP archive (empty file)");
+        return io_fail(msg, len, -EINVAL, "not a ZIP archive (empty file)");
 
     int rc = locate_cd(fd, za->file_size, &cd, msg, len);
     if (rc < 0)
@@ -470,10 +456,10 @@ int zip_open(int fd, struct zip_archive *za, char *msg, size_t len)
 
     unsigned char *buf = malloc(cd.size ? cd.size : 1);
     if (!buf)
-        return fail(msg, len, -ENOMEM, "out of memory");
+        return io_fail(msg, len, -ENOMEM, "out of memory");
     rc = io_read_exact(fd, buf, cd.size, cd.offset);
     if (rc < 0)
-        rc = fail(msg, len, rc, "cannot read the central directory: %s", strerror(-rc));
+        rc = io_fail(msg, len, rc, "cannot read the central directory: %s", strerror(-rc));
     else
         rc = parse_central(buf, cd.size, za, msg, len);
     free(buf);
@@ -484,7 +470,7 @@ int zip_open(int fd, struct zip_archive *za, char *msg, size_t len)
     struct local_scratch *scratch = malloc(sizeof *scratch);
     if (!scratch) {
         zip_close(za);
-        return fail(msg, len, -ENOMEM, "out of memory");
+        return io_fail(msg, len, -ENOMEM, "out of memory");
     }
     for (uint64_t i = 0; i < za->count; i++) {
         struct zip_member *m = &za->members[i];
@@ -498,7 +484,7 @@ int zip_open(int fd, struct zip_archive *za, char *msg, size_t len)
     free(scratch);
     if (check_overlaps(za) < 0) {
         zip_close(za);
-        return fail(msg, len, -ENOMEM, "out of memory");
+        return io_fail(msg, len, -ENOMEM, "out of memory");
     }
     return 0;
 }
