@@ -24,12 +24,18 @@ def _members(path):
         return {i.filename: zf.read(i) for i in zf.infolist()}
 
 
-def _read(path):
-    """The file's bytes, or None for EIO (any other error fails the test)."""
+GONE = object()  # a name listed a moment ago that the mount no longer has
+
+
+def _read(path, may_vanish=False):
+    """The file's bytes, or None for EIO (any other error fails the test). With may_vanish,
+    ENOENT gives GONE: the mount followed a change between the listing and the open."""
     try:
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
+        if may_vanish and e.errno == errno.ENOENT:
+            return GONE
         assert e.errno == errno.EIO, f"{path}: {errno.errorcode.get(e.errno, e.errno)}"
         return None
 
@@ -47,7 +53,10 @@ def _wait_for(mnt, want, old=None):
             names = set()
         got = {}
         for n in names:
-            b = _read(mnt / n)
+            b = _read(mnt / n, may_vanish=True)
+            if b is GONE:
+                got[n] = b  # never equal to want: poll again
+                continue
             assert b is None or b == want.get(n) or b == old.get(n), f"{n}: foreign bytes"
             got[n] = b
         if got == want:
