@@ -13,65 +13,64 @@ PYTHON    := /usr/bin/python3
 
 # ISA-L (libisal) ships a pkg-config file from 2.30 on; without one, link it by name.
 ISAL_PC   := $(shell pkg-config --exists libisal 2>/dev/null && echo libisal)
-PKGS      := fuse3 zlib libarchive $(ISAL_PC)
+# The core is compiled without fuse3's include path: the build itself proves that only the
+# adapter (FUSE_SRC) knows about FUSE.
+CORE_PKGS := zlib libarchive $(ISAL_PC)
+PKGS      := fuse3 $(CORE_PKGS)
+CORE_DEP_CFLAGS = $(shell pkg-config --cflags $(CORE_PKGS) 2>/dev/null)
 DEP_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 DEP_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(if $(ISAL_PC),,-lisal)
-ALL_CFLAGS = -std=gnu11 $(WARN) -D_FILE_OFFSET_BITS=64 -DNPZMOUNT_VERSION='"$(VERSION)"' \
-             $(DEP_CFLAGS) $(CPPFLAGS) $(CFLAGS)
+BASE_CFLAGS = -std=gnu11 $(WARN) -D_FILE_OFFSET_BITS=64 -DNPZMOUNT_VERSION='"$(VERSION)"' \
+             -MMD -MP $(CPPFLAGS) $(CFLAGS)
+ALL_CFLAGS = $(BASE_CFLAGS) $(DEP_CFLAGS)
 LIBS       = $(DEP_LIBS) -lpthread
 
 # The core knows nothing about FUSE; tests, fuzzers and tools link it directly.
-CORE_SRC  := src/io.c src/log.c src/siphash.c src/budget.c src/window.c src/sched.c \
-             src/index_file.c src/zipdir.c src/namespace.c src/cache.c src/inflate_index.c \
-             src/inflater.c src/inflater_zlib.c src/inflater_isal.c \
-             src/reader.c src/reader_stored.c src/reader_deflate.c \
-             src/reader_archive.c src/reader_broken.c src/archive_watch.c src/npz.c
 FUSE_SRC  := src/fuse_ops.c src/main.c
+CORE_SRC  := $(filter-out $(FUSE_SRC),$(sort $(wildcard src/*.c)))
 UNIT_SRC  := $(wildcard tests/unit/*.c)
 
-# Two build trees: the normal one, and one with ASan/UBSan for the test suite.
+# Three build trees: normal, ASan/UBSan and TSan. Each has one compile rule, made by
+# tree_rules below; header dependencies come from the compiler (-MMD), in TREE/*.d.
 B         := build
 BA        := build-asan
+BT        := build-tsan
 SANITIZE  := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+FLAGS_$(B)  :=
+FLAGS_$(BA) := -O1 $(SANITIZE)
+FLAGS_$(BT) := -O1 -fsanitize=thread
 
 .PHONY: all check check-unit check-asan check-tsan check-integration-asan check-integration demo bench fuzz install uninstall \
         clean deps
 all: npzmount
 
-$(B)/%.o: src/%.c src/*.h | $(B)
-	$(CC) $(ALL_CFLAGS) -c $< -o $@
-$(BA)/%.o: src/%.c src/*.h | $(BA)
-	$(CC) $(ALL_CFLAGS) -O1 $(SANITIZE) -c $< -o $@
-$(B) $(BA):
-	mkdir -p $@
-
-$(B)/libnpzcore.a: $(CORE_SRC:src/%.c=$(B)/%.o)
-	ar rcs $@ $^
-$(BA)/libnpzcore.a: $(CORE_SRC:src/%.c=$(BA)/%.o)
-	ar rcs $@ $^
+# $(call tree_rules,TREE): the compile rules of one build tree. Core objects see only the core's
+# dependencies' headers; the adapter's also see fuse3's.
+define tree_rules
+$(1)/%.o: src/%.c | $(1)
+	$$(CC) $$(BASE_CFLAGS) $$(if $$(filter $$(FUSE_SRC),$$<),$$(DEP_CFLAGS),$$(CORE_DEP_CFLAGS)) \
+	    $$(FLAGS_$(1)) -c $$< -o $$@
+$(1)/libnpzcore.a: $$(CORE_SRC:src/%.c=$(1)/%.o)
+	ar rcs $$@ $$^
+$(1)/unit_%: tests/unit/%.c $(1)/libnpzcore.a
+	$$(CC) $$(ALL_CFLAGS) $$(FLAGS_$(1)) -Isrc $$(LDFLAGS) -o $$@ $$< $(1)/libnpzcore.a $$(LIBS)
+$(1):
+	mkdir -p $$@
+endef
+$(foreach t,$(B) $(BA) $(BT),$(eval $(call tree_rules,$(t))))
+-include $(wildcard $(B)/*.d $(BA)/*.d $(BT)/*.d)
 
 npzmount: $(FUSE_SRC:src/%.c=$(B)/%.o) $(B)/libnpzcore.a
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
 $(BA)/npzmount: $(FUSE_SRC:src/%.c=$(BA)/%.o) $(BA)/libnpzcore.a
 	$(CC) $(ALL_CFLAGS) $(SANITIZE) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-# Unit tests: every tests/unit/NAME.c is one program linked against the core.
-$(B)/unit_%: tests/unit/%.c tests/unit/*.h $(B)/libnpzcore.a
-	$(CC) $(ALL_CFLAGS) -Isrc $(LDFLAGS) -o $@ $< $(B)/libnpzcore.a $(LIBS)
-$(BA)/unit_%: tests/unit/%.c tests/unit/*.h $(BA)/libnpzcore.a
-	$(CC) $(ALL_CFLAGS) -O1 $(SANITIZE) -Isrc $(LDFLAGS) -o $@ $< $(BA)/libnpzcore.a $(LIBS)
-
 UNITS      = $(UNIT_SRC:tests/unit/%.c=$(B)/unit_%)
 UNITS_ASAN = $(UNIT_SRC:tests/unit/%.c=$(BA)/unit_%)
 
 # ThreadSanitizer build of the core and a many-reader stress run over it.
-BT        := build-tsan
-$(BT)/%.o: src/%.c src/*.h | $(BT)
-	$(CC) $(ALL_CFLAGS) -O1 -fsanitize=thread -c $< -o $@
-$(BT):
-	mkdir -p $@
-$(BT)/stress: tests/stress/stress.c $(CORE_SRC:src/%.c=$(BT)/%.o)
-	$(CC) $(ALL_CFLAGS) -O1 -fsanitize=thread -Isrc $(LDFLAGS) -o $@ $^ $(LIBS)
+$(BT)/stress: tests/stress/stress.c $(BT)/libnpzcore.a
+	$(CC) $(ALL_CFLAGS) $(FLAGS_$(BT)) -Isrc $(LDFLAGS) -o $@ $^ $(LIBS)
 
 check-tsan: $(BT)/stress
 	$(PYTHON) tests/stress/make_archive.py $(BT)/stress.zip 16
