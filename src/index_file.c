@@ -254,22 +254,25 @@ static int check_counts(const struct ixf_member *m, char *why, size_t len)
     return 0;
 }
 
-static bool point_ok(const struct ixf_member *m, uint64_t k)
+/* Whether point k is consistent, given the length of its stored window. */
+static bool point_ok(const struct ixf_member *m, uint64_t k, uint32_t zlen)
 {
     const struct ixf_point *p = &m->pts[k];
     if (k == 0)
-        return p->out == 0 && p->in == 0 && p->bits == 0 && p->wlen == 0 && p->zlen == 0;
+        return p->out == 0 && p->in == 0 && p->bits == 0 && p->wlen == 0 && zlen == 0;
     const struct ixf_point *prev = p - 1;
     uint64_t wmax = p->out < IXF_WINDOW ? p->out : IXF_WINDOW;
     return p->out > prev->out && p->in > prev->in && p->out <= m->indexed_out &&
            p->out < m->usize && p->in < m->csize && p->bits <= 7 && p->wlen >= 1 &&
-           p->wlen <= wmax && p->zlen >= 1 && p->zlen <= IXF_MAX_ZWIN;
+           p->wlen <= wmax && zlen >= 1 && zlen <= IXF_MAX_ZWIN;
 }
 
-static int check_points(const struct ixf_member *m, char *why, size_t len)
+/* Checks every point. When saving, a window still to be asked for (zwin NULL) is checked once
+ * it comes: until then it counts as one of a valid length. */
+static int check_points(const struct ixf_member *m, bool saving, char *why, size_t len)
 {
     for (uint64_t k = 0; k < m->npoints; k++)
-        if (!point_ok(m, k))
+        if (!point_ok(m, k, saving && k > 0 && !m->pts[k].zwin ? 1 : m->pts[k].zlen))
             return io_fail(why, len, -EBADMSG, "checkpoint %llu is inconsistent",
                         (unsigned long long)k);
     return 0;
@@ -320,13 +323,14 @@ static int decode_header(const unsigned char *h, struct ixf_identity *id, struct
     return 0;
 }
 
-static void encode_point(unsigned char *b, const struct ixf_point *p, uint32_t zcrc)
+static void encode_point(unsigned char *b, const struct ixf_point *p, uint32_t zlen,
+                         uint32_t zcrc)
 {
     memset(b, 0, POINT_LEN);
     put_le64(b + P_OUT, p->out);
     put_le64(b + P_IN, p->in);
     put_le32(b + P_WLEN, p->wlen);
-    put_le32(b + P_ZLEN, p->zlen);
+    put_le32(b + P_ZLEN, zlen);
     put_le32(b + P_ZCRC, zcrc);
     b[P_BITS] = p->bits;
 }
@@ -390,33 +394,72 @@ static void writer_put(struct writer *w, const void *data, size_t len)
     }
 }
 
-/* Writes the whole file into fd: body and windows first (the header holds their CRC and
- * length), then the header. */
-static int write_index(int fd, const struct ixf_identity *id, const struct ixf_member *m)
+/* Writes the windows at off, one at a time, noting each one's length and CRC-32. */
+static int write_windows(int fd, const struct ixf_member *m, uint64_t off, uint32_t *zlen,
+                         uint32_t *zcrc, uint64_t *total)
 {
     struct writer *w = calloc(1, sizeof *w);
-    if (!w)
-        return -ENOMEM;
-    w->fd = fd;
-    w->off = HEADER_LEN;
-    uint64_t windows_len = 0;
-    for (uint64_t k = 0; k < m->npoints; k++) {
+    unsigned char *z = m->window ? malloc(IXF_MAX_ZWIN) : NULL;
+    int rc = !w || (m->window && !z) ? -ENOMEM : 0;
+    if (w)
+        w->fd = fd, w->off = off;
+    *total = 0;
+    for (uint64_t k = 0; rc == 0 && k < m->npoints; k++) {
         const struct ixf_point *p = &m->pts[k];
-        unsigned char rec[POINT_LEN];
-        encode_point(rec, p, p->zlen ? crc_of(p->zwin, p->zlen) : 0);
-        writer_put(w, rec, sizeof rec);
-        windows_len += p->zlen;
+        const unsigned char *src = p->zwin;
+        int n = (int)p->zlen;
+        if (!src && k > 0) {
+            n = m->window ? m->window(m->window_ctx, k, z, IXF_MAX_ZWIN) : -EINVAL;
+            src = z;
+        }
+        if (n < 0 || !point_ok(m, k, (uint32_t)n)) {
+            rc = n < 0 ? n : -EINVAL;
+            break;
+        }
+        zlen[k] = (uint32_t)n;
+        zcrc[k] = n ? crc_of(src, (size_t)n) : 0;
+        writer_put(w, src, (size_t)n);
+        *total += (uint64_t)n;
     }
-    for (uint64_t i = 0; i < m->npieces; i++) {
-        unsigned char rec[PIECE_CRC_LEN];
-        put_le32(rec, m->piece_crc[i]);
-        writer_put(w, rec, sizeof rec);
+    if (rc == 0) {
+        writer_flush(w);
+        rc = w->err;
     }
-    uint32_t body_crc = w->crc;
-    for (uint64_t k = 0; k < m->npoints; k++)
-        writer_put(w, m->pts[k].zwin, m->pts[k].zlen);
-    writer_flush(w);
-    int rc = w->err;
+    free(z);
+    free(w);
+    return rc;
+}
+
+/* Writes the whole file into fd: windows first (the body holds their lengths and CRCs), then
+ * the body, then the header (which holds the body's CRC and the windows' length). */
+static int write_index(int fd, const struct ixf_identity *id, const struct ixf_member *m)
+{
+    uint32_t *zlen = malloc(m->npoints * sizeof *zlen);
+    uint32_t *zcrc = malloc(m->npoints * sizeof *zcrc);
+    struct writer *w = calloc(1, sizeof *w);
+    uint64_t windows_len = 0;
+    int rc = zlen && zcrc && w ? write_windows(fd, m, HEADER_LEN + body_length(m), zlen, zcrc,
+                                               &windows_len)
+                               : -ENOMEM;
+    if (rc == 0) {
+        w->fd = fd;
+        w->off = HEADER_LEN;
+        for (uint64_t k = 0; k < m->npoints; k++) {
+            unsigned char rec[POINT_LEN];
+            encode_point(rec, &m->pts[k], zlen[k], zcrc[k]);
+            writer_put(w, rec, sizeof rec);
+        }
+        for (uint64_t i = 0; i < m->npieces; i++) {
+            unsigned char rec[PIECE_CRC_LEN];
+            put_le32(rec, m->piece_crc[i]);
+            writer_put(w, rec, sizeof rec);
+        }
+        writer_flush(w);
+        rc = w->err;
+    }
+    uint32_t body_crc = w ? w->crc : 0;
+    free(zlen);
+    free(zcrc);
     free(w);
     if (rc < 0)
         return rc;
@@ -429,10 +472,10 @@ static int check_for_save(const struct ixf_member *m, char *why, size_t len)
 {
     if (!m->pts || (m->npieces && !m->piece_crc))
         return io_fail(why, len, -EINVAL, "index without tables");
-    if (check_counts(m, why, len) < 0 || check_points(m, why, len) < 0)
+    if (check_counts(m, why, len) < 0 || check_points(m, true, why, len) < 0)
         return -EINVAL;
-    for (uint64_t k = 0; k < m->npoints; k++)
-        if (m->pts[k].zlen && !m->pts[k].zwin)
+    for (uint64_t k = 1; k < m->npoints; k++)
+        if (!m->pts[k].zwin && !m->window)
             return io_fail(why, len, -EINVAL, "checkpoint %llu has no window",
                         (unsigned long long)k);
     return 0;
@@ -539,7 +582,7 @@ static int decode_body(struct ixf *f, const unsigned char *body, uint64_t window
     for (uint64_t i = 0; i < m->npieces; i++)
         m->piece_crc[i] = le32(crcs + i * PIECE_CRC_LEN);
     char what[160];
-    if (check_points(m, what, sizeof what) < 0)
+    if (check_points(m, false, what, sizeof what) < 0)
         return io_fail(why, len, -EBADMSG, "%s: %s", f->path, what);
     return 0;
 }

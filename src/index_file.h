@@ -61,7 +61,7 @@ struct ixf_point {
     uint8_t bits;              /* 0-7 leftover bits of byte in - 1 */
     uint32_t wlen;             /* raw window length, 1..min(out, IXF_WINDOW); 0 at out == 0 */
     uint32_t zlen;             /* stored window length, 1..IXF_MAX_ZWIN; 0 at out == 0 */
-    const unsigned char *zwin; /* save: the stored window bytes (not read by the loader) */
+    const unsigned char *zwin; /* save: the stored window bytes, or NULL to ask window() */
     uint64_t file_off;         /* load: where the stored window is in the file */
     uint32_t zcrc;             /* load: CRC-32 of the stored window bytes */
 };
@@ -83,6 +83,11 @@ struct ixf_member {
     struct ixf_point *pts;
     uint64_t npieces;
     uint32_t *piece_crc;       /* CRC-32 of piece i = [i * piece, min((i + 1) * piece, usize)) */
+    /* save: the stored window of point k (one whose zwin is NULL) into z[0..cap), cap being
+     * IXF_MAX_ZWIN; returns its length (zlen is then ignored) or a negative errno. Saving
+     * asks for one window at a time, so an index need not be in memory whole to be saved. */
+    int (*window)(void *ctx, uint64_t k, unsigned char *z, size_t cap);
+    void *window_ctx;
 };
 
 /* Pieces that end at or below indexed_out: the length piece_crc must have. */
@@ -97,7 +102,7 @@ int ixf_default_dir(char *out, size_t len);
 int ixf_path(const char *dir, const struct ixf_identity *id, uint64_t member, char *out,
              size_t len);
 
-/* Saves m (windows taken from pts[k].zwin; file_off and zcrc ignored) for the archive id,
+/* Saves m (windows from pts[k].zwin or window(); file_off and zcrc ignored) for the archive id,
  * creating dir and its parents (mode 0700) when missing. The file is created mode 0600. */
 int ixf_save(const char *dir, const struct ixf_identity *id, const struct ixf_member *m,
              char *why, size_t why_len);

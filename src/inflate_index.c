@@ -27,10 +27,11 @@
 
 #include "inflater.h"
 #include "io.h"
+#include "spill.h"
 #include "window.h"
 
 #define IN_BUF (64u << 10)
-#define ISAL_MIN_SPAN (256u << 10)
+#define ISAL_MIN_SPAN (128u << 10)
 #define ADVANCE_SLICE 64 /* pieces per zindex_advance call */
 
 struct point {
@@ -39,11 +40,12 @@ struct point {
     int bits;           /* unused bits left in byte in - 1 (0-7) */
     uint32_t wlen;      /* window bytes (less than 32 KiB only near the start) */
     uint32_t zlen;      /* bytes of the packed window in win */
-    unsigned char *win; /* packed window (window.h); NULL at out == 0 or when saved */
-    uint64_t saved_k;   /* point number in a saved index holding the window, or NO_SAVED */
+    unsigned char *win; /* packed window (window.h) when it is in memory, else NULL */
+    int from;           /* where the window is: FROM_MEMORY (or no window at out == 0)... */
+    uint64_t where;     /* ...or FROM_SAVED (point number there), FROM_SPILL (offset there) */
 };
 
-#define NO_SAVED UINT64_MAX
+enum { FROM_MEMORY, FROM_SAVED, FROM_SPILL };
 
 struct decoder {
     const struct inflater_ops *ops;
@@ -61,11 +63,15 @@ struct decoder {
 
 struct zindex {
     struct zindex_source src;
-    const struct inflater_ops *ops;
+    const struct inflater_ops *ops;  /* the frontier's decoder */
+    const struct inflater_ops *rops; /* restarts' */
     size_t piece;
     struct budget *mem;
+    struct spill *spill;
+    uint64_t fine;         /* spacing of spilled checkpoints; 0: none */
     pthread_mutex_t lock;  /* guards everything below except the frontier fields */
     uint64_t span;         /* grows when checkpoints are thinned */
+    uint64_t coarse;       /* output offset of the last checkpoint kept in memory */
     struct point *pts;
     uint64_t npoints, cap;
     uint32_t *pcrc;        /* CRC-32 of pieces 0..ncrc-1 */
@@ -131,9 +137,9 @@ static void refund(struct zindex *zi, uint64_t n)
 /* ---- decoders ---- */
 
 /* What an idle decoder costs the budget. */
-static uint64_t decoder_bytes(const struct zindex *zi)
+static uint64_t decoder_bytes(const struct inflater_ops *ops)
 {
-    return sizeof(struct decoder) + zi->ops->memory;
+    return sizeof(struct decoder) + ops->memory;
 }
 
 static struct decoder *decoder_new(const struct inflater_ops *ops)
@@ -194,15 +200,18 @@ static int decoder_reset(struct decoder *d, const struct zindex_source *src, uin
     return 0;
 }
 
-/* Unpacks p's window into raw, reading it from the saved index when it lives there; a saved
- * window that cannot be read back fails the member like any other mismatch with the file. */
+/* Unpacks p's window into raw, reading it from the spill or the saved index when it lives
+ * there; a saved window that cannot be read back fails the member like any other mismatch
+ * with the file. */
 static int load_window(struct zindex *zi, const struct point *p, unsigned char *raw, bool locked)
 {
-    if (p->win)
+    if (p->from == FROM_MEMORY)
         return window_unpack(p->win, p->zlen, raw, p->wlen);
+    if (p->from == FROM_SPILL)
+        return spill_get(zi->spill, raw, p->wlen, p->where) < 0 ? -EIO : 0;
     unsigned char z[ZINDEX_WINDOW];
     int n = zi->fetch.window && p->zlen <= sizeof z
-                ? zi->fetch.window(zi->fetch.ctx, p->saved_k, z, sizeof z) : -EIO;
+                ? zi->fetch.window(zi->fetch.ctx, p->where, z, sizeof z) : -EIO;
     if (n >= 0 && (uint32_t)n == p->zlen && window_unpack(z, p->zlen, raw, p->wlen) == 0)
         return 0;
     if (!locked)
@@ -283,14 +292,15 @@ static uint32_t last_window(const struct decoder *d, const unsigned char *buf, s
 
 /* ---- checkpoints ---- */
 
-/* Drops every other checkpoint (keeping the first) and doubles the span. Lock held. */
+/* Drops every other checkpoint whose window is in memory and doubles the span. Windows
+ * elsewhere (spill, saved file) cost nothing here, so their points stay. Lock held. */
 static void thin(struct zindex *zi)
 {
-    uint64_t kept = 1;
+    uint64_t kept = 1, in_memory = 0;
     for (uint64_t i = 1; i < zi->npoints; i++) {
-        if (i % 2 == 0) {
+        if (zi->pts[i].from != FROM_MEMORY || in_memory++ % 2 == 1) {
             zi->pts[kept++] = zi->pts[i];
-        } else if (zi->pts[i].win) { /* a saved point's window costs nothing here */
+        } else {
             refund(zi, zi->pts[i].zlen);
             free(zi->pts[i].win);
         }
@@ -317,22 +327,23 @@ static int reserve_point(struct zindex *zi)
     return 0;
 }
 
-/* Records a checkpoint (a block boundary) with its window. Under memory pressure the window is
- * packed, then older checkpoints are thinned; if even that leaves no room the point is skipped
- * (the span widens, nothing fails). Lock not held. */
-static void add_point(struct zindex *zi, uint64_t out, uint64_t in, int bits,
+/* Records a checkpoint (a block boundary) with its window in memory. Under memory pressure
+ * the window is packed, then older checkpoints are thinned; if even that leaves no room the
+ * point is skipped (the span widens, nothing fails). Returns whether it was kept. Lock not
+ * held. */
+static bool add_point(struct zindex *zi, uint64_t out, uint64_t in, int bits,
                       const unsigned char *raw, uint32_t wlen)
 {
-    struct point p = {.out = out, .in = in, .bits = bits, .wlen = wlen, .saved_k = NO_SAVED};
+    struct point p = {.out = out, .in = in, .bits = bits, .wlen = wlen, .from = FROM_MEMORY};
     if (window_pack(raw, wlen, WINDOW_CHEAP, &p.win, &p.zlen) < 0)
-        return;
+        return false;
     pthread_mutex_lock(&zi->lock);
     bool packed = p.zlen < p.wlen;
     for (int tries = 0; tries < 3; tries++) {
         if (reserve_point(zi) == 0 && charge(zi, p.zlen) == 0) {
             zi->pts[zi->npoints++] = p;
             pthread_mutex_unlock(&zi->lock);
-            return;
+            return true;
         }
         if (!packed) { /* pressure: pay for a real attempt at packing */
             unsigned char *z;
@@ -349,6 +360,29 @@ static void add_point(struct zindex *zi, uint64_t out, uint64_t in, int bits,
     }
     pthread_mutex_unlock(&zi->lock);
     free(p.win);
+    return false;
+}
+
+/* Records a fine checkpoint: its window goes to the spill, its entry to the table. A point
+ * that cannot be recorded is skipped. Lock not held. */
+static void spill_point(struct zindex *zi, uint64_t out, uint64_t in, int bits,
+                        const unsigned char *raw, uint32_t wlen)
+{
+    struct point p = {.out = out, .in = in, .bits = bits, .wlen = wlen, .from = FROM_SPILL};
+    if (spill_put(zi->spill, raw, wlen, &p.where) < 0)
+        return;
+    pthread_mutex_lock(&zi->lock);
+    if (reserve_point(zi) == 0)
+        zi->pts[zi->npoints++] = p;
+    pthread_mutex_unlock(&zi->lock);
+}
+
+/* The output offset at which the first pass wants its next checkpoint. Lock held. */
+static uint64_t next_point(const struct zindex *zi)
+{
+    uint64_t coarse = zi->coarse + zi->span;
+    uint64_t fine = zi->pts[zi->npoints - 1].out + zi->fine;
+    return zi->fine && fine < coarse ? fine : coarse;
 }
 
 /* The last checkpoint at or before off. Lock held. */
@@ -413,10 +447,15 @@ struct zindex *zindex_new(const struct zindex_source *src, const struct zindex_p
     zi->span = p->span < ZINDEX_WINDOW ? ZINDEX_WINDOW : p->span;
     zi->piece = p->piece < 4096 ? 4096 : p->piece;
     zi->mem = p->mem;
+    zi->spill = p->spill;
+    zi->fine = p->spill && p->fine >= ZINDEX_WINDOW && p->fine < zi->span ? p->fine : 0;
     /* ISA-L is the faster decoder, but it reads up to 64 KiB ahead after each restart, so it
-     * cannot stop at block ends spaced closer than that: short spans are zlib's. */
-    zi->ops = p->decoder ? p->decoder : zi->span >= ISAL_MIN_SPAN ? &inflater_isal
-                                                                   : &inflater_zlib;
+     * cannot stop at block ends spaced closer than that: a first pass recording short spans
+     * is zlib's. Restarts never stop early, so they are always ISA-L's. */
+    uint64_t closest = zi->fine ? zi->fine : zi->span;
+    zi->ops = p->decoder ? p->decoder : closest >= ISAL_MIN_SPAN ? &inflater_isal
+                                                                  : &inflater_zlib;
+    zi->rops = p->decoder ? p->decoder : &inflater_isal;
     zi->cap = 16;
     zi->pts = calloc(zi->cap, sizeof *zi->pts);
     if (!zi->pts) {
@@ -424,7 +463,6 @@ struct zindex *zindex_new(const struct zindex_source *src, const struct zindex_p
         return NULL;
     }
     zi->npoints = 1; /* the start of the stream needs no window */
-    zi->pts[0].saved_k = NO_SAVED;
     zi->complete = src->usize == 0 && src->csize == 0;
     atomic_init(&zi->fg_wanted, 0);
     atomic_init(&zi->fg_blocked, 0);
@@ -461,8 +499,16 @@ static int checkpoint(struct zindex *zi, struct decoder *d, const unsigned char 
     unsigned char raw[ZINDEX_WINDOW];
     uint32_t wlen = last_window(d, buf, used, raw);
     int rc = decoder_reset(d, &zi->src, in, bits, d->out, raw, wlen);
-    if (rc == 0 && d->out < zi->src.usize)
-        add_point(zi, d->out, in, bits, raw, wlen);
+    if (rc < 0 || d->out >= zi->src.usize)
+        return rc;
+    pthread_mutex_lock(&zi->lock);
+    bool coarse = d->out >= zi->coarse + zi->span;
+    if (coarse) /* also when it cannot be kept: the next one is due a span later */
+        zi->coarse = d->out;
+    pthread_mutex_unlock(&zi->lock);
+    /* a coarse point the memory budget cannot keep is still worth a fine one */
+    if ((!coarse || !add_point(zi, d->out, in, bits, raw, wlen)) && zi->fine)
+        spill_point(zi, d->out, in, bits, raw, wlen);
     return rc;
 }
 
@@ -478,7 +524,7 @@ static int decode_into(struct zindex *zi, struct decoder *d, unsigned char *buf,
         if (rec) { /* the first block end a span after the last checkpoint: decode up to just
                     * before it, then ask for a stop at the end of the block there */
             pthread_mutex_lock(&zi->lock);
-            uint64_t want = zi->pts[zi->npoints - 1].out + zi->span;
+            uint64_t want = next_point(zi);
             pthread_mutex_unlock(&zi->lock);
             if (d->out + 1 >= want)
                 flags = INFLATER_STOP_AT_BLOCK;
@@ -618,7 +664,7 @@ static void unpark_frontier(struct zindex *zi)
         return;
     zi->frontier_parked = false;
     pthread_mutex_lock(&zi->lock);
-    refund(zi, decoder_bytes(zi));
+    refund(zi, decoder_bytes(zi->ops));
     pthread_mutex_unlock(&zi->lock);
 }
 
@@ -631,7 +677,7 @@ static void park_frontier(struct zindex *zi)
         return;
     unpark_frontier(zi); /* no double charge when it was not used this time */
     pthread_mutex_lock(&zi->lock);
-    bool keep = !zi->complete && !zi->err && charge(zi, decoder_bytes(zi)) == 0;
+    bool keep = !zi->complete && !zi->err && charge(zi, decoder_bytes(zi->ops)) == 0;
     pthread_mutex_unlock(&zi->lock);
     if (!keep) {
         decoder_free(zi->frontier);
@@ -753,9 +799,9 @@ static struct decoder *take_cursor(struct zindex *zi)
     struct decoder *d = zi->cursor;
     zi->cursor = NULL;
     if (d)
-        refund(zi, decoder_bytes(zi));
+        refund(zi, decoder_bytes(zi->rops));
     pthread_mutex_unlock(&zi->lock);
-    return d ? d : decoder_new(zi->ops);
+    return d ? d : decoder_new(zi->rops);
 }
 
 /* Keeps d as the spare cursor while the budget has room for an idle decoder. */
@@ -763,7 +809,7 @@ static void return_cursor(struct zindex *zi, struct decoder *d)
 {
     pthread_mutex_lock(&zi->lock);
     struct decoder *old = NULL;
-    if (zi->cursor || charge(zi, decoder_bytes(zi)) < 0) {
+    if (zi->cursor || charge(zi, decoder_bytes(zi->rops)) < 0) {
         old = d;
     } else {
         zi->cursor = d;
@@ -927,17 +973,11 @@ int zindex_snapshot(struct zindex *zi, struct zindex_snapshot *out)
     for (uint64_t k = 0; rc == 0 && k < zi->npoints; k++) {
         const struct point *p = &zi->pts[k];
         struct zindex_point *o = &out->pts[k];
-        *o = (struct zindex_point){p->out, p->in, p->bits, p->wlen, 0, NULL};
-        if (!p->wlen)
-            continue;
-        if (!p->win) { /* still in the saved file: copy it as it is, packed */
-            o->zlen = p->zlen;
-            o->win = malloc(p->zlen);
-            int n = !o->win ? -ENOMEM
-                            : zi->fetch.window(zi->fetch.ctx, p->saved_k, o->win, p->zlen);
-            rc = n < 0 ? n : (uint32_t)n == p->zlen ? 0 : -EIO;
-            continue;
-        }
+        *o = (struct zindex_point){p->out, p->in, p->bits, p->wlen, p->zlen, NULL, p->from,
+                                   p->where};
+        if (!p->wlen || p->from != FROM_MEMORY)
+            continue; /* fetched by zindex_window when saved: it stays where it is */
+        /* thinning may free it once the lock is dropped: take a copy, packed harder */
         unsigned char raw[ZINDEX_WINDOW];
         rc = window_unpack(p->win, p->zlen, raw, p->wlen);
         if (rc == 0)
@@ -948,6 +988,32 @@ int zindex_snapshot(struct zindex *zi, struct zindex_snapshot *out)
     pthread_mutex_unlock(&zi->lock);
     if (rc < 0)
         zindex_snapshot_free(out);
+    return rc;
+}
+
+int zindex_window(struct zindex *zi, const struct zindex_point *p, unsigned char *z, size_t cap)
+{
+    if (p->win || !p->wlen) {
+        if (p->zlen > cap)
+            return -ENOBUFS;
+        if (p->zlen)
+            memcpy(z, p->win, p->zlen);
+        return (int)p->zlen;
+    }
+    if (p->from == FROM_SAVED) {
+        int n = zi->fetch.window(zi->fetch.ctx, p->where, z, cap);
+        return n < 0 ? n : (uint32_t)n == p->zlen ? n : -EIO;
+    }
+    unsigned char raw[ZINDEX_WINDOW], *packed;
+    uint32_t zlen;
+    if (p->wlen > sizeof raw || spill_get(zi->spill, raw, p->wlen, p->where) < 0)
+        return -EIO;
+    if (window_pack(raw, p->wlen, WINDOW_SAMPLED, &packed, &zlen) < 0)
+        return -ENOMEM;
+    int rc = zlen > cap ? -ENOBUFS : (int)zlen;
+    if (rc > 0)
+        memcpy(z, packed, zlen);
+    free(packed);
     return rc;
 }
 
@@ -984,7 +1050,7 @@ int zindex_import(struct zindex *zi, const struct zindex_snapshot *s,
     }
     for (uint64_t k = 0; k < s->npoints; k++)
         pts[k] = (struct point){s->pts[k].out, s->pts[k].in, s->pts[k].bits, s->pts[k].wlen,
-                                s->pts[k].zlen, NULL, k};
+                                s->pts[k].zlen, NULL, k ? FROM_SAVED : FROM_MEMORY, k};
     memcpy(pcrc, s->pcrc, s->ncrc * sizeof *pcrc);
     free(zi->pts);
     free(zi->pcrc);
@@ -998,6 +1064,7 @@ int zindex_import(struct zindex *zi, const struct zindex_snapshot *s,
     for (uint64_t q = 0; q < s->ncrc; q++)
         zi->crc = (uint32_t)crc32_combine(zi->crc, pcrc[q], (z_off_t)piece_len(zi, q));
     zi->span = s->span;
+    zi->coarse = pts[s->npoints - 1].out;
     zi->fetch = *fetch;
     zi->imported = true;
     pthread_mutex_unlock(&zi->lock);

@@ -53,11 +53,20 @@ struct zindex_source {
     uint32_t crc32;
 };
 
+struct spill;
+
 struct zindex_params {
     uint64_t span;       /* output bytes between checkpoints (at least ZINDEX_WINDOW) */
     size_t piece;        /* bytes per piece (at least 4 KiB) */
     struct budget *mem;  /* index memory, shared by many indexes; NULL: unbounded */
-    const struct inflater_ops *decoder; /* inflater.h; NULL: ISA-L, or zlib below 256 KiB spans */
+    /* Fine checkpoints: with a spill (spill.h), the first pass also records a checkpoint every
+     * `fine` output bytes (fine < span), whose window goes to the spill instead of memory.
+     * Restarts and saved indexes use them; memory pays only their table entry. */
+    uint64_t fine;
+    struct spill *spill; /* must outlive the index; NULL: no fine checkpoints */
+    /* inflater.h; NULL: ISA-L, except a first pass recording checkpoints closer than 128 KiB
+     * (ISA-L cannot stop at block ends that close), which is zlib's */
+    const struct inflater_ops *decoder;
 };
 
 /* Where decoded pieces go; buffers are `piece` bytes. deliver takes ownership of buf. */
@@ -96,13 +105,17 @@ uint64_t zindex_indexed(struct zindex *zi);
 /* Reason for the member's failure, or NULL while it is healthy. */
 const char *zindex_why(struct zindex *zi);
 
-/* Saving and loading. A snapshot is a copy of the index: checkpoints with their windows
- * packed (window.h), and the CRC-32 of every piece below `indexed`. */
+/* Saving and loading. A snapshot is a copy of the index: checkpoints, and the CRC-32 of
+ * every piece below `indexed`. Windows held in memory are copied, packed (window.h); the
+ * others (in the spill or a saved file) stay where they are, and zindex_window fetches them
+ * one at a time, so that saving costs no memory in proportion to the index. */
 struct zindex_point {
     uint64_t out, in;
     int bits;
     uint32_t wlen, zlen;
-    unsigned char *win; /* zlen packed bytes; owned by the snapshot */
+    unsigned char *win; /* zlen packed bytes, owned by the snapshot; NULL: use zindex_window */
+    int from;           /* internal: where the window is when win is NULL... */
+    uint64_t where;     /* ...and which saved point or spill offset holds it */
 };
 
 struct zindex_snapshot {
@@ -117,6 +130,10 @@ struct zindex_snapshot {
 /* Takes a snapshot (also of a partial index). Returns 0, -ENOMEM, or the member's error. */
 int zindex_snapshot(struct zindex *zi, struct zindex_snapshot *out);
 void zindex_snapshot_free(struct zindex_snapshot *s);
+
+/* The packed window of snapshot point p (taken from zi) into z[0..cap): its length, or a
+ * negative errno (-EIO: it cannot be read back, -ENOBUFS: cap too small). */
+int zindex_window(struct zindex *zi, const struct zindex_point *p, unsigned char *z, size_t cap);
 
 /* Where the windows of an imported index live: window() copies point k's packed window (zlen
  * bytes) into z and returns its length, or a negative errno (-EIO: corrupt). */

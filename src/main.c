@@ -24,6 +24,7 @@
 struct config {
     const char *archive;
     char *span;
+    char *disk_span;
     char *cache;
     char *index_mem;
     char *threads;
@@ -49,6 +50,7 @@ struct config {
 #define OPT(t, p) {t, offsetof(struct config, p), 1}
 static const struct fuse_opt opt_spec[] = {
     {"span=%s", offsetof(struct config, span), 0},
+    {"disk_span=%s", offsetof(struct config, disk_span), 0},
     {"cache=%s", offsetof(struct config, cache), 0},
     {"index_mem=%s", offsetof(struct config, index_mem), 0},
     {"threads=%s", offsetof(struct config, threads), 0},
@@ -97,6 +99,8 @@ static void usage(FILE *f)
             "    -o max_threads=N       bound of FUSE threads (default 10)\n"
             "    -o max_idle_threads=N  idle FUSE threads kept (default unbounded)\n"
             "    -o span=SIZE           output bytes between deflate checkpoints (default 1M)\n"
+            "    -o disk_span=SIZE      spacing of the extra checkpoints kept on disk, in the\n"
+            "                           index dir (default 128K; 0: none)\n"
             "    -o cache=SIZE          bound of the decoded-data cache (default 16M)\n"
             "    -o index_mem=SIZE      bound of the checkpoint index memory (default 64M)\n"
             "    -o threads=N           decode worker threads (default: CPUs, at least 2)\n"
@@ -345,6 +349,13 @@ static int parse_tuning(const struct config *cfg, struct npz_options *o)
     if (cfg->span && (parse_size(cfg->span, &o->span) < 0 || o->span < NPZ_MIN_SPAN ||
                       o->span > NPZ_MAX_SPAN))
         return error(2, "span=%s: expected a size from 32k to 64M", cfg->span);
+    if (cfg->disk_span) {
+        if (parse_size(cfg->disk_span, &o->disk_span) < 0 ||
+            (o->disk_span && (o->disk_span < NPZ_MIN_SPAN || o->disk_span > NPZ_MAX_SPAN)))
+            return error(2, "disk_span=%s: expected 0 or a size from 32k to 64M", cfg->disk_span);
+        if (o->disk_span == 0)
+            o->disk_span = NPZ_DISK_SPAN_OFF;
+    }
     if (cfg->cache && (parse_size(cfg->cache, &o->cache_bytes) < 0 || o->cache_bytes == 0))
         return error(2, "cache=%s: expected a size such as 64M", cfg->cache);
     if (cfg->index_mem && (parse_size(cfg->index_mem, &o->index_mem) < 0 || o->index_mem == 0))
@@ -622,6 +633,7 @@ out:
                   strerror(errno));
     free(opts.mountpoint);
     free(cfg.span);
+    free(cfg.disk_span);
     free(cfg.cache);
     free(cfg.index_mem);
     free(cfg.threads);

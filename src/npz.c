@@ -21,8 +21,10 @@
 #include "archive_watch.h"
 #include "cache.h"
 #include "inflate_index.h"
+#include "io.h"
 #include "log.h"
 #include "reader.h"
+#include "spill.h"
 
 #define SAVE_DEADLINE_MS 400 /* for saving indexes at unmount */
 
@@ -73,6 +75,11 @@ static void setup_saved_indexes(struct npz *npz, const struct npz_options *opt)
         return;
     }
     npz->env.index_dir = npz->index_dir;
+    /* Fine checkpoints need somewhere to put their windows; without it, only coarse ones. */
+    uint64_t fine = opt && opt->disk_span ? opt->disk_span : NPZ_DEFAULT_DISK_SPAN;
+    if (fine != NPZ_DISK_SPAN_OFF && fine < npz->env.span &&
+        io_make_dirs(npz->index_dir) == 0 && spill_open(npz->index_dir, &npz->env.spill) == 0)
+        npz->env.fine = fine < NPZ_MIN_SPAN ? NPZ_MIN_SPAN : fine;
 }
 
 /* Member idx as its reader sees it, with its state as it stands (NULL before a first read). */
@@ -344,6 +351,7 @@ void npz_close(struct npz *npz)
         if (s && npz->ops[i]->free_state)
             npz->ops[i]->free_state(s);
     }
+    spill_close(npz->env.spill); /* after the indexes that read it */
     free(npz->ops);
     free((void *)npz->state);
     free(npz->logged);

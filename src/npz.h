@@ -34,6 +34,8 @@ struct npz_options {
     const char *index_dir;/* where indexes are saved (NULL: ixf_default_dir) */
     int no_index;         /* neither load nor save indexes */
     uint64_t decoder_mem; /* bound of the state of libarchive decoders (0: default) */
+    uint64_t disk_span;   /* spacing of the extra checkpoints whose windows are kept on disk,
+                           * in the index dir (0: default; NPZ_DISK_SPAN_OFF: none) */
 };
 
 #define NPZ_DEFAULT_SPAN (1u << 20)
@@ -41,6 +43,9 @@ struct npz_options {
 #define NPZ_DEFAULT_INDEX_MEM (64u << 20)
 /* One decoder of any kind fits: a PPMd model takes up to 256 MiB, a zstd window 128 MiB. */
 #define NPZ_DEFAULT_DECODER_MEM (320u << 20)
+/* A random read through a saved index then decodes about one piece more than it returns. */
+#define NPZ_DEFAULT_DISK_SPAN (128u << 10)
+#define NPZ_DISK_SPAN_OFF UINT64_MAX
 #define NPZ_MIN_SPAN (32u << 10)
 #define NPZ_MAX_SPAN (64u << 20)
 #define NPZ_PIECE (128u << 10) /* the unit of decoding and caching: one FUSE readahead */

@@ -40,6 +40,8 @@ struct reader_env {
     const struct zip_member *members; /* the member table, to tell a member's index */
     struct cache *cache;      /* decoded pieces; its piece size is every reader's unit */
     uint64_t span;            /* deflate checkpoint spacing */
+    uint64_t fine;            /* spacing of the checkpoints whose windows go to the spill... */
+    struct spill *spill;      /* ...an unlinked file in index_dir (spill.h); NULL: none */
     struct budget *index_mem; /* checkpoint windows and tables */
     const char *index_dir;    /* where indexes are saved and loaded; NULL: nowhere */
     struct ixf_identity id;   /* the archive's content identity, valid with index_dir */

@@ -78,7 +78,7 @@ static void load_saved(const struct reader_env *env, const struct zip_member *zm
     snap.pts = calloc(im->npoints, sizeof *snap.pts);
     for (uint64_t k = 0; snap.pts && k < im->npoints; k++)
         snap.pts[k] = (struct zindex_point){im->pts[k].out, im->pts[k].in, im->pts[k].bits,
-                                            im->pts[k].wlen, im->pts[k].zlen, NULL};
+                                            im->pts[k].wlen, im->pts[k].zlen, NULL, 0, 0};
     struct zindex_fetch fetch = {fetch_window, f};
     rc = snap.pts ? zindex_import(st->zi, &snap, &fetch) : -ENOMEM;
     free(snap.pts);
@@ -109,6 +109,8 @@ static void *deflate_new_for(const struct reader_env *env, const struct zip_memb
         .span = env->span,
         .piece = cache_piece(env->cache),
         .mem = env->index_mem,
+        .fine = env->fine,
+        .spill = env->spill,
     };
     if (!(st->zi = zindex_new(&src, &p))) {
         free(st);
@@ -224,6 +226,18 @@ static int deflate_prepare(const struct reader_env *env, const struct reader_mem
     return rc;
 }
 
+/* ixf_save asks for the windows that the snapshot left where they are. */
+struct save_ctx {
+    struct zindex *zi;
+    const struct zindex_snapshot *snap;
+};
+
+static int save_window(void *ctx, uint64_t k, unsigned char *z, size_t cap)
+{
+    struct save_ctx *c = ctx;
+    return zindex_window(c->zi, &c->snap->pts[k], z, cap);
+}
+
 /* Writes the index when it covers more than the saved file does. */
 static int deflate_save(const struct reader_env *env, const struct reader_member *m, char *why,
                         size_t why_len)
@@ -244,6 +258,9 @@ static int deflate_save(const struct reader_env *env, const struct reader_member
         .span = snap.span, .piece = snap.piece, .indexed_out = snap.indexed,
         .npoints = snap.npoints, .npieces = snap.ncrc, .piece_crc = snap.pcrc,
     };
+    struct save_ctx sc = {st->zi, &snap};
+    im.window = save_window;
+    im.window_ctx = &sc;
     im.pts = calloc(snap.npoints, sizeof *im.pts);
     for (uint64_t k = 0; im.pts && k < snap.npoints; k++)
         im.pts[k] = (struct ixf_point){.out = snap.pts[k].out, .in = snap.pts[k].in,

@@ -25,6 +25,8 @@
 #include <zlib.h>
 
 #include "check.h"
+#include "index_file.h"
+#include "spill.h"
 
 /* <sched.h> is shadowed by src/sched.h under -Isrc. */
 int sched_yield(void);
@@ -1980,6 +1982,129 @@ static void test_concurrent_failure(void)
             fprintf(stderr, "%-30s %.3f s\n", #fn, now() - t_);                              \
     } while (0)
 
+/* ---- fine checkpoints: windows in a spill, then in a saved index ---- */
+
+static int fine_window(void *ctx, uint64_t k, unsigned char *z, size_t cap)
+{
+    void **c = ctx; /* {zi, snapshot} */
+    const struct zindex_snapshot *snap = c[1];
+    return zindex_window(c[0], &snap->pts[k], z, cap);
+}
+
+static int fine_fetch(void *ctx, uint64_t k, unsigned char *z, size_t cap)
+{
+    return ixf_read_window(ctx, k, z, cap);
+}
+
+/* Saves zi through ixf_save (windows asked for one at a time), loads the file back and
+ * imports it into a fresh index without a spill, which must then serve random reads. */
+static void fine_round_trip(struct zindex *zi, const struct stream *st, size_t piece,
+                            const char *dir)
+{
+    struct zindex_snapshot snap;
+    if (!CHECK_EQ_I64(zindex_snapshot(zi, &snap), 0))
+        return;
+    uint64_t spilled = 0;
+    for (uint64_t k = 1; k < snap.npoints; k++)
+        spilled += snap.pts[k].win == NULL;
+    CHECK(spilled > 0); /* the point of the test: some windows are not in memory */
+    struct ixf_identity id = {{7}};
+    struct ixf_member m = {.member = 3, .crc32 = st->crc, .csize = st->csize,
+                           .usize = st->usize, .span = snap.span, .piece = snap.piece,
+                           .indexed_out = snap.indexed, .npoints = snap.npoints,
+                           .npieces = snap.ncrc, .piece_crc = snap.pcrc};
+    struct ixf_point *pts = calloc(snap.npoints, sizeof *pts);
+    for (uint64_t k = 0; k < snap.npoints; k++)
+        pts[k] = (struct ixf_point){.out = snap.pts[k].out, .in = snap.pts[k].in,
+                                    .bits = (uint8_t)snap.pts[k].bits, .wlen = snap.pts[k].wlen,
+                                    .zlen = snap.pts[k].zlen, .zwin = snap.pts[k].win};
+    m.pts = pts;
+    void *ctx[2] = {zi, &snap};
+    m.window = fine_window;
+    m.window_ctx = ctx;
+    char why[256] = "";
+    if (!CHECK_EQ_I64(ixf_save(dir, &id, &m, why, sizeof why), 0))
+        printf("    %s\n", why);
+    struct zip_member zm = {.crc32 = st->crc, .csize = st->csize, .usize = st->usize,
+                            .method = ZIP_METHOD_DEFLATED};
+    struct ixf *f = NULL;
+    if (CHECK_EQ_I64(ixf_load(dir, &id, &zm, 3, &f, why, sizeof why), 0)) {
+        const struct ixf_member *lm = ixf_get(f);
+        CHECK_EQ_U64(lm->npoints, snap.npoints);
+        struct zindex_source src = stream_src(st);
+        struct zindex_params par = {.span = MiB, .piece = piece};
+        struct zindex *z2 = zindex_new(&src, &par);
+        struct zindex_fetch fetch = {fine_fetch, f};
+        /* as reader_deflate does: the points as the file has them */
+        struct zindex_snapshot loaded = snap;
+        loaded.pts = calloc(lm->npoints, sizeof *loaded.pts);
+        for (uint64_t k = 0; k < lm->npoints; k++)
+            loaded.pts[k] = (struct zindex_point){lm->pts[k].out, lm->pts[k].in,
+                                                  lm->pts[k].bits, lm->pts[k].wlen,
+                                                  lm->pts[k].zlen, NULL, 0, 0};
+        CHECK_EQ_I64(zindex_import(z2, &loaded, &fetch), 0);
+        free(loaded.pts);
+        struct tsink ts;
+        ts_init(&ts, st, piece);
+        for (int r = 0; r < 12; r++)
+            CHECK_READ(z2, &ts, st, rnd_below(st->usize), 1 + (size_t)rnd_below(2 * piece));
+        CHECK(zindex_why(z2) == NULL);
+        zindex_free(z2);
+        ts_done(&ts);
+        ixf_close(f);
+    }
+    free(pts);
+    zindex_snapshot_free(&snap);
+}
+
+/* With a spill, the first pass records a checkpoint about every `fine` bytes, keeps only the
+ * span's ones in memory, and every read from any of them gives the right bytes. */
+static void test_fine_points(void)
+{
+    char dir[] = "/tmp/zi-fine.XXXXXX";
+    if (!CHECK(mkdtemp(dir) != NULL))
+        return;
+    int ids[] = {S_FLOAT, S_ARANGE, S_STORED, S_FIXED, S_FLUSH};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        const struct stream *st = &streams[ids[i]];
+        size_t piece = i % 2 ? 4 * KiB : 128 * KiB;
+        check_context("%s, fine points, piece %zu", st->name, piece);
+        struct spill *sp = NULL;
+        if (!CHECK_EQ_I64(spill_open(dir, &sp), 0))
+            break;
+        struct zindex_source src = stream_src(st);
+        struct zindex_params par = {.span = MiB, .piece = piece, .fine = 128 * KiB,
+                                    .spill = sp};
+        struct zindex *zi = zindex_new(&src, &par);
+        struct tsink ts;
+        ts_init(&ts, st, piece);
+        CHECK_READ(zi, &ts, st, 0, st->usize);
+        CHECK(zindex_complete(zi));
+        uint64_t *pts, *coarse;
+        size_t nfine = expected_points(st, 128 * KiB, &pts);
+        size_t ncoarse = expected_points(st, MiB, &coarse);
+        /* about one point per fine span where blocks allow it, never fewer than coarse ones */
+        CHECK(zindex_points(zi) >= ncoarse);
+        CHECK(zindex_points(zi) + 1 >= nfine * 2 / 3);
+        /* only the coarse windows are in memory */
+        CHECK(zindex_memory(zi) < (ncoarse + 1) * (uint64_t)ZINDEX_WINDOW + 64 * KiB);
+        CHECK(spill_size(sp) > 0);
+        for (int r = 0; r < 20; r++)
+            CHECK_READ(zi, &ts, st, rnd_below(st->usize), 1 + (size_t)rnd_below(2 * piece));
+        fine_round_trip(zi, st, piece, dir);
+        CHECK(zindex_why(zi) == NULL);
+        zindex_free(zi);
+        ts_done(&ts);
+        spill_close(sp);
+        free(pts);
+        free(coarse);
+    }
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK_EQ_I64(system(cmd), 0);
+    check_context("%s", "");
+}
+
 int main(void)
 {
     double t0 = now();
@@ -1996,6 +2121,7 @@ int main(void)
     TIMED(test_stream_shapes);
     TIMED(test_all_streams);
     TIMED(test_span_clamp);
+    TIMED(test_fine_points);
     TIMED(test_empty);
     TIMED(test_huge_block);
     TIMED(test_bad_crc);
