@@ -9,6 +9,7 @@ import os
 import re
 import selectors
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -295,6 +296,30 @@ def test_savez_compressed_to_file_objects(tmp_path):
     check_sozip(bytes(stream.buf), npzmount.DEFAULT_CHUNK_SIZE)
     with pytest.raises(ValueError, match="arr_0"):
         npzmount.savez_compressed(io.BytesIO(), a, arr_0=b)
+
+
+def test_savez_compressed_zip64_offsets(tmp_path):
+    """Members past 2 GiB (a sparse file) need ZIP64 offsets in the central directory and
+    the ZIP64 end records, as zipfile writes them."""
+    a, b = np.arange(40_000), np.ones(7)
+    path = tmp_path / "far.zip"
+    start = 3 << 30
+    with open(path, "wb") as f:
+        f.truncate(start)
+        f.seek(start)
+        npzmount.savez_compressed(f, a, b=b)
+    with zipfile.ZipFile(path) as zf:
+        assert zf.namelist() == ["b.npy", "arr_0.npy"]
+        assert zf.infolist()[0].header_offset == start
+        assert zf.testzip() is None
+        assert zf.read("arr_0.npy") == S.npy_bytes(a) and zf.read("b.npy") == S.npy_bytes(b)
+    with open(path, "rb") as f:
+        f.seek(-22 - 20, os.SEEK_END)
+        sig, _, end64, _ = struct.unpack("<IIQI", f.read(20))
+        assert sig == 0x07064B50, "no ZIP64 end locator"
+        f.seek(end64)
+        assert f.read(4) == b"PK\x06\x06", "no ZIP64 end record where the locator says"
+    path.unlink()
 
 
 def test_savez_compressed_output_mounts(tmp_path, mount):
