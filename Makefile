@@ -1,11 +1,16 @@
 # npzmount: mount a NumPy .npz (ZIP) archive read-only with FUSE.
 # Targets: all (./npzmount), check, check-asan, demo, bench, fuzz, install, uninstall, clean.
-# Honours CC, CFLAGS, CPPFLAGS, LDFLAGS, PREFIX, DESTDIR.
+# Honours CC, CFLAGS, CPPFLAGS, LDFLAGS, PREFIX, DESTDIR, PYTHONDIR.
 
 VERSION   := 0.1.0
 PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
 MANDIR    ?= $(PREFIX)/share/man
+# Debian's python3 searches $(PREFIX)/lib/python3.X/dist-packages for PREFIX /usr/local and
+# /usr (not .../python3/dist-packages under /usr/local); evaluated only by (un)install.
+PYVER      = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+PYTHONDIR ?= $(PREFIX)/lib/python$(PYVER)/dist-packages
+PY_SRC    := $(wildcard python/npzmount/*.py)
 CC        ?= cc
 CFLAGS    ?= -O2 -g
 WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
@@ -121,9 +126,14 @@ bench: all
 install: npzmount
 	install -D -m 0755 npzmount $(DESTDIR)$(BINDIR)/npzmount
 	install -D -m 0644 man/npzmount.1 $(DESTDIR)$(MANDIR)/man1/npzmount.1
+	install -d $(DESTDIR)$(PYTHONDIR)/npzmount
+	install -m 0644 $(PY_SRC) $(DESTDIR)$(PYTHONDIR)/npzmount/
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/npzmount $(DESTDIR)$(MANDIR)/man1/npzmount.1
+	rm -f $(addprefix $(DESTDIR)$(PYTHONDIR)/npzmount/,$(notdir $(PY_SRC)))
+	rm -rf $(DESTDIR)$(PYTHONDIR)/npzmount/__pycache__
+	rmdir --ignore-fail-on-non-empty $(DESTDIR)$(PYTHONDIR)/npzmount 2>/dev/null || true
 
 clean:
 	rm -rf $(B) $(BA) $(BT) npzmount build-fuzz
