@@ -8,8 +8,9 @@
  * temporary name removed at once), so nothing is left behind by a crash; the kernel's page
  * cache, not the daemon, holds what is hot. It only grows: at most 32 KiB per fine checkpoint.
  *
- * Threads: spill_put and spill_get may be called concurrently (appends take their place
- * atomically). Errors are negative errno values.
+ * Threads: every function may be called concurrently (one lock; reads of what already
+ * reached the file do without it). Errors are negative errno values. A spill holds 1 MiB
+ * of appends in memory before writing them out.
  */
 #ifndef NPZMOUNT_SPILL_H
 #define NPZMOUNT_SPILL_H
