@@ -30,24 +30,22 @@ import hashlib
 import io
 import os
 import struct
+import sys
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-CLASSES = ("refuse", "eio", "renamed")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import ziptool as Z  # noqa: E402  (tests/ziptool.py)
 
-SIG_LOCAL = 0x04034B50
-SIG_CENTRAL = 0x02014B50
-SIG_EOCD = 0x06054B50
-SIG_EOCD64 = 0x06064B50
-SIG_LOC64 = 0x07064B50
+CLASSES = ("refuse", "eio", "renamed")
 
 DOS_TIME = 0                                  # 00:00:00
 DOS_DATE = (40 << 9) | (1 << 5) | 1           # 2020-01-01
-U32 = 0xFFFFFFFF
-U16 = 0xFFFF
+U32 = Z.U32
+U16 = Z.U16
 
 MAX_CHUNK = 256 << 20                          # the largest chunk the first design could hold
 
@@ -140,10 +138,9 @@ def build_zip(members, *, zip64_end=False, saturate=True, gap=b"", comment=b""):
         big = m.zip64 or m.usize >= U32 or m.csize >= U32
         lcs = U32 if big else m.csize
         lus = U32 if big else m.usize
-        out += struct.pack("<IHHHHHIIIHH", SIG_LOCAL, 45 if big else 20, m.flags, m.method,
-                           DOS_TIME, DOS_DATE, m.crc & U32, lcs, lus, len(m.name),
-                           len(m.local_extra))
-        out += m.name + m.local_extra
+        out += Z.local_header(m.name, m.local_extra, version=45 if big else 20, flags=m.flags,
+                              method=m.method, time=DOS_TIME, date=DOS_DATE, crc=m.crc & U32,
+                              csize=lcs, usize=lus)
         m.data_off = len(out)
         out += m.raw
     lay.cd_off = len(out)
@@ -162,27 +159,25 @@ def build_zip(members, *, zip64_end=False, saturate=True, gap=b"", comment=b""):
         if off >= U32:
             z.append(off)
             off = U32
-        extra = (struct.pack("<HH", 1, 8 * len(z)) + struct.pack(f"<{len(z)}Q", *z)) if z else b""
-        extra += m.central_extra
-        out += struct.pack("<IHHHHHHIIIHHHHHII", SIG_CENTRAL, 20, 45 if z else 20, m.flags,
-                           m.method, DOS_TIME, DOS_DATE, m.crc & U32, cs, us, len(m.name),
-                           len(extra), 0, m.disk, 0, 0, off)
-        out += m.name + extra
+        extra = (Z.zip64_extra(*z) if z else b"") + m.central_extra
+        out += Z.central_header(m.name, extra, version=45 if z else 20, flags=m.flags,
+                                method=m.method, time=DOS_TIME, date=DOS_DATE, crc=m.crc & U32,
+                                csize=cs, usize=us, disk=m.disk, offset=off)
     lay.cd_size = len(out) - lay.cd_off
     n = len(members)
     if zip64_end:
         lay.z64_off = len(out)
-        out += struct.pack("<IQHHIIQQQQ", SIG_EOCD64, 44, 45, 45, 0, 0, n, n, lay.cd_size,
-                           lay.cd_off)
+        out += Z.zip64_end_record(on_disk=n, total=n, cd_size=lay.cd_size,
+                                  cd_offset=lay.cd_off)
         out += gap
         lay.loc_off = len(out)
-        out += struct.pack("<IIQI", SIG_LOC64, 0, lay.z64_off, 1)
+        out += Z.zip64_locator(lay.z64_off)
     lay.eocd_off = len(out)
-    sat = zip64_end and saturate
-    out += struct.pack("<IHHHHIIH", SIG_EOCD, 0, 0, U16 if sat else min(n, U16),
-                       U16 if sat else min(n, U16), U32 if sat else lay.cd_size,
-                       U32 if sat else lay.cd_off, len(comment))
-    out += comment
+    if zip64_end and saturate:
+        out += Z.saturated_end_record(comment)
+    else:
+        out += Z.end_record(comment, on_disk=min(n, U16), total=min(n, U16),
+                            cd_size=lay.cd_size, cd_offset=lay.cd_off)
     return out, lay
 
 
@@ -351,19 +346,14 @@ def _savez_bytes():
 
 def _savez_cuts():
     data = _savez_bytes()
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        infos = zf.infolist()
-    eocd = data.rindex(b"PK\x05\x06")
-    cd = struct.unpack_from("<I", data, eocd + 16)[0]
+    lay = Z.parse(data)
     cuts = {}
-    for i, info in enumerate(infos):
-        h = info.header_offset
-        nlen, xlen = struct.unpack_from("<HH", data, h + 26)
-        cuts[f"m{i}_local_header"] = h + 15
-        cuts[f"m{i}_local_zip64_extra"] = h + 30 + nlen + 6
-        cuts[f"m{i}_data"] = h + 30 + nlen + xlen + info.compress_size // 2
-    cuts["central_directory"] = cd + 60
-    cuts["end_record"] = eocd + 7
+    for i, e in enumerate(lay.entries):
+        cuts[f"m{i}_local_header"] = e.local_off + 15
+        cuts[f"m{i}_local_zip64_extra"] = e.local_off + Z.LOCAL.size + e.local_name_len + 6
+        cuts[f"m{i}_data"] = e.data_off + e.csize // 2
+    cuts["central_directory"] = lay.cd_off + 60
+    cuts["end_record"] = lay.eocd_off + 7
     return cuts
 
 
@@ -458,15 +448,16 @@ def case_npy_not_npz(outdir):
 
 @case("refuse")
 def case_end_record_short(outdir):
-    return refuse(write(outdir, "g.npz", struct.pack("<IHHHHIIH", SIG_EOCD, 0, 0, 0, 0, 0, 0,
-                                                     0)[:21]), "21 bytes of an end record")
+    return refuse(write(outdir, "g.npz", Z.end_record(on_disk=0, total=0, cd_size=0,
+                                                      cd_offset=0)[:21]),
+                  "21 bytes of an end record")
 
 
 @case("refuse")
 def case_garbage_with_end_record(outdir):
     rng = np.random.default_rng(5)
     body = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
-    eocd = struct.pack("<IHHHHIIH", SIG_EOCD, 0, 0, 3, 3, 1000, 100, 0)
+    eocd = Z.end_record(on_disk=3, total=3, cd_size=1000, cd_offset=100)
     return refuse(write(outdir, "g.npz", body + eocd),
                   "random bytes where the end record says the central directory is")
 
@@ -592,7 +583,7 @@ def case_zip64_locator_to_zero_record_not_adjacent(outdir):
 
 def _forged_record(outdir, cd_off, cd_size, why):
     """A stored member whose content is a forged ZIP64 end record; the locator points at it."""
-    forged = struct.pack("<IQHHIIQQQQ", SIG_EOCD64, 44, 45, 45, 0, 0, 4, 4, cd_size, cd_off)
+    forged = Z.zip64_end_record(on_disk=4, total=4, cd_size=cd_size, cd_offset=cd_off)
     ms = std_members()
     ms.insert(2, Member("forged.bin", forged))
     data, lay = build_zip(ms, zip64_end=True)
@@ -1340,45 +1331,38 @@ def many_named_members(path, names):
     data = i.astype("<u4")
     crc = np.fromiter((zlib.crc32(x) for x in data.view(np.uint8).reshape(n, 4)), np.uint32, n)
 
-    ldt = np.dtype([("sig", "<u4"), ("ver", "<u2"), ("flags", "<u2"), ("method", "<u2"),
-                    ("time", "<u2"), ("date", "<u2"), ("crc", "<u4"), ("csize", "<u4"),
-                    ("usize", "<u4"), ("nlen", "<u2"), ("xlen", "<u2"),
-                    ("name", "u1", (nlen,)), ("data", "<u4")])
+    ldt = Z.LOCAL.dtype(("name", "u1", (nlen,)), ("data", "<u4"))
     loc = np.zeros(n, dtype=ldt)
-    loc["sig"] = SIG_LOCAL
-    loc["ver"] = 20
+    loc["sig"] = Z.SIG_LOCAL
+    loc["version"] = 20
     loc["date"] = DOS_DATE
     loc["crc"] = crc
     loc["csize"] = loc["usize"] = 4
-    loc["nlen"] = nlen
+    loc["name_len"] = nlen
     loc["name"] = names
     loc["data"] = data
-    assert ldt.itemsize == 30 + nlen + 4
+    assert ldt.itemsize == Z.LOCAL.size + nlen + 4
 
-    cdt = np.dtype([("sig", "<u4"), ("made", "<u2"), ("need", "<u2"), ("flags", "<u2"),
-                    ("method", "<u2"), ("time", "<u2"), ("date", "<u2"), ("crc", "<u4"),
-                    ("csize", "<u4"), ("usize", "<u4"), ("nlen", "<u2"), ("xlen", "<u2"),
-                    ("clen", "<u2"), ("disk", "<u2"), ("iattr", "<u2"), ("eattr", "<u4"),
-                    ("off", "<u4"), ("name", "u1", (nlen,))])
+    cdt = Z.CENTRAL.dtype(("name", "u1", (nlen,)))
     cen = np.zeros(n, dtype=cdt)
-    cen["sig"] = SIG_CENTRAL
-    cen["made"] = cen["need"] = 20
+    cen["sig"] = Z.SIG_CENTRAL
+    cen["made_by"] = cen["version"] = 20
     cen["date"] = DOS_DATE
     cen["crc"] = crc
     cen["csize"] = cen["usize"] = 4
-    cen["nlen"] = nlen
-    cen["off"] = i * ldt.itemsize
+    cen["name_len"] = nlen
+    cen["offset"] = i * ldt.itemsize
     cen["name"] = names
-    assert cdt.itemsize == 46 + nlen
+    assert cdt.itemsize == Z.CENTRAL.size + nlen
 
     cd_off = n * ldt.itemsize
     cd_size = n * cdt.itemsize
     assert cd_off + cd_size < U32
     z64_off = cd_off + cd_size
-    tail = (struct.pack("<IQHHIIQQQQ", SIG_EOCD64, 44, 45, 45, 0, 0, n, n, cd_size, cd_off) +
-            struct.pack("<IIQI", SIG_LOC64, 0, z64_off, 1) +
-            struct.pack("<IHHHHIIH", SIG_EOCD, 0, 0, min(n, U16), min(n, U16), cd_size, cd_off,
-                        0))
+    tail = (Z.zip64_end_record(on_disk=n, total=n, cd_size=cd_size, cd_offset=cd_off) +
+            Z.zip64_locator(z64_off) +
+            Z.end_record(on_disk=min(n, U16), total=min(n, U16), cd_size=cd_size,
+                         cd_offset=cd_off))
     with open(path, "wb") as f:
         f.write(loc.tobytes())
         f.write(cen.tobytes())
