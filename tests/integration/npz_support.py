@@ -12,7 +12,9 @@ in one module per concern and gathered here:
   an archive (``Reference``) and ``check_mount``;
 * archive_support: writing archives, the test arrays, and byte patchers used to build broken
   archives (located with the parser of tests/ziptool.py);
-* read_support: reading helpers for the mounted files.
+* read_support: reading helpers for the mounted files;
+* ``Z``: tests/ziptool.py, the one ZIP record writer and parser of the tests (``S.Z.LOCAL``,
+  ``S.Z.local_header``, ``S.Z.zip64_extra``, ...), for tests that lay out archives by hand.
 """
 
 from archive_support import *  # noqa: F401,F403
@@ -23,3 +25,4 @@ from mount_support import _ACTIVE_LOCK, _unescape_mountinfo  # noqa: F401
 from proc_support import *  # noqa: F401,F403
 from proc_support import _pid_state  # noqa: F401
 from read_support import *  # noqa: F401,F403
+from archive_support import Z  # noqa: F401
