@@ -62,6 +62,12 @@ class Record:
         i = self.names.index(field)
         return struct.calcsize("<" + "".join(self.codes[:i]))
 
+    def patch(self, buf, off, **values):
+        """Overwrites the given fields of the record at off in buf (a bytearray)."""
+        for field, v in values.items():
+            i = self.names.index(field)
+            struct.pack_into("<" + self.codes[i], buf, off + self.offset(field), v)
+
     def dtype(self, *tail):
         """A numpy dtype of the record followed by tail (numpy dtype field tuples)."""
         import numpy as np

@@ -31,7 +31,6 @@ import io
 import os
 import struct
 import sys
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -482,49 +481,53 @@ def _eocd_patch(outdir, why, patch, zip64=False, **kw):
 @case("refuse")
 def case_eocd_cd_offset_past_eof(outdir):
     return _eocd_patch(outdir, "end record: central directory offset past the end of file",
-                       lambda d, l: put(d, l.eocd_off + 16, "I", len(d) + 1000))
+                       lambda d, l: Z.EOCD.patch(d, l.eocd_off, cd_offset=len(d) + 1000))
 
 
 @case("refuse")
 def case_eocd_cd_size_past_eof(outdir):
     return _eocd_patch(outdir, "end record: central directory size larger than the file",
-                       lambda d, l: put(d, l.eocd_off + 12, "I", len(d) * 2))
+                       lambda d, l: Z.EOCD.patch(d, l.eocd_off, cd_size=len(d) * 2))
 
 
 @case("refuse")
 def case_eocd_cd_offset_and_size_saturated(outdir):
     return _eocd_patch(outdir, "end record fields 0xFFFFFFFF with no ZIP64 locator",
-                       lambda d, l: put(d, l.eocd_off + 12, "II", U32, U32))
+                       lambda d, l: Z.EOCD.patch(d, l.eocd_off, cd_size=U32,
+                                                          cd_offset=U32))
 
 
 @case("refuse")
 def case_eocd_multi_disk(outdir):
     return _eocd_patch(outdir, "end record: disk number 1",
-                       lambda d, l: put(d, l.eocd_off + 4, "HH", 1, 1))
+                       lambda d, l: Z.EOCD.patch(d, l.eocd_off, disk=1, cd_disk=1))
 
 
 @case("refuse")
 def case_eocd_counts_differ(outdir):
     return _eocd_patch(outdir, "end record: entries on this disk != total entries",
-                       lambda d, l: put(d, l.eocd_off + 8, "HH", 2, 4))
+                       lambda d, l: Z.EOCD.patch(d, l.eocd_off, on_disk=2, total=4))
 
 
 @case("refuse")
 def case_central_entry_bad_signature(outdir):
     return _eocd_patch(outdir, "the second central directory entry has a bad signature",
-                       lambda d, l: put(d, l.members[1].cd_off, "I", 0x02014B51))
+                       lambda d, l: Z.CENTRAL.patch(d, l.members[1].cd_off,
+                                                             sig=0x02014B51))
 
 
 @case("refuse")
 def case_central_entry_name_overruns(outdir):
     return _eocd_patch(outdir, "the last central entry's name length runs past the directory",
-                       lambda d, l: put(d, l.members[3].cd_off + 28, "H", 60000))
+                       lambda d, l: Z.CENTRAL.patch(d, l.members[3].cd_off,
+                                                             name_len=60000))
 
 
 @case("refuse")
 def case_central_entry_extra_overruns(outdir):
     return _eocd_patch(outdir, "the first central entry's extra length runs past the directory",
-                       lambda d, l: put(d, l.members[0].cd_off + 30, "H", 0xFFFF))
+                       lambda d, l: Z.CENTRAL.patch(d, l.members[0].cd_off,
+                                                             extra_len=U16))
 
 
 # --------------------------------------------------------------------------------------------
@@ -534,51 +537,52 @@ def case_central_entry_extra_overruns(outdir):
 @case("refuse")
 def case_zip64_record_bad_signature(outdir):
     return _eocd_patch(outdir, "ZIP64 end record signature destroyed (locator intact)",
-                       lambda d, l: put(d, l.z64_off, "I", 0x06064B00), zip64=True)
+                       lambda d, l: Z.EOCD64.patch(d, l.z64_off, sig=0x06064B00), zip64=True)
 
 
 @case("refuse")
 def case_zip64_record_cd_offset_past_eof(outdir):
     return _eocd_patch(outdir, "ZIP64 end record: central directory offset 2**40",
-                       lambda d, l: put(d, l.z64_off + 48, "Q", 1 << 40), zip64=True)
+                       lambda d, l: Z.EOCD64.patch(d, l.z64_off, cd_offset=1 << 40), zip64=True)
 
 
 @case("refuse")
 def case_zip64_record_cd_size_huge(outdir):
     return _eocd_patch(outdir, "ZIP64 end record: central directory size 2**62",
-                       lambda d, l: put(d, l.z64_off + 40, "Q", 1 << 62), zip64=True)
+                       lambda d, l: Z.EOCD64.patch(d, l.z64_off, cd_size=1 << 62), zip64=True)
 
 
 @case("refuse")
 def case_zip64_record_multi_disk(outdir):
     return _eocd_patch(outdir, "ZIP64 end record: disk number 3",
-                       lambda d, l: put(d, l.z64_off + 16, "I", 3), zip64=True)
+                       lambda d, l: Z.EOCD64.patch(d, l.z64_off, disk=3), zip64=True)
 
 
 @case("refuse")
 def case_zip64_record_counts_differ(outdir):
     return _eocd_patch(outdir, "ZIP64 end record: entries on this disk != total",
-                       lambda d, l: put(d, l.z64_off + 24, "Q", 1), zip64=True)
+                       lambda d, l: Z.EOCD64.patch(d, l.z64_off, on_disk=1), zip64=True)
 
 
 @case("refuse")
 def case_zip64_locator_multi_disk(outdir):
     return _eocd_patch(outdir, "ZIP64 locator: 5 disks",
-                       lambda d, l: put(d, l.loc_off + 16, "I", 5), zip64=True)
+                       lambda d, l: Z.LOC64.patch(d, l.loc_off, disks=5), zip64=True)
 
 
 @case("refuse")
 def case_zip64_locator_signature_broken(outdir):
     return _eocd_patch(outdir, "ZIP64 locator signature destroyed; the classic end record only "
-                       "holds 0xFFFFFFFF", lambda d, l: put(d, l.loc_off, "I", 0x07064B00),
-                       zip64=True)
+                       "holds 0xFFFFFFFF",
+                       lambda d, l: Z.LOC64.patch(d, l.loc_off, sig=0x07064B00), zip64=True)
 
 
 @case("refuse")
 def case_zip64_locator_to_zero_record_not_adjacent(outdir):
     return _eocd_patch(outdir, "ZIP64 locator points at offset 0 and the record does not sit "
                        "right before the locator (16 bytes in between)",
-                       lambda d, l: put(d, l.loc_off + 8, "Q", 0), zip64=True, gap=bytes(16))
+                       lambda d, l: Z.LOC64.patch(d, l.loc_off, offset=0), zip64=True,
+                       gap=bytes(16))
 
 
 def _forged_record(outdir, cd_off, cd_size, why):
@@ -587,7 +591,7 @@ def _forged_record(outdir, cd_off, cd_size, why):
     ms = std_members()
     ms.insert(2, Member("forged.bin", forged))
     data, lay = build_zip(ms, zip64_end=True)
-    put(data, lay.loc_off + 8, "Q", lay.member("forged.bin").data_off)
+    Z.LOC64.patch(data, lay.loc_off, offset=lay.member("forged.bin").data_off)
     return refuse(write(outdir, "f.npz", data), why)
 
 
@@ -608,7 +612,7 @@ def case_zip64_locator_to_forged_record_garbage_cd(outdir):
 
 def _tolerated_locator(outdir, value, why):
     data, lay = build_zip(std_members(), zip64_end=True)
-    put(data, lay.loc_off + 8, "Q", value(data, lay))
+    Z.LOC64.patch(data, lay.loc_off, offset=value(data, lay))
     return eio(write(outdir, "l.npz", data), why, bad=())
 
 
@@ -638,7 +642,7 @@ def case_zip64_locator_huge(outdir):
 @case("eio")
 def case_eocd_count_lies(outdir):
     data, lay = build_zip(std_members())
-    put(data, lay.eocd_off + 8, "HH", 1, 1)
+    Z.EOCD.patch(data, lay.eocd_off, on_disk=1, total=1)
     return eio(write(outdir, "c.npz", data), "end record claims 1 entry, the directory holds 4 "
                "(the walk trusts the directory size, as zipfile does)", bad=())
 
@@ -648,7 +652,7 @@ def case_eocd_cd_offset_zero(outdir):
     # offset 0 with the right size makes the whole body look like prepended data (CPython does
     # the same arithmetic): every local header offset then lands past the central directory.
     data, lay = build_zip(std_members())
-    put(data, lay.eocd_off + 16, "I", 0)
+    Z.EOCD.patch(data, lay.eocd_off, cd_offset=0)
     return eio(write(outdir, "z.npz", data), "end record: central directory offset 0 (taken as "
                "prepended data, so every local header is out of place)", bad=STD_NAMES,
                good={})
@@ -699,7 +703,7 @@ _register_methods()
 @case("eio")
 def case_local_signature_bad(outdir):
     return _member_case(outdir, "local header signature PK\\3\\5", "c.npy",
-                        patch=lambda d, l, m: put(d, m.local_off, "I", 0x05034B50))
+                        patch=lambda d, l, m: Z.LOCAL.patch(d, m.local_off, sig=0x05034B50))
 
 
 @case("eio")
@@ -707,7 +711,8 @@ def case_local_name_length_huge(outdir):
     # the local name+extra length push the data start past the central directory
     return _member_case(outdir, "local header name length 65535 (data start beyond the "
                         "central directory)", "d.npy",
-                        patch=lambda d, l, m: put(d, m.local_off + 26, "HH", U16, U16))
+                        patch=lambda d, l, m: Z.LOCAL.patch(d, m.local_off, name_len=U16,
+                                                                extra_len=U16))
 
 
 @case("eio")
@@ -720,7 +725,7 @@ def case_local_name_shorter_stored(outdir):
     ms[2].name = b"c.npy" + b"x" * 10
 
     def patch(d, l, m):
-        put(d, m.local_off + 26, "H", 5)
+        Z.LOCAL.patch(d, m.local_off, name_len=5)
 
     return _member_case(outdir, "stored member whose local name length disagrees with the "
                         "central one (data offset shifted into the name)", "c.npyxxxxxxxxxx",
@@ -737,7 +742,7 @@ def case_local_header_inside_other_data(outdir):
     ms.append(Member("ghost.npy", b"\0" * 64, share=ms[0]))
     data, lay = build_zip(ms)
     ghost = lay.member("ghost.npy")
-    put(data, ghost.cd_off + 42, "I", lay.member("a.npy").data_off + 100)
+    Z.CENTRAL.patch(data, ghost.cd_off, offset=lay.member("a.npy").data_off + 100)
     return eio(write(outdir, "g.npz", data), "central entry pointing into another member's "
                "data", bad=["ghost.npy"], good={n: contents()[n] for n in STD_NAMES})
 
@@ -746,19 +751,19 @@ def case_local_header_inside_other_data(outdir):
 def case_local_header_past_central_directory(outdir):
     return _member_case(outdir, "central entry's local header offset points into the central "
                         "directory", "c.npy",
-                        patch=lambda d, l, m: put(d, m.cd_off + 42, "I", l.cd_off + 4))
+                        patch=lambda d, l, m: Z.CENTRAL.patch(d, m.cd_off, offset=l.cd_off + 4))
 
 
 @case("eio")
 def case_local_header_offset_past_eof(outdir):
     return _member_case(outdir, "local header offset 0xFFFFFFF0", "a.npy",
-                        patch=lambda d, l, m: put(d, m.cd_off + 42, "I", 0xFFFFFFF0))
+                        patch=lambda d, l, m: Z.CENTRAL.patch(d, m.cd_off, offset=0xFFFFFFF0))
 
 
 @case("eio")
 def case_zip64_extra_missing(outdir):
     return _member_case(outdir, "central usize 0xFFFFFFFF without a ZIP64 extra", "c.npy",
-                        patch=lambda d, l, m: put(d, m.cd_off + 24, "I", U32))
+                        patch=lambda d, l, m: Z.CENTRAL.patch(d, m.cd_off, usize=U32))
 
 
 @case("eio")
@@ -780,7 +785,7 @@ def case_zip64_extra_offset_missing(outdir):
     # header offset saturated; the ZIP64 extra only holds the two sizes
     return _member_case(outdir, "local header offset 0xFFFFFFFF, ZIP64 extra without it",
                         "b.npy", mutate=lambda m: setattr(m, "zip64", True),
-                        patch=lambda d, l, m: put(d, m.cd_off + 42, "I", U32))
+                        patch=lambda d, l, m: Z.CENTRAL.patch(d, m.cd_off, offset=U32))
 
 
 @case("eio")
@@ -852,9 +857,9 @@ def case_overlap_chain(outdir):
     end = kernel.data_off + len(kernel.raw)
     for m in heads:
         cs = end - m.data_off
-        put(data, m.cd_off + 8, "HH", 0, 8)                       # flags, method deflate
-        put(data, m.cd_off + 16, "III", kernel.crc, cs, len(kernel_content))
-        put(data, m.local_off + 8, "H", 8)
+        Z.CENTRAL.patch(data, m.cd_off, flags=0, method=8, crc=kernel.crc, csize=cs,
+                        usize=len(kernel_content))
+        Z.LOCAL.patch(data, m.local_off, method=8)
     good = {"k9.npy": kernel_content, "tail.npy": contents()["c.npy"]}
     return eio(write(outdir, "o.npz", data), "ten overlapping entries sharing one deflate "
                "kernel: all but the last are flagged", bad=[m.name.decode() for m in heads],

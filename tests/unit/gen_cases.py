@@ -723,7 +723,8 @@ def reject_cases(plain, tmp):
                 'end record comment length runs past the end of file')
     reject_case('cd_offset_past_eof', patch_eocd(cd_offset=len(plain) + 1000),
                 'central directory offset past the end of file')
-    reject_case('cd_offset_huge', patch_eocd(cd_offset=0xFFFFFFF0), 'central directory offset 2^32-16')
+    reject_case('cd_offset_huge', patch_eocd(cd_offset=0xFFFFFFF0),
+                'central directory offset 2^32-16')
     reject_case('cd_size_past_eof', patch_eocd(cd_size=len(plain) * 2),
                 'central directory size past the end of file')
     reject_case('cd_size_into_eocd', patch_eocd(cd_size=end - cd + 1),
