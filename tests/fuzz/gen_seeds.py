@@ -13,7 +13,6 @@ import io
 import lzma
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,12 @@ import zlib
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import ziptool as Z  # noqa: E402  (tests/ziptool.py)
+
 FIXED_TIME = (2020, 2, 29, 12, 34, 56)
+DOS_TIME = (12 << 11) | (0 << 5)                # 12:00:00 (what the hand-made members say)
+DOS_DATE = ((2020 - 1980) << 9) | (1 << 5) | 1  # 2020-01-01
 
 # ------------------------------------------------------------------------------------------
 # helpers
@@ -107,7 +111,8 @@ class Member:
 def build_zip(members, comment=b"", stub=b"", adjust_offsets=False, zip64_end=False,
               eocd_overrides=None):
     """A ZIP archive written by hand. stub: bytes before the archive; with adjust_offsets the
-    offsets count them (like `zip -A`), otherwise they do not (a plain `cat stub a.zip`)."""
+    offsets count them (like `zip -A`), otherwise they do not (a plain `cat stub a.zip`).
+    eocd_overrides: ziptool.EOCD fields of the classic end record to set."""
     out = bytearray(stub)
     base = 0 if adjust_offsets else len(stub)
     offsets = []
@@ -118,41 +123,39 @@ def build_zip(members, comment=b"", stub=b"", adjust_offsets=False, zip64_end=Fa
         crc, cs, us = (0, 0, 0) if m.descriptor else (m.crc, m.csize, m.usize)
         extra = m.local_extra
         if m.zip64 and not m.descriptor:
-            extra = struct.pack("<HHQQ", 1, 16, m.usize, m.csize) + extra
-            cs = us = 0xFFFFFFFF
-        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 45 if m.zip64 else 20, flags,
-                           m.method, 0x6000, 0x5021, crc, cs, us, len(local_name), len(extra))
-        out += local_name + extra + m.payload
+            extra = Z.zip64_extra(m.usize, m.csize) + extra
+            cs = us = Z.U32
+        out += Z.local_header(local_name, extra, version=45 if m.zip64 else 20, flags=flags,
+                              method=m.method, time=DOS_TIME, date=DOS_DATE, crc=crc, csize=cs,
+                              usize=us)
+        out += m.payload
         if m.descriptor:
-            if m.zip64:
-                out += struct.pack("<IIQQ", 0x08074B50, m.crc, m.csize, m.usize)
-            else:
-                out += struct.pack("<IIII", 0x08074B50, m.crc, m.csize, m.usize)
+            out += Z.data_descriptor(m.crc, m.csize, m.usize, zip64=m.zip64)
     cd_start = len(out) - base
     for m, off in zip(members, offsets):
         at = m.header_at if m.header_at is not None else off
         extra = m.central_extra
         cs, us, o = m.csize, m.usize, at
         if m.zip64:
-            extra = struct.pack("<HHQQQ", 1, 24, m.usize, m.csize, at) + extra
-            cs = us = o = 0xFFFFFFFF
+            extra = Z.zip64_extra(m.usize, m.csize, at) + extra
+            cs = us = o = Z.U32
         flags = m.flags | (0x08 if m.descriptor else 0)
-        out += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, m.version_made,
-                           45 if m.zip64 else 20, flags, m.method, 0x6000, 0x5021, m.crc, cs,
-                           us, len(m.name), len(extra), len(m.comment), 0, 0, m.external, o)
-        out += m.name + extra + m.comment
+        out += Z.central_header(m.name, extra, m.comment, made_by=m.version_made,
+                                version=45 if m.zip64 else 20, flags=flags, method=m.method,
+                                time=DOS_TIME, date=DOS_DATE, crc=m.crc, csize=cs, usize=us,
+                                external=m.external, offset=o)
     cd_size = len(out) - base - cd_start
     n = len(members)
     if zip64_end:
         eocd64_at = len(out) - base
-        out += struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, n, n, cd_size, cd_start)
-        out += struct.pack("<IIQI", 0x07064B50, 0, eocd64_at, 1)
-        fields = [0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF]
+        out += Z.zip64_end_record(on_disk=n, total=n, cd_size=cd_size, cd_offset=cd_start)
+        out += Z.zip64_locator(eocd64_at)
+        fields = dict(disk=Z.U16, cd_disk=Z.U16, on_disk=Z.U16, total=Z.U16, cd_size=Z.U32,
+                      cd_offset=Z.U32)
     else:
-        fields = [0, 0, n, n, cd_size, cd_start]
-    for i, v in (eocd_overrides or {}).items():
-        fields[i] = v
-    out += struct.pack("<IHHHHIIH", 0x06054B50, *fields, len(comment)) + comment
+        fields = dict(on_disk=n, total=n, cd_size=cd_size, cd_offset=cd_start)
+    fields.update(eocd_overrides or {})
+    out += Z.end_record(comment, **fields)
     return bytes(out)
 
 
@@ -310,11 +313,11 @@ def zipdir_seeds(tmp):
     s["hand_huge_claim.zip"] = build_zip([Member("huge.bin", data, usize=0xFFFFFFF0)])
     # Whole-archive problems.
     s["hand_multidisk.zip"] = build_zip([Member("a", b"a", method=0)],
-                                        eocd_overrides={0: 1, 1: 1})
+                                        eocd_overrides={"disk": 1, "cd_disk": 1})
     s["hand_cd_outside.zip"] = build_zip([Member("a", b"a", method=0)],
-                                         eocd_overrides={5: 0x7FFFFFF0})
+                                         eocd_overrides={"cd_offset": 0x7FFFFFF0})
     s["hand_count_mismatch.zip"] = build_zip([Member("a", b"a", method=0)],
-                                             eocd_overrides={2: 5, 3: 5})
+                                             eocd_overrides={"on_disk": 5, "total": 5})
     # Truncations of a real archive.
     z = s["savez_compressed_small.npz"]
     eocd = z.rfind(b"PK\x05\x06")

@@ -24,7 +24,6 @@ them) and re-reads the central directory with zipfile.
 import collections
 import functools
 import io
-import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import hostile as H
+import ziptool as Z  # tests/ziptool.py, on sys.path once hostile is imported
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -217,7 +217,7 @@ def flushed_period_stream(usize):
 def deflated_member(name, stream):
     """A method-8 hostile.Member for stream, with a ZIP64 local extra when it needs one."""
     big = stream.usize >= H.U32 or len(stream.raw) >= H.U32
-    local_extra = struct.pack("<HHQQ", 1, 16, stream.usize, len(stream.raw)) if big else b""
+    local_extra = Z.zip64_extra(stream.usize, len(stream.raw)) if big else b""
     return H.Member(name, b"", 8, raw=stream.raw, usize=stream.usize, crc=stream.crc,
                     local_extra=local_extra)
 

@@ -30,24 +30,21 @@ import hashlib
 import io
 import os
 import struct
-import zipfile
+import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-CLASSES = ("refuse", "eio", "renamed")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import ziptool as Z  # noqa: E402  (tests/ziptool.py)
 
-SIG_LOCAL = 0x04034B50
-SIG_CENTRAL = 0x02014B50
-SIG_EOCD = 0x06054B50
-SIG_EOCD64 = 0x06064B50
-SIG_LOC64 = 0x07064B50
+CLASSES = ("refuse", "eio", "renamed")
 
 DOS_TIME = 0                                  # 00:00:00
 DOS_DATE = (40 << 9) | (1 << 5) | 1           # 2020-01-01
-U32 = 0xFFFFFFFF
-U16 = 0xFFFF
+U32 = Z.U32
+U16 = Z.U16
 
 MAX_CHUNK = 256 << 20                          # the largest chunk the first design could hold
 
@@ -140,10 +137,9 @@ def build_zip(members, *, zip64_end=False, saturate=True, gap=b"", comment=b""):
         big = m.zip64 or m.usize >= U32 or m.csize >= U32
         lcs = U32 if big else m.csize
         lus = U32 if big else m.usize
-        out += struct.pack("<IHHHHHIIIHH", SIG_LOCAL, 45 if big else 20, m.flags, m.method,
-                           DOS_TIME, DOS_DATE, m.crc & U32, lcs, lus, len(m.name),
-                           len(m.local_extra))
-        out += m.name + m.local_extra
+        out += Z.local_header(m.name, m.local_extra, version=45 if big else 20, flags=m.flags,
+                              method=m.method, time=DOS_TIME, date=DOS_DATE, crc=m.crc & U32,
+                              csize=lcs, usize=lus)
         m.data_off = len(out)
         out += m.raw
     lay.cd_off = len(out)
@@ -162,27 +158,25 @@ def build_zip(members, *, zip64_end=False, saturate=True, gap=b"", comment=b""):
         if off >= U32:
             z.append(off)
             off = U32
-        extra = (struct.pack("<HH", 1, 8 * len(z)) + struct.pack(f"<{len(z)}Q", *z)) if z else b""
-        extra += m.central_extra
-        out += struct.pack("<IHHHHHHIIIHHHHHII", SIG_CENTRAL, 20, 45 if z else 20, m.flags,
-                           m.method, DOS_TIME, DOS_DATE, m.crc & U32, cs, us, len(m.name),
-                           len(extra), 0, m.disk, 0, 0, off)
-        out += m.name + extra
+        extra = (Z.zip64_extra(*z) if z else b"") + m.central_extra
+        out += Z.central_header(m.name, extra, version=45 if z else 20, flags=m.flags,
+                                method=m.method, time=DOS_TIME, date=DOS_DATE, crc=m.crc & U32,
+                                csize=cs, usize=us, disk=m.disk, offset=off)
     lay.cd_size = len(out) - lay.cd_off
     n = len(members)
     if zip64_end:
         lay.z64_off = len(out)
-        out += struct.pack("<IQHHIIQQQQ", SIG_EOCD64, 44, 45, 45, 0, 0, n, n, lay.cd_size,
-                           lay.cd_off)
+        out += Z.zip64_end_record(on_disk=n, total=n, cd_size=lay.cd_size,
+                                  cd_offset=lay.cd_off)
         out += gap
         lay.loc_off = len(out)
-        out += struct.pack("<IIQI", SIG_LOC64, 0, lay.z64_off, 1)
+        out += Z.zip64_locator(lay.z64_off)
     lay.eocd_off = len(out)
-    sat = zip64_end and saturate
-    out += struct.pack("<IHHHHIIH", SIG_EOCD, 0, 0, U16 if sat else min(n, U16),
-                       U16 if sat else min(n, U16), U32 if sat else lay.cd_size,
-                       U32 if sat else lay.cd_off, len(comment))
-    out += comment
+    if zip64_end and saturate:
+        out += Z.saturated_end_record(comment)
+    else:
+        out += Z.end_record(comment, on_disk=min(n, U16), total=min(n, U16),
+                            cd_size=lay.cd_size, cd_offset=lay.cd_off)
     return out, lay
 
 
@@ -351,19 +345,14 @@ def _savez_bytes():
 
 def _savez_cuts():
     data = _savez_bytes()
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        infos = zf.infolist()
-    eocd = data.rindex(b"PK\x05\x06")
-    cd = struct.unpack_from("<I", data, eocd + 16)[0]
+    lay = Z.parse(data)
     cuts = {}
-    for i, info in enumerate(infos):
-        h = info.header_offset
-        nlen, xlen = struct.unpack_from("<HH", data, h + 26)
-        cuts[f"m{i}_local_header"] = h + 15
-        cuts[f"m{i}_local_zip64_extra"] = h + 30 + nlen + 6
-        cuts[f"m{i}_data"] = h + 30 + nlen + xlen + info.compress_size // 2
-    cuts["central_directory"] = cd + 60
-    cuts["end_record"] = eocd + 7
+    for i, e in enumerate(lay.entries):
+        cuts[f"m{i}_local_header"] = e.local_off + 15
+        cuts[f"m{i}_local_zip64_extra"] = e.local_off + Z.LOCAL.size + e.local_name_len + 6
+        cuts[f"m{i}_data"] = e.data_off + e.csize // 2
+    cuts["central_directory"] = lay.cd_off + 60
+    cuts["end_record"] = lay.eocd_off + 7
     return cuts
 
 
@@ -458,15 +447,16 @@ def case_npy_not_npz(outdir):
 
 @case("refuse")
 def case_end_record_short(outdir):
-    return refuse(write(outdir, "g.npz", struct.pack("<IHHHHIIH", SIG_EOCD, 0, 0, 0, 0, 0, 0,
-                                                     0)[:21]), "21 bytes of an end record")
+    return refuse(write(outdir, "g.npz", Z.end_record(on_disk=0, total=0, cd_size=0,
+                                                      cd_offset=0)[:21]),
+                  "21 bytes of an end record")
 
 
 @case("refuse")
 def case_garbage_with_end_record(outdir):
     rng = np.random.default_rng(5)
     body = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
-    eocd = struct.pack("<IHHHHIIH", SIG_EOCD, 0, 0, 3, 3, 1000, 100, 0)
+    eocd = Z.end_record(on_disk=3, total=3, cd_size=1000, cd_offset=100)
     return refuse(write(outdir, "g.npz", body + eocd),
                   "random bytes where the end record says the central directory is")
 
@@ -491,49 +481,53 @@ def _eocd_patch(outdir, why, patch, zip64=False, **kw):
 @case("refuse")
 def case_eocd_cd_offset_past_eof(outdir):
     return _eocd_patch(outdir, "end record: central directory offset past the end of file",
-                       lambda d, l: put(d, l.eocd_off + 16, "I", len(d) + 1000))
+                       lambda d, l: Z.EOCD.patch(d, l.eocd_off, cd_offset=len(d) + 1000))
 
 
 @case("refuse")
 def case_eocd_cd_size_past_eof(outdir):
     return _eocd_patch(outdir, "end record: central directory size larger than the file",
-                       lambda d, l: put(d, l.eocd_off + 12, "I", len(d) * 2))
+                       lambda d, l: Z.EOCD.patch(d, l.eocd_off, cd_size=len(d) * 2))
 
 
 @case("refuse")
 def case_eocd_cd_offset_and_size_saturated(outdir):
     return _eocd_patch(outdir, "end record fields 0xFFFFFFFF with no ZIP64 locator",
-                       lambda d, l: put(d, l.eocd_off + 12, "II", U32, U32))
+                       lambda d, l: Z.EOCD.patch(d, l.eocd_off, cd_size=U32,
+                                                          cd_offset=U32))
 
 
 @case("refuse")
 def case_eocd_multi_disk(outdir):
     return _eocd_patch(outdir, "end record: disk number 1",
-                       lambda d, l: put(d, l.eocd_off + 4, "HH", 1, 1))
+                       lambda d, l: Z.EOCD.patch(d, l.eocd_off, disk=1, cd_disk=1))
 
 
 @case("refuse")
 def case_eocd_counts_differ(outdir):
     return _eocd_patch(outdir, "end record: entries on this disk != total entries",
-                       lambda d, l: put(d, l.eocd_off + 8, "HH", 2, 4))
+                       lambda d, l: Z.EOCD.patch(d, l.eocd_off, on_disk=2, total=4))
 
 
 @case("refuse")
 def case_central_entry_bad_signature(outdir):
     return _eocd_patch(outdir, "the second central directory entry has a bad signature",
-                       lambda d, l: put(d, l.members[1].cd_off, "I", 0x02014B51))
+                       lambda d, l: Z.CENTRAL.patch(d, l.members[1].cd_off,
+                                                             sig=0x02014B51))
 
 
 @case("refuse")
 def case_central_entry_name_overruns(outdir):
     return _eocd_patch(outdir, "the last central entry's name length runs past the directory",
-                       lambda d, l: put(d, l.members[3].cd_off + 28, "H", 60000))
+                       lambda d, l: Z.CENTRAL.patch(d, l.members[3].cd_off,
+                                                             name_len=60000))
 
 
 @case("refuse")
 def case_central_entry_extra_overruns(outdir):
     return _eocd_patch(outdir, "the first central entry's extra length runs past the directory",
-                       lambda d, l: put(d, l.members[0].cd_off + 30, "H", 0xFFFF))
+                       lambda d, l: Z.CENTRAL.patch(d, l.members[0].cd_off,
+                                                             extra_len=U16))
 
 
 # --------------------------------------------------------------------------------------------
@@ -543,60 +537,61 @@ def case_central_entry_extra_overruns(outdir):
 @case("refuse")
 def case_zip64_record_bad_signature(outdir):
     return _eocd_patch(outdir, "ZIP64 end record signature destroyed (locator intact)",
-                       lambda d, l: put(d, l.z64_off, "I", 0x06064B00), zip64=True)
+                       lambda d, l: Z.EOCD64.patch(d, l.z64_off, sig=0x06064B00), zip64=True)
 
 
 @case("refuse")
 def case_zip64_record_cd_offset_past_eof(outdir):
     return _eocd_patch(outdir, "ZIP64 end record: central directory offset 2**40",
-                       lambda d, l: put(d, l.z64_off + 48, "Q", 1 << 40), zip64=True)
+                       lambda d, l: Z.EOCD64.patch(d, l.z64_off, cd_offset=1 << 40), zip64=True)
 
 
 @case("refuse")
 def case_zip64_record_cd_size_huge(outdir):
     return _eocd_patch(outdir, "ZIP64 end record: central directory size 2**62",
-                       lambda d, l: put(d, l.z64_off + 40, "Q", 1 << 62), zip64=True)
+                       lambda d, l: Z.EOCD64.patch(d, l.z64_off, cd_size=1 << 62), zip64=True)
 
 
 @case("refuse")
 def case_zip64_record_multi_disk(outdir):
     return _eocd_patch(outdir, "ZIP64 end record: disk number 3",
-                       lambda d, l: put(d, l.z64_off + 16, "I", 3), zip64=True)
+                       lambda d, l: Z.EOCD64.patch(d, l.z64_off, disk=3), zip64=True)
 
 
 @case("refuse")
 def case_zip64_record_counts_differ(outdir):
     return _eocd_patch(outdir, "ZIP64 end record: entries on this disk != total",
-                       lambda d, l: put(d, l.z64_off + 24, "Q", 1), zip64=True)
+                       lambda d, l: Z.EOCD64.patch(d, l.z64_off, on_disk=1), zip64=True)
 
 
 @case("refuse")
 def case_zip64_locator_multi_disk(outdir):
     return _eocd_patch(outdir, "ZIP64 locator: 5 disks",
-                       lambda d, l: put(d, l.loc_off + 16, "I", 5), zip64=True)
+                       lambda d, l: Z.LOC64.patch(d, l.loc_off, disks=5), zip64=True)
 
 
 @case("refuse")
 def case_zip64_locator_signature_broken(outdir):
     return _eocd_patch(outdir, "ZIP64 locator signature destroyed; the classic end record only "
-                       "holds 0xFFFFFFFF", lambda d, l: put(d, l.loc_off, "I", 0x07064B00),
-                       zip64=True)
+                       "holds 0xFFFFFFFF",
+                       lambda d, l: Z.LOC64.patch(d, l.loc_off, sig=0x07064B00), zip64=True)
 
 
 @case("refuse")
 def case_zip64_locator_to_zero_record_not_adjacent(outdir):
     return _eocd_patch(outdir, "ZIP64 locator points at offset 0 and the record does not sit "
                        "right before the locator (16 bytes in between)",
-                       lambda d, l: put(d, l.loc_off + 8, "Q", 0), zip64=True, gap=bytes(16))
+                       lambda d, l: Z.LOC64.patch(d, l.loc_off, offset=0), zip64=True,
+                       gap=bytes(16))
 
 
 def _forged_record(outdir, cd_off, cd_size, why):
     """A stored member whose content is a forged ZIP64 end record; the locator points at it."""
-    forged = struct.pack("<IQHHIIQQQQ", SIG_EOCD64, 44, 45, 45, 0, 0, 4, 4, cd_size, cd_off)
+    forged = Z.zip64_end_record(on_disk=4, total=4, cd_size=cd_size, cd_offset=cd_off)
     ms = std_members()
     ms.insert(2, Member("forged.bin", forged))
     data, lay = build_zip(ms, zip64_end=True)
-    put(data, lay.loc_off + 8, "Q", lay.member("forged.bin").data_off)
+    Z.LOC64.patch(data, lay.loc_off, offset=lay.member("forged.bin").data_off)
     return refuse(write(outdir, "f.npz", data), why)
 
 
@@ -617,7 +612,7 @@ def case_zip64_locator_to_forged_record_garbage_cd(outdir):
 
 def _tolerated_locator(outdir, value, why):
     data, lay = build_zip(std_members(), zip64_end=True)
-    put(data, lay.loc_off + 8, "Q", value(data, lay))
+    Z.LOC64.patch(data, lay.loc_off, offset=value(data, lay))
     return eio(write(outdir, "l.npz", data), why, bad=())
 
 
@@ -647,7 +642,7 @@ def case_zip64_locator_huge(outdir):
 @case("eio")
 def case_eocd_count_lies(outdir):
     data, lay = build_zip(std_members())
-    put(data, lay.eocd_off + 8, "HH", 1, 1)
+    Z.EOCD.patch(data, lay.eocd_off, on_disk=1, total=1)
     return eio(write(outdir, "c.npz", data), "end record claims 1 entry, the directory holds 4 "
                "(the walk trusts the directory size, as zipfile does)", bad=())
 
@@ -657,7 +652,7 @@ def case_eocd_cd_offset_zero(outdir):
     # offset 0 with the right size makes the whole body look like prepended data (CPython does
     # the same arithmetic): every local header offset then lands past the central directory.
     data, lay = build_zip(std_members())
-    put(data, lay.eocd_off + 16, "I", 0)
+    Z.EOCD.patch(data, lay.eocd_off, cd_offset=0)
     return eio(write(outdir, "z.npz", data), "end record: central directory offset 0 (taken as "
                "prepended data, so every local header is out of place)", bad=STD_NAMES,
                good={})
@@ -708,7 +703,7 @@ _register_methods()
 @case("eio")
 def case_local_signature_bad(outdir):
     return _member_case(outdir, "local header signature PK\\3\\5", "c.npy",
-                        patch=lambda d, l, m: put(d, m.local_off, "I", 0x05034B50))
+                        patch=lambda d, l, m: Z.LOCAL.patch(d, m.local_off, sig=0x05034B50))
 
 
 @case("eio")
@@ -716,7 +711,8 @@ def case_local_name_length_huge(outdir):
     # the local name+extra length push the data start past the central directory
     return _member_case(outdir, "local header name length 65535 (data start beyond the "
                         "central directory)", "d.npy",
-                        patch=lambda d, l, m: put(d, m.local_off + 26, "HH", U16, U16))
+                        patch=lambda d, l, m: Z.LOCAL.patch(d, m.local_off, name_len=U16,
+                                                                extra_len=U16))
 
 
 @case("eio")
@@ -729,7 +725,7 @@ def case_local_name_shorter_stored(outdir):
     ms[2].name = b"c.npy" + b"x" * 10
 
     def patch(d, l, m):
-        put(d, m.local_off + 26, "H", 5)
+        Z.LOCAL.patch(d, m.local_off, name_len=5)
 
     return _member_case(outdir, "stored member whose local name length disagrees with the "
                         "central one (data offset shifted into the name)", "c.npyxxxxxxxxxx",
@@ -746,7 +742,7 @@ def case_local_header_inside_other_data(outdir):
     ms.append(Member("ghost.npy", b"\0" * 64, share=ms[0]))
     data, lay = build_zip(ms)
     ghost = lay.member("ghost.npy")
-    put(data, ghost.cd_off + 42, "I", lay.member("a.npy").data_off + 100)
+    Z.CENTRAL.patch(data, ghost.cd_off, offset=lay.member("a.npy").data_off + 100)
     return eio(write(outdir, "g.npz", data), "central entry pointing into another member's "
                "data", bad=["ghost.npy"], good={n: contents()[n] for n in STD_NAMES})
 
@@ -755,19 +751,19 @@ def case_local_header_inside_other_data(outdir):
 def case_local_header_past_central_directory(outdir):
     return _member_case(outdir, "central entry's local header offset points into the central "
                         "directory", "c.npy",
-                        patch=lambda d, l, m: put(d, m.cd_off + 42, "I", l.cd_off + 4))
+                        patch=lambda d, l, m: Z.CENTRAL.patch(d, m.cd_off, offset=l.cd_off + 4))
 
 
 @case("eio")
 def case_local_header_offset_past_eof(outdir):
     return _member_case(outdir, "local header offset 0xFFFFFFF0", "a.npy",
-                        patch=lambda d, l, m: put(d, m.cd_off + 42, "I", 0xFFFFFFF0))
+                        patch=lambda d, l, m: Z.CENTRAL.patch(d, m.cd_off, offset=0xFFFFFFF0))
 
 
 @case("eio")
 def case_zip64_extra_missing(outdir):
     return _member_case(outdir, "central usize 0xFFFFFFFF without a ZIP64 extra", "c.npy",
-                        patch=lambda d, l, m: put(d, m.cd_off + 24, "I", U32))
+                        patch=lambda d, l, m: Z.CENTRAL.patch(d, m.cd_off, usize=U32))
 
 
 @case("eio")
@@ -789,7 +785,7 @@ def case_zip64_extra_offset_missing(outdir):
     # header offset saturated; the ZIP64 extra only holds the two sizes
     return _member_case(outdir, "local header offset 0xFFFFFFFF, ZIP64 extra without it",
                         "b.npy", mutate=lambda m: setattr(m, "zip64", True),
-                        patch=lambda d, l, m: put(d, m.cd_off + 42, "I", U32))
+                        patch=lambda d, l, m: Z.CENTRAL.patch(d, m.cd_off, offset=U32))
 
 
 @case("eio")
@@ -861,9 +857,9 @@ def case_overlap_chain(outdir):
     end = kernel.data_off + len(kernel.raw)
     for m in heads:
         cs = end - m.data_off
-        put(data, m.cd_off + 8, "HH", 0, 8)                       # flags, method deflate
-        put(data, m.cd_off + 16, "III", kernel.crc, cs, len(kernel_content))
-        put(data, m.local_off + 8, "H", 8)
+        Z.CENTRAL.patch(data, m.cd_off, flags=0, method=8, crc=kernel.crc, csize=cs,
+                        usize=len(kernel_content))
+        Z.LOCAL.patch(data, m.local_off, method=8)
     good = {"k9.npy": kernel_content, "tail.npy": contents()["c.npy"]}
     return eio(write(outdir, "o.npz", data), "ten overlapping entries sharing one deflate "
                "kernel: all but the last are flagged", bad=[m.name.decode() for m in heads],
@@ -1340,45 +1336,38 @@ def many_named_members(path, names):
     data = i.astype("<u4")
     crc = np.fromiter((zlib.crc32(x) for x in data.view(np.uint8).reshape(n, 4)), np.uint32, n)
 
-    ldt = np.dtype([("sig", "<u4"), ("ver", "<u2"), ("flags", "<u2"), ("method", "<u2"),
-                    ("time", "<u2"), ("date", "<u2"), ("crc", "<u4"), ("csize", "<u4"),
-                    ("usize", "<u4"), ("nlen", "<u2"), ("xlen", "<u2"),
-                    ("name", "u1", (nlen,)), ("data", "<u4")])
+    ldt = Z.LOCAL.dtype(("name", "u1", (nlen,)), ("data", "<u4"))
     loc = np.zeros(n, dtype=ldt)
-    loc["sig"] = SIG_LOCAL
-    loc["ver"] = 20
+    loc["sig"] = Z.SIG_LOCAL
+    loc["version"] = 20
     loc["date"] = DOS_DATE
     loc["crc"] = crc
     loc["csize"] = loc["usize"] = 4
-    loc["nlen"] = nlen
+    loc["name_len"] = nlen
     loc["name"] = names
     loc["data"] = data
-    assert ldt.itemsize == 30 + nlen + 4
+    assert ldt.itemsize == Z.LOCAL.size + nlen + 4
 
-    cdt = np.dtype([("sig", "<u4"), ("made", "<u2"), ("need", "<u2"), ("flags", "<u2"),
-                    ("method", "<u2"), ("time", "<u2"), ("date", "<u2"), ("crc", "<u4"),
-                    ("csize", "<u4"), ("usize", "<u4"), ("nlen", "<u2"), ("xlen", "<u2"),
-                    ("clen", "<u2"), ("disk", "<u2"), ("iattr", "<u2"), ("eattr", "<u4"),
-                    ("off", "<u4"), ("name", "u1", (nlen,))])
+    cdt = Z.CENTRAL.dtype(("name", "u1", (nlen,)))
     cen = np.zeros(n, dtype=cdt)
-    cen["sig"] = SIG_CENTRAL
-    cen["made"] = cen["need"] = 20
+    cen["sig"] = Z.SIG_CENTRAL
+    cen["made_by"] = cen["version"] = 20
     cen["date"] = DOS_DATE
     cen["crc"] = crc
     cen["csize"] = cen["usize"] = 4
-    cen["nlen"] = nlen
-    cen["off"] = i * ldt.itemsize
+    cen["name_len"] = nlen
+    cen["offset"] = i * ldt.itemsize
     cen["name"] = names
-    assert cdt.itemsize == 46 + nlen
+    assert cdt.itemsize == Z.CENTRAL.size + nlen
 
     cd_off = n * ldt.itemsize
     cd_size = n * cdt.itemsize
     assert cd_off + cd_size < U32
     z64_off = cd_off + cd_size
-    tail = (struct.pack("<IQHHIIQQQQ", SIG_EOCD64, 44, 45, 45, 0, 0, n, n, cd_size, cd_off) +
-            struct.pack("<IIQI", SIG_LOC64, 0, z64_off, 1) +
-            struct.pack("<IHHHHIIH", SIG_EOCD, 0, 0, min(n, U16), min(n, U16), cd_size, cd_off,
-                        0))
+    tail = (Z.zip64_end_record(on_disk=n, total=n, cd_size=cd_size, cd_offset=cd_off) +
+            Z.zip64_locator(z64_off) +
+            Z.end_record(on_disk=min(n, U16), total=min(n, U16), cd_size=cd_size,
+                         cd_offset=cd_off))
     with open(path, "wb") as f:
         f.write(loc.tobytes())
         f.write(cen.tobytes())

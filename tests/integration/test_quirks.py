@@ -6,7 +6,6 @@ import os
 import random
 import shutil
 import stat
-import struct
 import time
 import zipfile
 import zlib
@@ -477,35 +476,32 @@ def _write_huge_zip(path):
     crc1 = zlib.crc32(MARK, crc)
     after = S.npy_bytes(np.arange(10, dtype=np.int16))
     crc2 = zlib.crc32(after)
+    Z = S.Z
     t, d = (8 << 11) | (30 << 5), ((2020 - 1980) << 9) | (1 << 5) | 1
+    unix = dict(made_by=(3 << 8) | 45, version=45, time=t, date=d, external=0o100644 << 16)
     with open(path, "wb") as f:
         n1 = b"huge.npy"
-        x1 = struct.pack("<HHQQ", 1, 16, size1, size1)
-        f.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, 0, 0, t, d, crc1, 0xFFFFFFFF,
-                            0xFFFFFFFF, len(n1), len(x1)) + n1 + x1)
+        f.write(Z.local_header(n1, Z.zip64_extra(size1, size1), version=45, time=t, date=d,
+                               crc=crc1, csize=Z.U32, usize=Z.U32))
         f.write(head)
         f.seek(HUGE_N - len(MARK), os.SEEK_CUR)  # the sparse hole
         f.write(MARK)
         off2 = f.tell()
         assert off2 > 0xFFFFFFFF
         n2 = b"after.npy"
-        f.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, t, d, crc2, len(after),
-                            len(after), len(n2), 0) + n2 + after)
+        f.write(Z.local_header(n2, time=t, date=d, crc=crc2, csize=len(after),
+                               usize=len(after)) + after)
         cd = f.tell()
-        cx1 = struct.pack("<HHQQ", 1, 16, size1, size1)
-        f.write(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, (3 << 8) | 45, 45, 0, 0, t, d,
-                            crc1, 0xFFFFFFFF, 0xFFFFFFFF, len(n1), len(cx1), 0, 0, 0,
-                            0o100644 << 16, 0) + n1 + cx1)
-        cx2 = struct.pack("<HHQ", 1, 8, off2)
-        f.write(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, (3 << 8) | 45, 45, 0, 0, t, d,
-                            crc2, len(after), len(after), len(n2), len(cx2), 0, 0, 0,
-                            0o100644 << 16, 0xFFFFFFFF) + n2 + cx2)
+        f.write(Z.central_header(n1, Z.zip64_extra(size1, size1), crc=crc1, csize=Z.U32,
+                                 usize=Z.U32, offset=0, **unix))
+        f.write(Z.central_header(n2, Z.zip64_extra(off2), crc=crc2, csize=len(after),
+                                 usize=len(after), offset=Z.U32, **unix))
         cd_size = f.tell() - cd
         z64 = f.tell()
-        f.write(struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, (3 << 8) | 45, 45, 0, 0, 2, 2,
-                            cd_size, cd))
-        f.write(struct.pack("<IIQI", 0x07064B50, 0, z64, 1))
-        f.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 2, 2, 0xFFFFFFFF, 0xFFFFFFFF, 0))
+        f.write(Z.zip64_end_record(made_by=(3 << 8) | 45, on_disk=2, total=2, cd_size=cd_size,
+                                   cd_offset=cd))
+        f.write(Z.zip64_locator(z64))
+        f.write(Z.end_record(on_disk=2, total=2, cd_size=Z.U32, cd_offset=Z.U32))
     return size1, after
 
 

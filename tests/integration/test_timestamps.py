@@ -16,7 +16,7 @@ UT_TIME = 1_234_567_890
 
 
 def _ut(t):
-    return struct.pack("<HHBi", 0x5455, 5, 1, t)
+    return S.Z.ut_extra(t)
 
 
 def _info(name, date_time=(1980, 1, 1, 0, 0, 0), extra=b""):
@@ -30,7 +30,8 @@ def _set_dos_time(path, name, dos_time, dos_date):
     data = open(path, "rb").read()
     e = S.find_entry(S.zip_layout(data), name)
     raw = struct.pack("<HH", dos_time, dos_date)
-    S.patch_file(path, [(e.local_off + 10, raw), (e.cd_off + 12, raw)])
+    S.patch_file(path, [(e.local_off + S.Z.LOCAL.offset("time"), raw),
+                        (e.cd_off + S.Z.CENTRAL.offset("time"), raw)])
 
 
 def _stamp(path):

@@ -38,14 +38,11 @@ import zlib
 
 import numpy as np
 
-SIG_LOCAL = 0x04034B50
-SIG_CENTRAL = 0x02014B50
-SIG_EOCD = 0x06054B50
-SIG_EOCD64 = 0x06064B50
-SIG_LOC64 = 0x07064B50
-SIG_DD = 0x08074B50
-FFFF = 0xFFFF
-FFFFFFFF = 0xFFFFFFFF
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import ziptool as Z  # noqa: E402  (tests/ziptool.py)
+
+FFFF = Z.U16
+FFFFFFFF = Z.U32
 
 DOS_TIME = (12 << 11) | (34 << 5) | (56 // 2)          # 12:34:56
 DOS_DATE = ((2021 - 1980) << 9) | (3 << 5) | 14         # 2021-03-14
@@ -57,14 +54,6 @@ COUNT = 0
 
 # ----------------------------------------------------------------------------------------------
 # Writing cases
-
-def local_data_off(blob, off):
-    """data_off from the local header at off, parsed here; None when there is no header."""
-    if off + 30 > len(blob) or struct.unpack_from('<I', blob, off)[0] != SIG_LOCAL:
-        return None
-    nlen, xlen = struct.unpack_from('<HH', blob, off + 26)
-    return off + 30 + nlen + xlen
-
 
 def verify_data(case, blob, m):
     """The member's data at data_off must decode to usize bytes with the right CRC."""
@@ -97,7 +86,7 @@ def write_case(case, blob, members, prefix=0, desc='', crosscheck=True):
         lines.append('ok %d %d' % (len(members), prefix))
         for m in members:
             if not m['err'] and 'data_off' not in m:
-                m['data_off'] = local_data_off(blob, m['header_off'])
+                m['data_off'] = Z.local_data_offset(blob, m['header_off'])
                 assert m['data_off'] is not None, (case, m)
             if not m['err']:
                 if not m['is_dir'] or m['csize']:
@@ -131,15 +120,7 @@ def check_with_zipfile(case, blob, members):
 
 def central_mtime(extra, date_time):
     """UT extended timestamp of a central extra field if present, else the DOS time."""
-    ut = None
-    while len(extra) >= 4:
-        tp, ln = struct.unpack('<HH', extra[:4])
-        if ln > len(extra) - 4:
-            break
-        d = extra[4:4 + ln]
-        if tp == 0x5455 and ln >= 5 and d[0] & 1:
-            ut = struct.unpack('<i', d[1:5])[0]
-        extra = extra[4 + ln:]
+    ut = Z.ut_mtime(extra)
     if ut is not None:
         return ut
     return int(time.mktime(tuple(date_time) + (0, 0, -1)))
@@ -225,7 +206,8 @@ def build(members, order=None, comment=b'', zip64=None, eocd=None, trailing=b'',
     extra (extensible data), disk, cd_disk, on_disk, total (record overrides),
     loc_disk, loc_offset, loc_total (locator overrides), size, offset (record overrides),
     garbage (write 56 junk bytes instead of the record).
-    eocd: overrides of the classic record: disk, cd_disk, on_disk, total, size, offset, clen."""
+    eocd: overrides of the classic record (ziptool.EOCD fields: disk, cd_disk, on_disk, total,
+    cd_size, cd_offset, comment_len)."""
     use64 = zip64 is not None
     zip64 = zip64 or {}
     eocd = eocd or {}
@@ -244,21 +226,16 @@ def build(members, order=None, comment=b'', zip64=None, eocd=None, trailing=b'',
             lf = (0, 0, 0)
         else:
             lf = (0 if m.descriptor else m.crc, FFFFFFFF, FFFFFFFF)
-        lx = struct.pack('<HHQQ', 1, 16, us, cs) if m.local_extra == 'zip64' else m.local_extra
+        lx = Z.zip64_extra(us, cs) if m.local_extra == 'zip64' else m.local_extra
         ln = m.name if m.local_name is None else m.local_name
-        hdr = struct.pack('<IHHHHHIIIHH', SIG_LOCAL, 45 if lx else 20, m.flags, m.method,
-                          DOS_TIME, DOS_DATE, *lf, len(ln), len(lx)) + ln + lx
-        if m.bad_sig:
-            hdr = b'PK\x03\x05' + hdr[4:]
-        out += hdr + m.comp
-        if m.descriptor == 'sig':
-            out += struct.pack('<IIII', SIG_DD, m.crc, cs, us)
-        elif m.descriptor == 'nosig':
-            out += struct.pack('<III', m.crc, cs, us)
-        elif m.descriptor == 'sig64':
-            out += struct.pack('<IIQQ', SIG_DD, m.crc, cs, us)
-        elif m.descriptor == 'nosig64':
-            out += struct.pack('<IQQ', m.crc, cs, us)
+        out += Z.local_header(ln, lx, sig=0x05034B50 if m.bad_sig else Z.SIG_LOCAL,
+                              version=45 if lx else 20, flags=m.flags, method=m.method,
+                              time=DOS_TIME, date=DOS_DATE, crc=lf[0], csize=lf[1], usize=lf[2])
+        out += m.comp
+        if m.descriptor:
+            assert m.descriptor in ('sig', 'nosig', 'sig64', 'nosig64'), m.descriptor
+            out += Z.data_descriptor(m.crc, cs, us, signature=m.descriptor.startswith('sig'),
+                                     zip64=m.descriptor.endswith('64'))
     for m in members:
         if m.header_of is not None:
             o = members[m.header_of]
@@ -270,24 +247,23 @@ def build(members, order=None, comment=b'', zip64=None, eocd=None, trailing=b'',
         us = len(m.payload) if m.c_usize is None else m.c_usize
         off = m.off if m.c_offset is None else m.c_offset
         vals = {'usize': us, 'csize': cs, 'offset': off}
-        z = b''
+        z = []
         for f in ('usize', 'csize', 'offset'):
             if f in m.zip64:
-                z += struct.pack('<Q', vals[f])
+                z.append(vals[f])
                 vals[f] = FFFFFFFF
-        if 'disk' in m.zip64:
-            z += struct.pack('<I', 0)
+        disk = 0 if 'disk' in m.zip64 else None
         zx = b''
         if m.zip64_extra is not None:
             zx = m.zip64_extra
-        elif z:
-            zx = struct.pack('<HH', 1, len(z)) + z
+        elif z or disk is not None:
+            zx = Z.zip64_extra(*z, disk=disk)
         cx = zx + m.central_extra if m.zip64_first else m.central_extra + zx
-        out += struct.pack('<IHHHHHHIIIHHHHHII', SIG_CENTRAL, m.made_by, 45 if zx else 20,
-                           m.flags, m.method, DOS_TIME, DOS_DATE, m.crc, vals['csize'],
-                           vals['usize'], len(m.name), len(cx), len(m.comment), m.disk, 0,
-                           m.external, vals['offset'])
-        out += m.name + cx + m.comment
+        out += Z.central_header(m.name, cx, m.comment, made_by=m.made_by,
+                                version=45 if zx else 20, flags=m.flags, method=m.method,
+                                time=DOS_TIME, date=DOS_DATE, crc=m.crc, csize=vals['csize'],
+                                usize=vals['usize'], disk=m.disk, external=m.external,
+                                offset=vals['offset'])
     cd_size = len(out) - cd_start
     n = len(order)
     if use64:
@@ -295,24 +271,21 @@ def build(members, order=None, comment=b'', zip64=None, eocd=None, trailing=b'',
         if zip64.get('garbage'):
             out += b'\xa5' * 56
         else:
-            ext = zip64.get('extra', b'')
-            out += struct.pack('<IQHHIIQQQQ', SIG_EOCD64, 44 + len(ext), 45, 45,
-                               zip64.get('disk', 0), zip64.get('cd_disk', 0),
-                               zip64.get('on_disk', n), zip64.get('total', n),
-                               zip64.get('size', cd_size), zip64.get('offset', cd_start)) + ext
-        out += struct.pack('<IIQI', SIG_LOC64, zip64.get('loc_disk', 0),
-                           zip64.get('loc_offset', rec_off), zip64.get('loc_total', 1))
+            out += Z.zip64_end_record(
+                zip64.get('extra', b''), disk=zip64.get('disk', 0),
+                cd_disk=zip64.get('cd_disk', 0), on_disk=zip64.get('on_disk', n),
+                total=zip64.get('total', n), cd_size=zip64.get('size', cd_size),
+                cd_offset=zip64.get('offset', cd_start))
+        out += Z.zip64_locator(zip64.get('loc_offset', rec_off), disk=zip64.get('loc_disk', 0),
+                               disks=zip64.get('loc_total', 1))
     sat = zip64.get('saturate')
-    ev = dict(disk=0, cd_disk=0, on_disk=n, total=n, size=cd_size, offset=cd_start,
-              clen=len(comment))
+    ev = dict(disk=0, cd_disk=0, on_disk=n, total=n, cd_size=cd_size, cd_offset=cd_start)
     if sat:
-        ev.update(on_disk=FFFF, total=FFFF, size=FFFFFFFF, offset=FFFFFFFF)
+        ev.update(on_disk=FFFF, total=FFFF, cd_size=FFFFFFFF, cd_offset=FFFFFFFF)
     if sat == 'all':
         ev.update(disk=FFFF, cd_disk=FFFF)
     ev.update(eocd)
-    out += struct.pack('<IHHHHIIH', SIG_EOCD, ev['disk'], ev['cd_disk'], ev['on_disk'],
-                       ev['total'], ev['size'], ev['offset'], ev['clen'])
-    out += comment + trailing
+    out += Z.end_record(comment, **ev) + trailing
     blob = stub + bytes(out)
     p = len(stub)
     exp = []
@@ -408,8 +381,8 @@ def reference_cases(tmp):
     blob = bytes(u.buf)
     ms = from_zipfile(blob)
     for m in ms:
-        flags = struct.unpack_from('<H', blob, m['header_off'] + 6)[0]
-        assert flags & 8 and blob[m['header_off'] + 14:m['header_off'] + 26] == bytes(12)
+        h = Z.LOCAL.unpack(blob, m['header_off'])
+        assert h.flags & Z.FLAG_DESCRIPTOR and (h.crc, h.csize, h.usize) == (0, 0, 0)
     write_case('zipfile_unseekable', blob, ms, 0,
                'zipfile on an unseekable stream: data descriptors, local sizes 0', False)
 
@@ -420,7 +393,7 @@ def reference_cases(tmp):
         for i in range(70000):
             z.writestr('m%05d' % i, b'' if i % 7 else b'x')
     blob = b.getvalue()
-    assert struct.unpack_from('<H', blob, len(blob) - 22 + 10)[0] == FFFF
+    assert Z.EOCD.unpack(blob, len(blob) - Z.EOCD.size).total == FFFF
     reference_case('zipfile_70000', blob, desc='70,000 members: ZIP64 count')
 
     reference_case('zipfile_utf8', zipfile_blob([
@@ -507,7 +480,7 @@ def reference_cases(tmp):
     p = subprocess.run(['zip', '-q', '-r', '-', 'dir', 'top.txt'], cwd=tree, check=True,
                        stdout=subprocess.PIPE)
     ms = from_zipfile(p.stdout)
-    assert all(struct.unpack_from('<H', p.stdout, m['header_off'] + 6)[0] & 8
+    assert all(Z.LOCAL.unpack(p.stdout, m['header_off']).flags & Z.FLAG_DESCRIPTOR
                for m in ms if not m['is_dir'])
     write_case('infozip_pipe', p.stdout, ms, 0,
                'Info-ZIP zip writing to a pipe: data descriptors', False)
@@ -545,18 +518,18 @@ def hand_cases():
         M('us_off.npy', b, 8, zip64=('usize', 'offset')),
         M('disk.npy', a, 0, zip64=('usize', 'csize', 'offset', 'disk')),
         M('ut_first.npy', a, 0, zip64=('csize', 'offset'), zip64_first=False,
-          central_extra=struct.pack('<HHBi', 0x5455, 5, 1, 1234567890), mtime=1234567890)],
+          central_extra=Z.ut_extra(1234567890), mtime=1234567890)],
         'only some central fields saturated; ZIP64 extra holds just those, in order '
         'usize, csize, offset (+ disk); a UT extra may precede it')
     hand_case('central64_unsaturated', [
-        M('a.npy', a, 0, zip64_extra=struct.pack('<HHQQQ', 1, 24, 1 << 40, 1 << 41, 1 << 42))],
+        M('a.npy', a, 0, zip64_extra=Z.zip64_extra(1 << 40, 1 << 41, 1 << 42))],
         'a ZIP64 extra whose 32-bit fields are not saturated is ignored')
     hand_case('central_ut_mtime', [
-        M('t.npy', a, 0, central_extra=struct.pack('<HHBi', 0x5455, 5, 1, 1600000000)
-          + struct.pack('<HHHH', 0x7875, 4, 0xABCD, 0x1234), mtime=1600000000),
-        M('neg.npy', a, 0, central_extra=struct.pack('<HHBi', 0x5455, 5, 1, -86400),
+        M('t.npy', a, 0, central_extra=Z.ut_extra(1600000000)
+          + Z.extra_field(Z.ID_UX, struct.pack('<HH', 0xABCD, 0x1234)), mtime=1600000000),
+        M('neg.npy', a, 0, central_extra=Z.ut_extra(-86400),
           mtime=-86400),
-        M('noflag.npy', a, 0, central_extra=struct.pack('<HHBi', 0x5455, 5, 0, 99)),
+        M('noflag.npy', a, 0, central_extra=Z.ut_extra(99, flags=0)),
         M('unix.npy', a, 0, made_by=(3 << 8) | 30, external=(0o100644 << 16) | 0x20),
         M('unixdir/', b'', 0, made_by=(3 << 8) | 30, external=(0o40755 << 16) | 0x10),
         M('dos.npy', a, 0, made_by=(0 << 8) | 20, external=0x20),
@@ -579,8 +552,8 @@ def hand_cases():
     first_two = 46 * 2 + len(b'a.npy') + len(b'b.npy')
     hand_case('eocd64_prefer_zip64', members,
               'classic record holds different real values (1 entry); the ZIP64 record wins',
-              zip64={}, eocd=dict(on_disk=1, total=1, offset=cd_start + first_two,
-                                  size=46 + len(b'c.npy')))
+              zip64={}, eocd=dict(on_disk=1, total=1, cd_offset=cd_start + first_two,
+                                  cd_size=46 + len(b'c.npy')))
     hand_case('eocd64_extensible', members,
               'ZIP64 end record with extensible data (locator points at it)',
               crosscheck=False, zip64={'extra': b'\x01\x00\x04\x00abcd'})
@@ -604,11 +577,11 @@ def hand_cases():
         'flag bit 3 with 64-bit descriptors, local sizes 0xFFFFFFFF + ZIP64 local extra')
 
     ab = [M('a.npy', a), M('b.npy', b, 8)]
-    fake = struct.pack('<IHHHHIIH', SIG_EOCD, 0, 0, 7, 7, 1000, 5, 0)
+    fake = Z.end_record(on_disk=7, total=7, cd_size=1000, cd_offset=5)
     hand_case('comment_fake_eocd', ab,
               'comment holds a fake end record (comment length 0) in its middle',
               crosscheck=False, comment=b'fake: ' + fake + b' :end')
-    fake_long = struct.pack('<IHHHHIIH', SIG_EOCD, 0, 0, 1, 1, 46, 0, 0xFFFF)
+    fake_long = Z.end_record(on_disk=1, total=1, cd_size=46, cd_offset=0, comment_len=0xFFFF)
     hand_case('comment_fake_eocd_long', ab,
               'comment holds a fake end record whose comment would run past the end of file',
               crosscheck=False, comment=b'x' + fake_long + b'tail')
@@ -705,8 +678,8 @@ def hand_cases():
         M('x1', b'x', header_of=2, err=True), M('y', b'y'), M('x', a),
         M('x2', b'x', header_of=2, err=True), M('z', b'zz')],
         'three central entries share one local header: all but the last are flagged')
-    inner_local = struct.pack('<IHHHHHIIIHH', SIG_LOCAL, 20, 0, 0, DOS_TIME, DOS_DATE,
-                              zlib.crc32(b'kernel'), 6, 6, 1, 0) + b'k' + b'kernel'
+    inner_local = Z.local_header(b'k', time=DOS_TIME, date=DOS_DATE, crc=zlib.crc32(b'kernel'),
+                                 csize=6, usize=6) + b'kernel'
     hand_case('err_quoted_overlap', [
         M('outer', inner_local, err=True),
         M('k', b'kernel', header_off=30 + len(b'outer'), no_local=True)],
@@ -716,7 +689,7 @@ def hand_cases():
               'central entry says its data is on disk 1')
     hand_case('err_zip64_missing', [
         M('a', a, zip64_extra=b'', csize=FFFFFFFF, err=True), M('b', b, 8),
-        M('short', a, zip64_extra=struct.pack('<HHI', 1, 4, 0), usize=FFFFFFFF, err=True)],
+        M('short', a, zip64_extra=Z.extra_field(Z.ID_ZIP64, bytes(4)), usize=FFFFFFFF, err=True)],
         'central field saturated but no (or too short a) ZIP64 extra', crosscheck=False)
 
 
@@ -744,19 +717,17 @@ def reject_cases(plain, tmp):
     reject_case('cut_middle', plain[:40] + plain[60:], '20 bytes cut from member data')
 
     def patch_eocd(**kw):
-        f = dict(zip(('sig', 'disk', 'cd_disk', 'on_disk', 'total', 'size', 'offset', 'clen'),
-                     struct.unpack_from('<IHHHHIIH', plain, end)))
-        f.update(kw)
-        return plain[:end] + struct.pack('<IHHHHIIH', *f.values())
+        return plain[:end] + Z.EOCD.pack(**Z.EOCD.unpack(plain, end)._replace(**kw)._asdict())
 
-    reject_case('eocd_comment_past_eof', patch_eocd(clen=100),
+    reject_case('eocd_comment_past_eof', patch_eocd(comment_len=100),
                 'end record comment length runs past the end of file')
-    reject_case('cd_offset_past_eof', patch_eocd(offset=len(plain) + 1000),
+    reject_case('cd_offset_past_eof', patch_eocd(cd_offset=len(plain) + 1000),
                 'central directory offset past the end of file')
-    reject_case('cd_offset_huge', patch_eocd(offset=0xFFFFFFF0), 'central directory offset 2^32-16')
-    reject_case('cd_size_past_eof', patch_eocd(size=len(plain) * 2),
+    reject_case('cd_offset_huge', patch_eocd(cd_offset=0xFFFFFFF0),
+                'central directory offset 2^32-16')
+    reject_case('cd_size_past_eof', patch_eocd(cd_size=len(plain) * 2),
                 'central directory size past the end of file')
-    reject_case('cd_size_into_eocd', patch_eocd(size=end - cd + 1),
+    reject_case('cd_size_into_eocd', patch_eocd(cd_size=end - cd + 1),
                 'central directory would overlap the end record')
     reject_case('multidisk_disk', patch_eocd(disk=1), 'end record: this disk is 1')
     reject_case('multidisk_cd_disk', patch_eocd(cd_disk=1), 'end record: CD starts on disk 1')
@@ -766,16 +737,16 @@ def reject_cases(plain, tmp):
     b[cd:cd + 4] = b'PK\x01\x03'
     reject_case('cd_bad_sig', bytes(b), 'first central entry signature corrupted')
     b = bytearray(plain)
-    second = cd + 46 + struct.unpack_from('<H', plain, cd + 28)[0] + \
-        struct.unpack_from('<H', plain, cd + 30)[0] + struct.unpack_from('<H', plain, cd + 32)[0]
+    second = Z.parse(plain).entries[1].cd_off
     assert plain[second:second + 4] == b'PK\x01\x02'
     b[second:second + 4] = b'XXXX'
     reject_case('cd_bad_sig_second', bytes(b), 'second central entry signature corrupted')
     b = bytearray(plain)
-    b[second + 28:second + 30] = struct.pack('<H', 500)
+    at = second + Z.CENTRAL.offset('name_len')
+    b[at:at + 2] = struct.pack('<H', 500)
     reject_case('cd_entry_truncated', bytes(b), 'last central entry name runs past the '
                 'central directory')
-    reject_case('cd_size_short', patch_eocd(size=end - cd - 10),
+    reject_case('cd_size_short', patch_eocd(cd_size=end - cd - 10),
                 'central directory size ends inside the last entry')
 
     ms = [M('a', b'abc'), M('b', b'defg', 8)]
