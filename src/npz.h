@@ -34,6 +34,8 @@ struct npz_options {
     const char *index_dir;/* where indexes are saved (NULL: ixf_default_dir) */
     int no_index;         /* neither load nor save indexes */
     uint64_t decoder_mem; /* bound of the state of libarchive decoders (0: default) */
+    const char *password; /* for encrypted members, borrowed for the npz's life; NULL:
+                           * none, and they read -EACCES */
 };
 
 #define NPZ_DEFAULT_SPAN (1u << 20)
@@ -47,7 +49,8 @@ struct npz_options {
 
 struct npz;
 
-/* Opens and indexes the archive at path (nothing is decompressed yet). */
+/* Opens and indexes the archive at path (nothing is decompressed yet, except, with a
+ * password, the start of one encrypted member: a wrong password fails with -EACCES). */
 int npz_open(const char *path, const struct npz_options *opt, struct npz **out, char *msg,
              size_t msg_len);
 void npz_close(struct npz *npz);
