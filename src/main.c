@@ -120,7 +120,7 @@ static void usage(FILE *f)
             "                           to its new version\n"
             "    -o noauto_unmount      leave the mount behind (stale) if the daemon is killed\n"
             "    -o password_file=PATH  password of encrypted members (ZipCrypto, WinZip AES):\n"
-            "                           the file's first line\n"
+            "                           the one line of PATH\n"
             "    -o askpass             ask for that password on the terminal\n"
             "    SIZE is a number of bytes with an optional k, M or G suffix (powers of 1024).\n"
             "\n");

@@ -14,7 +14,7 @@
 
 struct secret {
     size_t len;
-    char text[SECRET_MAX + 2]; /* room to notice a password that is too long */
+    char text[SECRET_MAX + 4]; /* "\r\n", and a byte more to notice a password too long */
 };
 
 static struct secret *secret_new(void)
@@ -61,13 +61,13 @@ static int read_into(int fd, struct secret *s, bool line)
 /* Drops one trailing newline and checks what is left; what names the source in messages. */
 static int finish(struct secret *s, const char *what, char *msg, size_t msg_len)
 {
-    if (s->len >= sizeof s->text - 1)
-        return io_fail(msg, msg_len, -E2BIG, "%s: password longer than %d bytes", what,
-                       SECRET_MAX);
     if (s->len && s->text[s->len - 1] == '\n')
         s->len--;
     if (s->len && s->text[s->len - 1] == '\r')
         s->len--;
+    if (s->len > SECRET_MAX)
+        return io_fail(msg, msg_len, -E2BIG, "%s: password longer than %d bytes", what,
+                       SECRET_MAX);
     s->text[s->len] = '\0';
     if (s->len == 0)
         return io_fail(msg, msg_len, -EINVAL, "%s: empty password", what);
