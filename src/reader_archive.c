@@ -30,7 +30,8 @@
  * is the CRC's high byte, or the time's when the writer set flag bit 3 (Info-ZIP does); the
  * header carries that byte in its CRC field, libarchive is told not to check the CRC, and
  * the cursor checks it instead. libarchive reports a wrong password only in words ("Incorrect
- * passphrase"), which become -EACCES.
+ * passphrase"), which become -EACCES. Each open decoder holds libarchive's own copy of the
+ * password, which archive_read_free zeroes.
  */
 #define _GNU_SOURCE /* strcasestr */
 #include <archive.h>
