@@ -36,12 +36,12 @@
 #define _GNU_SOURCE /* strcasestr */
 #include <archive.h>
 #include <errno.h>
-#include <zlib.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "budget.h"
 #include "io.h"
@@ -459,13 +459,14 @@ static uint64_t cost_ppmd(const unsigned char *p, size_t n, uint64_t usize)
     return (n >= 2 ? ((uint64_t)(le16(p) >> 4 & 0xFF) + 1) : 256) * MIB;
 }
 
-/* Encrypted stored and deflated members: a 32 KiB window and zlib's tables. */
+/* Encrypted stored members: nothing beyond the handle. */
 static uint64_t cost_stored(const unsigned char *p, size_t n, uint64_t usize)
 {
     (void)p, (void)n, (void)usize;
     return 0;
 }
 
+/* Encrypted deflated members: a 32 KiB window and zlib's tables. */
 static uint64_t cost_deflate(const unsigned char *p, size_t n, uint64_t usize)
 {
     (void)p, (void)n, (void)usize;
