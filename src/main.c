@@ -20,6 +20,7 @@
 #include "fuse_ops.h"
 #include "io.h"
 #include "log.h"
+#include "secret.h"
 
 struct config {
     const char *archive;
@@ -44,6 +45,8 @@ struct config {
     int nofollow;
     int blkdev;
     char *logfile;
+    char *password_file;
+    int askpass;
     char *made_mountpoint; /* the directory npzmount created for the mount, removed after */
 };
 
@@ -75,6 +78,8 @@ static const struct fuse_opt opt_spec[] = {
     OPT("noauto_unmount", noauto_unmount),
     OPT("nofollow", nofollow),
     {"logfile=%s", offsetof(struct config, logfile), 0},
+    {"password_file=%s", offsetof(struct config, password_file), 0},
+    OPT("askpass", askpass),
     FUSE_OPT_END,
 };
 
@@ -118,6 +123,9 @@ static void usage(FILE *f)
             "    -o nofollow            once the archive changed, read EIO instead of switching\n"
             "                           to its new version\n"
             "    -o noauto_unmount      leave the mount behind (stale) if the daemon is killed\n"
+            "    -o password_file=PATH  password of encrypted members (ZipCrypto, WinZip AES):\n"
+            "                           the one line of PATH\n"
+            "    -o askpass             ask for that password on the terminal\n"
             "    SIZE is a number of bytes with an optional k, M or G suffix (powers of 1024).\n"
             "\n");
 }
@@ -512,6 +520,23 @@ static void daemon_log_choose(void)
                  "use -o logfile=PATH", strerror(-rc));
 }
 
+/* The password of -o password_file= or -o askpass (asked before the daemon detaches), or none:
+ * *out stays NULL. Returns 0 or an exit status. */
+static int get_password(const struct config *cfg, struct secret **out)
+{
+    char msg[PATH_MAX + 128], prompt[PATH_MAX + 32];
+    int rc = 0;
+    if (cfg->password_file && cfg->askpass)
+        return error(2, "-o password_file= and -o askpass: give one of them");
+    if (cfg->password_file)
+        rc = secret_from_file(cfg->password_file, out, msg, sizeof msg);
+    if (cfg->askpass) {
+        snprintf(prompt, sizeof prompt, "Password for %s: ", cfg->archive);
+        rc = secret_from_tty(prompt, out, msg, sizeof msg);
+    }
+    return rc < 0 ? error(1, "%s", msg) : 0;
+}
+
 /* Mounts and serves until unmounted or stopped by SIGHUP, SIGINT or SIGTERM, which is a clean
  * stop too: libfuse's loops then return the signal's number (errors are negative). Returns the
  * exit status. */
@@ -549,6 +574,7 @@ int main(int argc, char **argv)
     struct npz_options nopt = {0};
     struct fs fs = {0};
     char msg[512], *archive_abs = NULL;
+    struct secret *password = NULL;
     int status = 2, rc;
 
     /* Decoded chunks are large and short-lived; a fixed threshold keeps them in mmap'd memory
@@ -613,6 +639,9 @@ int main(int argc, char **argv)
         goto out_session;
     if ((status = check_mountpoint(opts.mountpoint)) != 0)
         goto out_session;
+    if ((status = get_password(&cfg, &password)) != 0)
+        goto out_session;
+    nopt.password = password ? secret_str(password) : NULL;
     rc = npz_open(cfg.archive, &nopt, &fs.gens[0].npz, msg, sizeof msg);
     if (rc < 0) {
         status = error(1, "%s: %s", cfg.archive, msg);
@@ -646,6 +675,8 @@ out:
     free(cfg.fmask);
     free(cfg.dmask);
     free(cfg.logfile);
+    free(cfg.password_file);
+    secret_free(password);
     free(archive_abs);
     fuse_opt_free_args(&args);
     return status;

@@ -61,7 +61,7 @@ static void setup_saved_indexes(struct npz *npz, const struct npz_options *opt)
         return;
     bool any = false;
     for (uint64_t i = 0; i < npz->zip.count && !any; i++)
-        any = npz->zip.members[i].method == ZIP_METHOD_DEFLATED && !npz->zip.members[i].err;
+        any = reader_for(&npz->zip.members[i], false) == &reader_deflate;
     if (!any)
         return;
     int rc = opt && opt->index_dir
@@ -108,6 +108,33 @@ static void save_quietly(struct npz *npz, uint64_t i)
 }
 
 static void ahead(void *ctx, uint64_t idx, uint64_t off, size_t len);
+
+/* A wrong password fails the mount rather than every read: the smallest encrypted member's
+ * first piece is decoded now, which checks the password (and, when the piece is the whole
+ * member, its CRC or MAC too). Damaged data is left to fail its reads as usual. Returns 0, or
+ * -EACCES with a reason in msg. */
+static int check_password(struct npz *npz, char *msg, size_t msg_len)
+{
+    uint64_t pick = npz->zip.count;
+    for (uint64_t i = 0; i < npz->zip.count; i++) {
+        const struct zip_member *zm = &npz->zip.members[i];
+        if (npz->ops[i] == &reader_archive && (zm->flags & ZIP_FLAG_ENCRYPTED) && zm->usize &&
+            (pick == npz->zip.count || zm->usize < npz->zip.members[pick].usize))
+            pick = i;
+    }
+    if (pick == npz->zip.count)
+        return 0;
+    struct reader_member m = {.idx = pick, .zm = &npz->zip.members[pick]};
+    struct read_ctl ctl = {READ_BLOCK, NULL};
+    unsigned char byte;
+    ssize_t n = reader_attach(&reader_archive, &npz->env, &npz->state[pick], &m);
+    if (n == 0)
+        n = reader_archive.read(&npz->env, &m, &byte, 1, 0, &ctl);
+    if (n != -EACCES)
+        return 0;
+    snprintf(msg, msg_len, "%s (checked against %s)", reader_archive.why(&m), m.zm->name);
+    return -EACCES;
+}
 
 static unsigned worker_threads(const struct npz_options *opt)
 {
@@ -168,6 +195,7 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     npz->ahead_busy = calloc(n, sizeof *npz->ahead_busy);
     npz->env.ahead = ahead;
     npz->env.ahead_ctx = npz;
+    npz->env.password = opt ? opt->password : NULL;
     rc = npz->env.cache && npz->env.decoders && npz->sched && npz->ops && npz->state && npz->logged &&
                  npz->ahead_busy
              ? ns_build(&npz->zip, &npz->ns)
@@ -178,8 +206,13 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
         return rc;
     }
     for (uint64_t i = 0; i < npz->zip.count; i++)
-        npz->ops[i] = reader_for(&npz->zip.members[i]);
+        npz->ops[i] = reader_for(&npz->zip.members[i], npz->env.password != NULL);
     cache_set_notify(npz->env.cache, sched_event, npz->sched);
+    rc = check_password(npz, msg, msg_len);
+    if (rc < 0) {
+        npz_close(npz);
+        return rc;
+    }
     *out = npz;
     return 0;
 }
@@ -463,9 +496,10 @@ ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t 
         atomic_fetch_sub(&npz->decoding, 1);
     if (archive_watch_changed(npz->watch)) /* it changed during this read */
         return -EIO;
-    if (n < 0 && (n == -EIO || n == -ENOMEM) && !atomic_exchange(&npz->logged[idx], true))
+    if (n < 0 && (n == -EIO || n == -EACCES || n == -ENOMEM) &&
+        !atomic_exchange(&npz->logged[idx], true))
         log_error("%s: %s", zm->name,
-                n == -EIO ? npz->ops[idx]->why(&m) : strerror((int)-n));
+                n != -ENOMEM ? npz->ops[idx]->why(&m) : strerror((int)-n));
     return n;
 }
 
@@ -482,11 +516,11 @@ const char *npz_error(struct npz *npz, uint64_t idx)
 {
     if (idx >= npz->zip.count)
         return NULL;
-    const struct zip_member *zm = &npz->zip.members[idx];
-    if (zm->err)
-        return zm->why ? zm->why : "cannot be read";
+    struct reader_member m = member(npz, idx);
+    /* members that never read are known at once */
+    if (npz->ops[idx] == &reader_broken || npz->ops[idx] == &reader_locked)
+        return npz->ops[idx]->why(&m);
     if (!atomic_load(&npz->logged[idx]))
         return NULL;
-    struct reader_member m = member(npz, idx);
     return npz->ops[idx]->why(&m);
 }

@@ -36,6 +36,8 @@ struct npz_options {
     uint64_t decoder_mem; /* bound of the state of libarchive decoders (0: default) */
     uint64_t disk_span;   /* spacing of the extra checkpoints whose windows are kept on disk,
                            * in the index dir (0: default; NPZ_DISK_SPAN_OFF: none) */
+    const char *password; /* for encrypted members, borrowed for the npz's life; NULL:
+                           * none, and they read -EACCES */
 };
 
 #define NPZ_DEFAULT_SPAN (1u << 20)
@@ -52,7 +54,8 @@ struct npz_options {
 
 struct npz;
 
-/* Opens and indexes the archive at path (nothing is decompressed yet). */
+/* Opens and indexes the archive at path (nothing is decompressed yet, except, with a
+ * password, the start of one encrypted member: a wrong password fails with -EACCES). */
 int npz_open(const char *path, const struct npz_options *opt, struct npz **out, char *msg,
              size_t msg_len);
 void npz_close(struct npz *npz);

@@ -5,10 +5,13 @@
 #include <errno.h>
 #include <string.h>
 
-const struct reader_ops *reader_for(const struct zip_member *zm)
+const struct reader_ops *reader_for(const struct zip_member *zm, bool have_password)
 {
     if (zm->err)
         return &reader_broken;
+    /* the checkpoint index cannot see through encryption: libarchive decrypts as it decodes */
+    if (zm->flags & ZIP_FLAG_ENCRYPTED)
+        return have_password ? &reader_archive : &reader_locked;
     if (zm->method == ZIP_METHOD_DEFLATED)
         return &reader_deflate;
     if (zm->method == ZIP_METHOD_STORED)

@@ -14,8 +14,9 @@
  * fills a cache piece, which notifies) when it is done, so the caller knows when to retry.
  *
  * Threads: read and why may run concurrently, on the same member or others, once the state is
- * attached. Errors are negative errno; -EIO means the member cannot be served, and why() then
- * gives a one-line reason, never NULL, that lives as long as the member's state.
+ * attached. Errors are negative errno; -EIO means the member cannot be served, -EACCES that it
+ * is encrypted and the password is missing or wrong; why() then gives a one-line reason, never
+ * NULL, that lives as long as the member's state.
  */
 #ifndef NPZMOUNT_READER_H
 #define NPZMOUNT_READER_H
@@ -52,6 +53,7 @@ struct reader_env {
     void *ahead_ctx;
     struct budget *decoder_mem;        /* bounds the state of reader_archive's decoders */
     struct archive_decoders *decoders; /* reader_archive's open decoders */
+    const char *password;     /* for encrypted members; NULL: none given */
 };
 
 /* One member as a reader sees it. */
@@ -101,6 +103,7 @@ extern const struct reader_ops reader_stored;
 extern const struct reader_ops reader_deflate;
 extern const struct reader_ops reader_archive;
 extern const struct reader_ops reader_broken;
+extern const struct reader_ops reader_locked;
 
 /* Copies what ready piece q of the member holds of [off, off + len) into buf. Returns the
  * bytes copied (at least 1), 0 when q is not ready, or -EIO when q is shorter than off needs. */
@@ -121,7 +124,8 @@ int reader_attach(const struct reader_ops *ops, const struct reader_env *env,
 struct archive_decoders *archive_decoders_new(void);
 void archive_decoders_free(struct archive_decoders *d);
 
-/* The reader for a member: reader_broken for members zipdir flagged. */
-const struct reader_ops *reader_for(const struct zip_member *zm);
+/* The reader for a member: reader_broken for members zipdir flagged; for encrypted members,
+ * reader_archive (libarchive decrypts) with a password and reader_locked without. */
+const struct reader_ops *reader_for(const struct zip_member *zm, bool have_password);
 
 #endif

@@ -22,7 +22,18 @@
  * decoder that does not fit first closes idle ones, then waits for busy ones to finish their
  * chunk; one that could not fit even alone fails its member with a line naming the method
  * and the size.
+ *
+ * Encrypted members (ZipCrypto, WinZip AES) of any method come here too, since the ciphertext
+ * is no deflate stream for the checkpoint index: libarchive decrypts with the mount's
+ * password. Their random reads cost what any member's here do. The synthetic header keeps the
+ * encryption flag and AES's extra field. ZipCrypto checks a password against one byte, which
+ * is the CRC's high byte, or the time's when the writer set flag bit 3 (Info-ZIP does); the
+ * header carries that byte in its CRC field, libarchive is told not to check the CRC, and
+ * the cursor checks it instead. libarchive reports a wrong password only in words ("Incorrect
+ * passphrase"), which become -EACCES. Each open decoder holds libarchive's own copy of the
+ * password, which archive_read_free zeroes.
  */
+#define _GNU_SOURCE /* strcasestr */
 #include <archive.h>
 #include <errno.h>
 #include <pthread.h>
@@ -30,12 +41,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "budget.h"
 #include "io.h"
 #include "reader.h"
 
-#define HEADER_LEN (30 + 1 + 20) /* local header, one-letter name, ZIP64 extra */
+#define HEADER_MAX (30 + 1 + 20 + 11) /* local header, one-letter name, ZIP64 and AES extras */
 #define FEED_BUF (64u << 10)
 #define PEEK_LEN 128u            /* stream bytes the estimate looks at */
 #define KIB (1u << 10)
@@ -45,16 +57,19 @@
 #define HANDLE_COST (512u * KIB)
 /* libarchive decodes up to this much past what the cursor asked for (its output buffer). */
 #define OUT_AHEAD (256u * KIB)
+/* libarchive's decryption buffer and contexts. */
+#define DECRYPT_COST (256u * KIB)
 
 struct feed {
     int fd;
     uint64_t data_off, csize, usize;
-    bool lzma;          /* method 14: its dictionary claim is capped */
+    bool lzma;          /* method 14 in the clear: its dictionary claim is capped */
     uint64_t pos;       /* bytes of header + data handed to libarchive */
     unsigned char *buf; /* FEED_BUF bytes, while the decoder is open */
     const unsigned char *tail; /* fed after the member's data, counted in its size */
     size_t tail_len;
-    unsigned char header[HEADER_LEN];
+    size_t header_len;
+    unsigned char header[HEADER_MAX];
 };
 
 struct cursor {
@@ -64,7 +79,10 @@ struct cursor {
     uint64_t pos;        /* member offset of the next byte the cursor yields */
     uint64_t need;       /* estimated cost of the decoder; 0 until first estimated */
     const char *method;  /* for messages */
-    atomic_bool failed;  /* for good: cached chunks are no longer trusted */
+    const char *password;/* for encrypted members, else NULL */
+    bool check_crc;      /* ZipCrypto: the cursor checks the CRC, not libarchive */
+    uint32_t crc, want_crc; /* of the bytes yielded so far, and of the whole member */
+    atomic_int failed;   /* 0, or the error for good: cached chunks are no longer trusted */
     atomic_bool has_why;
     char why[200];       /* written once (under lock), before has_why is set */
     struct budget *mem;
@@ -225,24 +243,46 @@ static void touch(struct cursor *c)
  * keeps input there to the end and adds no output. */
 static const unsigned char zstd_tail[8] = {0x50, 0x2A, 0x4D, 0x18};
 
-static void make_header(unsigned char *h, const struct zip_member *zm, size_t tail_len)
+/* The CRC field of the synthetic header: ZipCrypto's check byte on top (see above). */
+static uint32_t header_crc(const struct zip_member *zm)
 {
-    memset(h, 0, HEADER_LEN);
+    bool zipcrypto = (zm->flags & ZIP_FLAG_ENCRYPTED) && zm->method != ZIP_METHOD_AES;
+    if (!zipcrypto || !(zm->flags & ZIP_FLAG_DESCRIPTOR))
+        return zm->crc32;
+    return (zm->crc32 & 0x00FFFFFFu) | (uint32_t)(zm->dos_time >> 8) << 24;
+}
+
+/* Writes the synthetic local header; returns its length. */
+static size_t make_header(unsigned char *h, const struct zip_member *zm, size_t tail_len)
+{
+    bool aes = (zm->flags & ZIP_FLAG_ENCRYPTED) && zm->method == ZIP_METHOD_AES;
+    memset(h, 0, HEADER_MAX);
     put_le32(h, 0x04034b50);
     put_le16(h + 4, 63);
-    put_le16(h + 6, zm->flags & 0x0006); /* method-specific bits only (LZMA end marker) */
+    /* method-specific bits (LZMA end marker) and encryption only */
+    put_le16(h + 6, zm->flags & (0x0006 | ZIP_FLAG_ENCRYPTED));
     put_le16(h + 8, zm->method);
     put_le16(h + 12, 0x21); /* 1980-01-01 */
-    put_le32(h + 14, zm->crc32);
+    put_le32(h + 14, header_crc(zm));
     put_le32(h + 18, 0xFFFFFFFFu);
     put_le32(h + 22, 0xFFFFFFFFu);
     put_le16(h + 26, 1);
-    put_le16(h + 28, 20);
+    put_le16(h + 28, aes ? 31 : 20);
     h[30] = 'm';
     put_le16(h + 31, 0x0001);
     put_le16(h + 33, 16);
     put_le64(h + 35, zm->usize);
     put_le64(h + 43, zm->csize + tail_len);
+    if (!aes)
+        return 51;
+    put_le16(h + 51, 0x9901);
+    put_le16(h + 53, 7);
+    put_le16(h + 55, zm->aes_version);
+    h[57] = 'A';
+    h[58] = 'E';
+    h[59] = zm->aes_strength;
+    put_le16(h + 60, zm->aes_method);
+    return HEADER_MAX;
 }
 
 /* No valid LZMA stream needs a dictionary larger than its own output. */
@@ -268,13 +308,13 @@ static void cap_lzma_dict(struct feed *f, size_t n)
 static la_ssize_t feed_read(struct archive *a, void *ctx, const void **out)
 {
     struct feed *f = ctx;
-    if (f->pos < HEADER_LEN) {
+    if (f->pos < f->header_len) {
         *out = f->header + f->pos;
-        la_ssize_t n = (la_ssize_t)(HEADER_LEN - f->pos);
-        f->pos = HEADER_LEN;
+        la_ssize_t n = (la_ssize_t)(f->header_len - f->pos);
+        f->pos = f->header_len;
         return n;
     }
-    uint64_t at = f->pos - HEADER_LEN;
+    uint64_t at = f->pos - f->header_len;
     if (at >= f->csize) {
         size_t past = at - f->csize < f->tail_len ? (size_t)(at - f->csize) : f->tail_len;
         if (past == f->tail_len)
@@ -419,11 +459,27 @@ static uint64_t cost_ppmd(const unsigned char *p, size_t n, uint64_t usize)
     return (n >= 2 ? ((uint64_t)(le16(p) >> 4 & 0xFF) + 1) : 256) * MIB;
 }
 
+/* Encrypted stored members: nothing beyond the handle. */
+static uint64_t cost_stored(const unsigned char *p, size_t n, uint64_t usize)
+{
+    (void)p, (void)n, (void)usize;
+    return 0;
+}
+
+/* Encrypted deflated members: a 32 KiB window and zlib's tables. */
+static uint64_t cost_deflate(const unsigned char *p, size_t n, uint64_t usize)
+{
+    (void)p, (void)n, (void)usize;
+    return 48 * KIB;
+}
+
 static const struct method_cost {
     uint16_t method;
     const char *name;
     uint64_t (*cost)(const unsigned char *p, size_t n, uint64_t usize);
 } method_costs[] = {
+    {ZIP_METHOD_STORED, "stored", cost_stored},
+    {ZIP_METHOD_DEFLATED, "deflate", cost_deflate},
     {ZIP_METHOD_BZIP2, "bzip2", cost_bzip2},
     {ZIP_METHOD_LZMA, "LZMA", cost_lzma},
     {ZIP_METHOD_XZ, "xz", cost_xz},
@@ -431,11 +487,17 @@ static const struct method_cost {
     {ZIP_METHOD_PPMD, "PPMd", cost_ppmd},
 };
 
-/* Sets c->need and c->method from the member's first bytes. Returns 0 or an error. */
-static int estimate(struct cursor *c, uint16_t method)
+/* Sets c->need and c->method from the member's first bytes, which say nothing when they are
+ * encrypted. Returns 0 or an error. */
+static int estimate(struct cursor *c, const struct zip_member *zm)
 {
     unsigned char head[PEEK_LEN];
     size_t n = c->feed.csize < PEEK_LEN ? (size_t)c->feed.csize : PEEK_LEN;
+    uint16_t method = zm->method;
+    if (c->password) {
+        n = 0;
+        method = zm->method == ZIP_METHOD_AES ? zm->aes_method : zm->method;
+    }
     int rc = io_read_exact(c->feed.fd, head, n, c->feed.data_off);
     if (rc < 0)
         return rc;
@@ -447,6 +509,7 @@ static int estimate(struct cursor *c, uint16_t method)
             c->need = HANDLE_COST + method_costs[i].cost(head, n, c->feed.usize);
         }
     }
+    c->need += c->password ? DECRYPT_COST : 0;
     return 0;
 }
 
@@ -473,13 +536,30 @@ static void note_why(struct cursor *c, const char *why)
     atomic_store(&c->has_why, true);
 }
 
-/* Fails the member for good with libarchive's reason (or ours); lock held. */
-static int fail(struct cursor *c, const char *why)
+/* Fails the member for good with err and libarchive's reason (or ours); lock held. */
+static int fail_with(struct cursor *c, int err, const char *why)
 {
     note_why(c, why);
-    atomic_store(&c->failed, true);
+    atomic_store(&c->failed, err);
     close_cursor(c);
-    return -EIO;
+    return err;
+}
+
+static int fail(struct cursor *c, const char *why)
+{
+    return fail_with(c, -EIO, why);
+}
+
+/* Fails the member with libarchive's reason, which is the only way it tells a wrong password
+ * from damaged data; lock held. */
+static int fail_archive(struct cursor *c)
+{
+    const char *why = archive_error_string(c->a);
+    if (why && strcmp(why, "Incorrect passphrase") == 0)
+        return fail_with(c, -EACCES, "wrong password");
+    if (why && strcasestr(why, "passphrase"))
+        return fail_with(c, -EACCES, why);
+    return fail(c, why);
 }
 
 /* The decoder does not fit: for good when it exceeds the whole budget, else for this read
@@ -501,13 +581,27 @@ static int too_big(struct cursor *c, bool ever)
     return -EIO;
 }
 
+/* Opens libarchive's reader of the synthetic archive, with the password and without its CRC
+ * check when the cursor checks the CRC; c->a set. Returns whether all went well. */
+static bool setup_archive(struct cursor *c)
+{
+    struct archive_entry *entry;
+    return archive_read_support_format_zip_streamable(c->a) == ARCHIVE_OK &&
+           (!c->check_crc ||
+            archive_read_set_format_option(c->a, "zip", "ignorecrc32", "1") == ARCHIVE_OK) &&
+           (!c->password || archive_read_add_passphrase(c->a, c->password) == ARCHIVE_OK) &&
+           archive_read_open(c->a, &c->feed, NULL, feed_read, NULL) == ARCHIVE_OK &&
+           archive_read_next_header(c->a, &entry) == ARCHIVE_OK;
+}
+
 /* Opens (or restarts) c's decoder at the start of the member; lock held. */
-static int open_cursor(struct cursor *c, uint16_t method)
+static int open_cursor(struct cursor *c, const struct zip_member *zm)
 {
     close_cursor(c);
     c->feed.pos = 0;
     c->pos = 0;
-    int rc = c->need ? 0 : estimate(c, method);
+    c->crc = 0;
+    int rc = c->need ? 0 : estimate(c, zm);
     if (rc < 0)
         return fail(c, strerror(-rc));
     if (c->need > c->mem->limit)
@@ -520,12 +614,7 @@ static int open_cursor(struct cursor *c, uint16_t method)
         close_cursor(c);
         return -ENOMEM;
     }
-    struct archive_entry *entry;
-    if (archive_read_support_format_zip_streamable(c->a) != ARCHIVE_OK ||
-        archive_read_open(c->a, &c->feed, NULL, feed_read, NULL) != ARCHIVE_OK ||
-        archive_read_next_header(c->a, &entry) != ARCHIVE_OK)
-        return fail(c, archive_error_string(c->a));
-    return 0;
+    return setup_archive(c) ? 0 : fail_archive(c);
 }
 
 /* Reads exactly len bytes from the cursor; lock held. */
@@ -535,11 +624,13 @@ static int cursor_read(struct cursor *c, unsigned char *buf, size_t len)
     while (done < len) {
         la_ssize_t n = archive_read_data(c->a, buf + done, len - done);
         if (n < 0)
-            return fail(c, archive_error_string(c->a));
+            return fail_archive(c);
         if (n == 0)
             return fail(c, "member shorter than its declared size");
         done += (size_t)n;
     }
+    if (c->check_crc)
+        c->crc = (uint32_t)crc32(c->crc, buf, (uInt)len);
     c->pos += len;
     return 0;
 }
@@ -549,9 +640,12 @@ static int cursor_finish(struct cursor *c)
 {
     unsigned char extra;
     la_ssize_t n = archive_read_data(c->a, &extra, 1);
-    if (n != 0)
-        return fail(c, n > 0 ? "member longer than its declared size"
-                             : archive_error_string(c->a));
+    if (n < 0)
+        return fail_archive(c);
+    if (n > 0)
+        return fail(c, "member longer than its declared size");
+    if (c->check_crc && c->crc != c->want_crc)
+        return fail(c, "CRC mismatch (wrong password or damaged data)");
     close_cursor(c); /* the decoder's memory is not needed any more */
     return 0;
 }
@@ -590,12 +684,10 @@ static ssize_t cursor_serve(struct cursor *c, const struct reader_env *env,
     ssize_t n = reader_copy_cached(env, m, k, buf, len, off);
     if (n != 0)
         return n;
-    int rc = 0;
-    if (atomic_load(&c->failed))
-        rc = -EIO;
-    else if (!c->listed || c->pos > k * piece)
-        rc = open_cursor(c, m->zm->method);
-    else
+    int rc = atomic_load(&c->failed);
+    if (rc == 0 && (!c->listed || c->pos > k * piece))
+        rc = open_cursor(c, m->zm);
+    else if (rc == 0)
         touch(c);
     for (uint64_t j = c->pos / piece; rc == 0 && j <= k; j++) {
         rc = cursor_piece(c, env->cache, m->idx, m->zm->usize, j);
@@ -620,12 +712,17 @@ static void *archive_member_new(const struct reader_env *env, const struct zip_m
     c->feed.data_off = zm->data_off;
     c->feed.csize = zm->csize;
     c->feed.usize = zm->usize;
-    c->feed.lzma = zm->method == ZIP_METHOD_LZMA;
-    if (zm->method == ZIP_METHOD_ZSTD) {
+    if (zm->flags & ZIP_FLAG_ENCRYPTED) {
+        /* the bytes that cap_lzma_dict and zstd_tail would touch are ciphertext */
+        c->password = env->password;
+        c->check_crc = zm->method != ZIP_METHOD_AES;
+        c->want_crc = zm->crc32;
+    } else if (zm->method == ZIP_METHOD_ZSTD) {
         c->feed.tail = zstd_tail;
         c->feed.tail_len = sizeof zstd_tail;
     }
-    make_header(c->feed.header, zm, c->feed.tail_len);
+    c->feed.lzma = zm->method == ZIP_METHOD_LZMA && !c->password;
+    c->feed.header_len = make_header(c->feed.header, zm, c->feed.tail_len);
     return c;
 }
 
@@ -637,8 +734,9 @@ static ssize_t archive_member_read(const struct reader_env *env, const struct re
     unsigned char *buf = out;
     size_t done = 0, piece = cache_piece(env->cache);
     while (done < len) {
-        if (atomic_load(&c->failed)) /* its cached pieces are no longer to be trusted */
-            return -EIO;
+        int failed = atomic_load(&c->failed);
+        if (failed) /* its cached pieces are no longer to be trusted */
+            return failed;
         uint64_t at = off + done, k = at / piece;
         ssize_t n = reader_copy_cached(env, m, k, buf + done, len - done, at);
         if (n == 0 && ctl->mode == READ_CACHED)

@@ -225,7 +225,8 @@ static void member_error(struct zip_member *m, int err, const char *why)
 }
 
 /* Applies the extra fields of a central entry: ZIP64 sizes/offset (only those whose 32-bit
- * field is saturated, in the order usize, csize, offset) and the UT extended timestamp. */
+ * field is saturated, in the order usize, csize, offset), the UT extended timestamp and
+ * WinZip AES's parameters. */
 static void parse_central_extra(struct zip_member *m, const unsigned char *x, uint32_t len,
                                 bool need_us, bool need_cs, bool need_off)
 {
@@ -255,6 +256,10 @@ static void parse_central_extra(struct zip_member *m, const unsigned char *x, ui
         } else if (id == 0x5455 && n >= 5 && (d[0] & 1)) {
             m->mtime = (int32_t)le32(d + 1);
             m->mtime_known = true;
+        } else if (id == 0x9901 && n >= 7 && d[2] == 'A' && d[3] == 'E') {
+            m->aes_version = le16(d);
+            m->aes_strength = d[4];
+            m->aes_method = le16(d + 5);
         }
         x += 4 + n;
         len -= 4 + n;
@@ -309,6 +314,7 @@ static int parse_central(const unsigned char *cd, uint64_t cd_size, struct zip_a
         struct zip_member *m = &za->members[n];
         m->flags = le16(e + 8);
         m->method = le16(e + 10);
+        m->dos_time = le16(e + 12);
         m->mtime = dos_time(le16(e + 12), le16(e + 14), &memo);
         m->mtime_known = dos_time_known(le16(e + 12), le16(e + 14));
         m->crc32 = le32(e + 16);
@@ -346,15 +352,31 @@ static bool known_method(uint16_t method)
     }
 }
 
+/* Encryption libarchive can undo: ZipCrypto, and WinZip AES as its extra field describes it
+ * (the real method, hidden under method 99, must be one we know). */
+static const char *encryption_problem(const struct zip_member *m)
+{
+    if (m->flags & ZIP_FLAG_STRONG)
+        return "PKWARE strong encryption is not supported";
+    if (m->method != ZIP_METHOD_AES)
+        return known_method(m->method) ? NULL : "unsupported compression method";
+    if (m->aes_version < 1 || m->aes_version > 2 || m->aes_strength < 1 ||
+        m->aes_strength > 3)
+        return "WinZip AES member without a valid 0x9901 extra field";
+    return known_method(m->aes_method) ? NULL : "unsupported compression method";
+}
+
 static void check_method(struct zip_member *m)
 {
-    if (m->flags & ZIP_FLAG_ENCRYPTED)
-        member_error(m, -EIO, "encrypted member");
-    else if (!known_method(m->method))
-        member_error(m, -EIO, "unsupported compression method");
+    const char *why = m->flags & ZIP_FLAG_ENCRYPTED ? encryption_problem(m)
+                      : known_method(m->method) ? NULL : "unsupported compression method";
+    if (why)
+        member_error(m, -EIO, why);
     else if (m->usize > INT64_MAX || m->csize > INT64_MAX)
         member_error(m, -EIO, "member size out of range");
-    else if (m->method == ZIP_METHOD_STORED && m->csize != m->usize)
+    /* an encrypted member's data also holds the encryption's header (and MAC) */
+    else if (m->method == ZIP_METHOD_STORED && m->csize != m->usize &&
+             !(m->flags & ZIP_FLAG_ENCRYPTED))
         member_error(m, -EIO, "stored member with differing sizes");
 }
 

@@ -12,7 +12,7 @@
  * Errors: whole-archive problems (not a ZIP, truncated, multi-disk, central directory outside
  * the file) make zip_open fail with a negative errno and a one-line reason in its message
  * buffer. Problems confined to one member (data outside the file, data overlapping another
- * member's local header, encryption, unknown method, bad local header) do not fail the open:
+ * member's local header, unknown method or encryption, bad local header) do not fail the open:
  * the member is kept with zip_member.err < 0 and a static reason in zip_member.why.
  *
  * Ownership and threads: zip_open is not thread-safe while it runs; afterwards the table is
@@ -34,11 +34,13 @@ enum {
     ZIP_METHOD_ZSTD = 93,
     ZIP_METHOD_XZ = 95,
     ZIP_METHOD_PPMD = 98,
+    ZIP_METHOD_AES = 99, /* WinZip AES: the real method is in the 0x9901 extra field */
 };
 
 enum {
     ZIP_FLAG_ENCRYPTED = 1u << 0,
     ZIP_FLAG_DESCRIPTOR = 1u << 3,
+    ZIP_FLAG_STRONG = 1u << 6, /* PKWARE strong encryption */
     ZIP_FLAG_UTF8 = 1u << 11,
 };
 
@@ -57,6 +59,12 @@ struct zip_member {
                           * invalid DOS timestamp (and no UT extra field gave a better one) */
     uint32_t mode;       /* st_mode bits recorded by a Unix writer, else 0 */
     bool is_dir;         /* a directory entry: the name ends with '/' and usize is 0 */
+    uint16_t dos_time;   /* as written: ZipCrypto checks its high byte when flag bit 3 is set */
+    /* Encrypted members (ZIP_FLAG_ENCRYPTED) are ZipCrypto, or WinZip AES when method is
+     * ZIP_METHOD_AES, with these from its extra field: */
+    uint16_t aes_version;  /* 1 (AE-1) or 2 (AE-2, no CRC: the MAC checks the data) */
+    uint8_t aes_strength;  /* 1, 2, 3: AES-128, -192, -256 */
+    uint16_t aes_method;   /* the compression method under the encryption */
     int err;             /* 0, or a negative errno: the member is listed but cannot be read */
     const char *why;     /* static one-line reason when err != 0 */
 };

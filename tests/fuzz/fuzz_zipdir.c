@@ -4,8 +4,9 @@
  * The input is the archive. It is written to a memfd (one, reused across runs) and then:
  *   1. zip_open on the memfd; on failure the table must be empty and a reason given.
  *   2. Member table invariants: names NUL-terminated with the right length, is_dir matching
- *      the trailing '/', readable members (err == 0) not encrypted, with a sane local header
- *      position and data inside the file, and no two readable members overlapping.
+ *      the trailing '/', readable members (err == 0) neither under strong encryption nor
+ *      AES without its parameters, with a sane local header position and data inside the
+ *      file, and no two readable members overlapping.
  *   3. ns_build, and a walk of the whole tree from the root: every node reached exactly once
  *      through the child lists, each child's parent is the directory it is listed in, names
  *      are real path components ("", ".", ".." and '/' never appear, except the root's ""),
@@ -15,8 +16,8 @@
  *      npz_read of every member in 4..64 KiB pieces, then a few random re-reads (the small
  *      cache forces evictions and re-decodes from checkpoints), then rounds of one random
  *      read per member in turn (many decoders live at once). Checked: reads return exactly
- *      what was asked or a negative errno; broken members give -EIO; stored members give the
- *      archive's bytes; deflated members give a prefix of what zlib's one-shot inflate of the
+ *      what was asked or a negative errno; broken members give -EIO, encrypted ones (no
+ *      password) -EACCES; stored members give the archive's bytes; deflated members give a prefix of what zlib's one-shot inflate of the
  *      same bytes gives, never a byte past where that stops; a deflated member read to its
  *      end succeeds exactly when the stream is valid with the declared size and CRC; members
  *      of other methods (libarchive) give the same bytes every time, with the right CRC when
@@ -102,9 +103,13 @@ static void check_members(const struct zip_archive *za, size_t size)
             continue;
         }
         ok++;
-        FZ_CHECK(!(m->flags & ZIP_FLAG_ENCRYPTED), "readable member %llu is encrypted",
+        FZ_CHECK(!(m->flags & ZIP_FLAG_STRONG) && (m->method != ZIP_METHOD_AES ||
+                 ((m->flags & ZIP_FLAG_ENCRYPTED) && m->aes_version >= 1 &&
+                  m->aes_version <= 2 && m->aes_strength >= 1 && m->aes_strength <= 3)),
+                 "readable member %llu: strong encryption or AES without its parameters",
                  (unsigned long long)i);
-        FZ_CHECK(m->method != ZIP_METHOD_STORED || m->csize == m->usize,
+        FZ_CHECK(m->method != ZIP_METHOD_STORED || m->csize == m->usize ||
+                 (m->flags & ZIP_FLAG_ENCRYPTED),
                  "stored member %llu: csize %llu != usize %llu", (unsigned long long)i,
                  (unsigned long long)m->csize, (unsigned long long)m->usize);
         FZ_CHECK(m->header_off >= za->prefix, "member %llu: header %llu inside the prefix %llu",
@@ -337,10 +342,11 @@ static void read_member(struct npz *npz, const struct zip_member *m, uint64_t id
     FZ_CHECK(r == 0 || (r == -EIO && m->err != 0), "empty read of member %llu gave %zd",
              (unsigned long long)idx, r);
 
-    if (m->err != 0) {
+    if (m->err != 0 || (m->flags & ZIP_FLAG_ENCRYPTED)) { /* no password: locked */
         r = npz_read(npz, idx, piece_buf, PIECE_MIN, 0, READ_BLOCK, NULL);
-        FZ_CHECK(r == (m->usize ? -EIO : 0), "broken member %llu (%s) read gave %zd",
-                 (unsigned long long)idx, m->why, r);
+        FZ_CHECK(r == (m->usize ? (m->err ? -EIO : -EACCES) : 0),
+                 "broken or encrypted member %llu (%s) read gave %zd", (unsigned long long)idx,
+                 m->err ? m->why : "encrypted", r);
         return;
     }
     if (want == 0)
@@ -431,7 +437,8 @@ static void check_reads(struct npz *npz, const struct zip_archive *za, const uin
         ref->kind = m->method == ZIP_METHOD_STORED     ? KIND_STORED
                     : m->method == ZIP_METHOD_DEFLATED ? KIND_DEFLATED
                                                        : KIND_OTHER;
-        ref->want = m->err ? 0 : m->usize < MEMBER_CAP ? m->usize : MEMBER_CAP;
+        ref->want = m->err || (m->flags & ZIP_FLAG_ENCRYPTED) ? 0
+                    : m->usize < MEMBER_CAP ? m->usize : MEMBER_CAP;
         if (ref->want > budget)
             ref->want = budget;
         budget -= ref->want;

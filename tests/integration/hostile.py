@@ -678,14 +678,14 @@ def _member_case(outdir, why, victim, mutate=None, patch=None, members=None, goo
 
 @case("eio")
 def case_encrypted_stored(outdir):
-    return _member_case(outdir, "encryption flag on a stored member", "a.npy",
-                        mutate=lambda m: setattr(m, "flags", m.flags | 1))
+    return _member_case(outdir, "strong encryption flag on a stored member", "a.npy",
+                        mutate=lambda m: setattr(m, "flags", m.flags | 0x41))
 
 
 @case("eio")
 def case_encrypted_deflated(outdir):
-    return _member_case(outdir, "encryption flag on a deflated member", "d.npy",
-                        mutate=lambda m: setattr(m, "flags", m.flags | 1))
+    return _member_case(outdir, "strong encryption flag on a deflated member", "d.npy",
+                        mutate=lambda m: setattr(m, "flags", m.flags | 0x41))
 
 
 def _register_methods():

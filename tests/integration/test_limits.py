@@ -275,9 +275,9 @@ def test_concurrent_readers_memory(concurrent_npz, mount, capsys):
 
 def test_no_fd_leak(tmp_path, mount, capsys):
     # good stored and deflated members, one that fails when decoded (CRC mismatch) and one
-    # flagged when the archive is opened (encrypted): error paths must not leak either
+    # flagged when the archive is opened (strong encryption): error paths must not leak either
     ms = H.std_members()
-    ms[0].flags |= 1      # a.npy: encrypted
+    ms[0].flags |= 0x41   # a.npy: strong encryption
     ms[1].crc ^= 1        # b.npy: CRC mismatch
     data, _ = H.build_zip(ms)
     path = H.write(tmp_path, "fd.npz", data)

@@ -297,8 +297,8 @@ def _damage_archive(path, compression):
 def _apply_damage(arc, damage):
     data = arc.read_bytes()
     e = S.find_entry(S.zip_layout(data), "victim.npy")
-    if damage == "encrypted":
-        S.set_flags_and_method(arc, "victim.npy", flags_or=1)
+    if damage == "encrypted":  # PKWARE strong encryption (ZipCrypto and AES are decrypted)
+        S.set_flags_and_method(arc, "victim.npy", flags_or=0x41)
     elif damage.startswith("method_"):
         S.set_flags_and_method(arc, "victim.npy", method=int(damage.split("_")[1]))
     elif damage == "overlap":

@@ -626,10 +626,18 @@ def hand_cases():
               'empty members, stored and deflated')
 
     # Per-member errors: listed, but flagged.
+    aes = struct.pack('<HHH2sBH', 0x9901, 7, 2, b'AE', 3, 8)
     hand_case('err_encrypted', [
-        M('plain.npy', a), M('enc.npy', b'\x13' * 60, 0, flags=1, err=True),
-        M('enc_deflated.npy', b'\x77' * 60, 8, flags=1, err=True)],
-        'flag bit 0 (encrypted)', crosscheck=True)
+        M('plain.npy', a), M('enc.npy', b'\x13' * 60, 0, flags=1),
+        M('enc_deflated.npy', b'\x77' * 60, 8, flags=1),
+        M('strong.npy', b'\x13' * 60, 0, flags=0x41, err=True),
+        M('aes.npy', b'\x55' * 60, 99, flags=1, central_extra=aes),
+        M('aes_noextra.npy', b'\x55' * 60, 99, flags=1, err=True),
+        M('aes_unknown.npy', b'\x55' * 60, 99, flags=1, err=True,
+          central_extra=aes[:-2] + struct.pack('<H', 9))],
+        'flag bit 0 (encrypted: ZipCrypto, or WinZip AES with its 0x9901 extra naming a known '
+        'method) is left to libarchive; strong encryption (bit 6) and AES without a valid extra '
+        'are flagged', crosscheck=True)
     hand_case('err_methods', [
         M('ok.npy', a), M('bzip2', b'B' * 50, 12), M('aes', b'A' * 50, 99, err=True),
         M('deflate64', b'D' * 50, 9, err=True), M('zstd', b'Z' * 50, 93),
