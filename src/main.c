@@ -607,7 +607,6 @@ int main(int argc, char **argv)
         status = error(1, "%s: %s", cfg.archive, msg);
         goto out_session;
     }
-    fs.gens[0].archive_mtime = fs_archive_mtime(fs.gens[0].npz);
     fs.max_read = cfg.max_read;
     fs.nofollow = cfg.nofollow;
     fs.nopt = nopt;
