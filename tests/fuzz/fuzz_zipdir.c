@@ -30,6 +30,7 @@
 #include <stdbool.h>
 
 #include "namespace.h"
+#include "listing.h"
 #include "npz_core.h"
 #include "zipdir.h"
 
@@ -411,6 +412,36 @@ static void read_member(struct npz *npz, const struct zip_member *m, uint64_t id
     }
 }
 
+/* The metadata of every inode (npy headers from hostile member data included): every
+ * attribute listed can be read, with the length the size query gave. */
+static void check_metadata(struct npz *npz)
+{
+    struct npz_fsinfo info;
+    npz_statfs(npz, &info);
+    for (uint64_t idx = 0; idx < info.members; idx++) {
+        struct npz_member_info mi;
+        FZ_CHECK(npz_member(npz, idx, &mi) == 0, "member %llu has no info",
+                 (unsigned long long)idx);
+    }
+    char names[1024], val[1024];
+    for (uint64_t ino = NPZ_ROOT; ino <= info.inodes; ino++) {
+        ssize_t n = npz_listxattr(npz, ino, names, sizeof names);
+        FZ_CHECK(n >= 0 && n == npz_listxattr(npz, ino, NULL, 0), "listxattr of %llu: %zd",
+                 (unsigned long long)ino, n);
+        for (ssize_t at = 0; at < n; at += (ssize_t)strlen(names + at) + 1) {
+            ssize_t want = npz_getxattr(npz, ino, names + at, NULL, 0);
+            ssize_t got = npz_getxattr(npz, ino, names + at, val, sizeof val);
+            FZ_CHECK(want >= 0 && (got == want || (got == -ERANGE && want > (ssize_t)sizeof val)),
+                     "%s of %llu: %zd, then %zd", names + at, (unsigned long long)ino, want, got);
+        }
+    }
+    FILE *null = fopen("/dev/null", "w");
+    if (null) {
+        FZ_CHECK(listing_write(npz, null, info.members & 1) == 0, "listing failed");
+        fclose(null);
+    }
+}
+
 static void check_reads(struct npz *npz, const struct zip_archive *za, const uint8_t *data,
                         size_t size)
 {
@@ -512,6 +543,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (ns)
             check_same_ns(ns, npz_ns(npz));
         check_reads(npz, &za, data, size);
+        check_metadata(npz);
         npz_close(npz);
     }
     ns_free(ns);
