@@ -27,8 +27,8 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "reader.h"
 #include "sched.h"
+#include "stop.h"
 
 struct npz_options {
     uint64_t span;        /* output bytes between deflate checkpoints (0: default; clamped to

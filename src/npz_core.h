@@ -8,6 +8,7 @@
 
 #include "namespace.h"
 #include "npz.h"
+#include "reader.h"
 #include "zipdir.h"
 
 const struct zip_archive *npz_zip(const struct npz *npz);

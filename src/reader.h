@@ -65,8 +65,6 @@ struct reader_member {
     void *state; /* from new_state, or NULL for readers without state */
 };
 
-enum read_mode { READ_BLOCK, READ_NOWAIT, READ_CACHED };
-
 struct read_ctl {
     enum read_mode mode;
     const struct stop *stop; /* checked between pieces of a long decode; may be NULL */
