@@ -1,5 +1,5 @@
 /*
- * fuse_ops: see fuse_ops.h. Node ids are namespace inode numbers tagged with their generation,
+ * fuse_ops: see fuse_ops.h. Node ids are the core's inode numbers tagged with their generation,
  * and every generation stays until unmount, so lookup counts need no bookkeeping and forget
  * is a no-op.
  */
@@ -23,7 +23,7 @@
 #define TIMEOUT 86400.0        /* a change is pushed to the kernel (notifier below) */
 #define BLKSIZE 131072         /* tell tools to read in 128 KiB pieces */
 
-#define GEN_SHIFT 48 /* namespace inode numbers stay far below 2^48 */
+#define GEN_SHIFT 48 /* the core's inode numbers stay far below 2^48 */
 
 static struct fs *fs_of(fuse_req_t req)
 {

@@ -11,7 +11,7 @@
  * old version fail instead of going on with its pages; then, unless nofollow, it opens the
  * new version as a new generation and drops the kernel's entries, so that new lookups and
  * opens find it. A FUSE node id carries its generation in its high bits (generation 0: the
- * namespace inode number itself); the root is always the current generation's.
+ * core's inode number itself); the root is always the current generation's.
  */
 #ifndef NPZMOUNT_FUSE_OPS_H
 #define NPZMOUNT_FUSE_OPS_H
