@@ -1,5 +1,5 @@
 /*
- * fuse_ops: see fuse_ops.h. Node ids are namespace inode numbers tagged with their generation,
+ * fuse_ops: see fuse_ops.h. Node ids are the core's inode numbers tagged with their generation,
  * and every generation stays until unmount, so lookup counts need no bookkeeping and forget
  * is a no-op.
  */
@@ -23,7 +23,7 @@
 #define TIMEOUT 86400.0        /* a change is pushed to the kernel (notifier below) */
 #define BLKSIZE 131072         /* tell tools to read in 128 KiB pieces */
 
-#define GEN_SHIFT 48 /* namespace inode numbers stay far below 2^48 */
+#define GEN_SHIFT 48 /* the core's inode numbers stay far below 2^48 */
 
 static struct fs *fs_of(fuse_req_t req)
 {
@@ -38,99 +38,87 @@ static unsigned current_gen(struct fs *fs)
 /* What a FUSE node id names. */
 struct fnode {
     const struct fs_gen *gen;
-    uint64_t ino; /* in gen's namespace */
-    const struct ns_node *n;
+    uint64_t ino; /* in gen's npz */
+    struct npz_attr attr;
 };
 
-/* Fills f for id; returns f->n, NULL when there is no such node. */
-static const struct ns_node *node_of(struct fs *fs, fuse_ino_t id, struct fnode *f)
+enum want { ANY, DIR_ONLY, FILE_ONLY };
+
+/* The one check of a node id every handler makes: fills f and returns 0, or the errno to
+ * reply with (ENOENT, ENOTDIR, EISDIR) when there is no such node or it is not what the
+ * request wants. */
+static int resolve(struct fs *fs, fuse_ino_t id, enum want want, struct fnode *f)
 {
     unsigned cur = current_gen(fs);
     unsigned g = id == FUSE_ROOT_ID ? cur : (unsigned)(id >> GEN_SHIFT);
     if (g > cur)
-        return f->n = NULL;
+        return ENOENT;
     f->gen = &fs->gens[g];
-    f->ino = id & ((UINT64_C(1) << GEN_SHIFT) - 1);
-    return f->n = ns_get(npz_ns(f->gen->npz), f->ino);
+    f->ino = id == FUSE_ROOT_ID ? NPZ_ROOT : id & ((UINT64_C(1) << GEN_SHIFT) - 1);
+    if (npz_getattr(f->gen->npz, f->ino, &f->attr) < 0)
+        return ENOENT;
+    if (want == DIR_ONLY && !f->attr.is_dir)
+        return ENOTDIR;
+    if (want == FILE_ONLY && f->attr.is_dir)
+        return EISDIR;
+    return 0;
 }
 
 static fuse_ino_t node_id(const struct fs *fs, const struct fs_gen *gen, uint64_t ino)
 {
-    if (ino == NS_ROOT)
+    if (ino == NPZ_ROOT)
         return FUSE_ROOT_ID;
     return (fuse_ino_t)(gen - fs->gens) << GEN_SHIFT | ino;
 }
 
-static const struct zip_member *member_of(const struct fs_gen *gen, const struct ns_node *n)
+/* The core's attributes, with the mount's owner and masks. */
+static void fill_stat(const struct fs *fs, const struct fs_gen *gen, const struct npz_attr *a,
+                      struct stat *st)
 {
-    return n->member == NS_NO_MEMBER ? NULL : &npz_zip(gen->npz)->members[n->member];
-}
-
-/* Permission bits: what a Unix writer recorded (write bits cleared), else 0444 / 0555, less
- * the mount's mask. numpy records 0600 with no file type, which is not a real Unix mode: only
- * an entry whose mode has a file type says who should read it. */
-static mode_t perms(const struct fs *fs, const struct zip_member *zm, bool is_dir)
-{
-    mode_t m = is_dir ? 0555 : 0444;
-    if (zm && (zm->mode & S_IFMT) != 0) {
-        m = zm->mode & 0555;
-        if (is_dir)
-            m |= (m & 0444) >> 2; /* a readable directory must be searchable */
-    }
-    return m & ~(is_dir ? fs->dmask : fs->fmask);
-}
-
-static void fill_attr(const struct fs *fs, const struct fs_gen *gen, fuse_ino_t ino,
-                      const struct ns_node *n, struct stat *st)
-{
-    const struct zip_member *zm = member_of(gen, n);
     memset(st, 0, sizeof *st);
-    st->st_ino = ino;
+    st->st_ino = node_id(fs, gen, a->ino);
     st->st_uid = fs->uid;
     st->st_gid = fs->gid;
     st->st_nlink = 1; /* also for directories: "unknown", so find(1) does not guess */
     st->st_blksize = BLKSIZE;
-    st->st_mode = (n->is_dir ? S_IFDIR : S_IFREG) | perms(fs, zm, n->is_dir);
-    if (!n->is_dir && zm) {
-        st->st_size = (off_t)(zm->usize > INT64_MAX ? INT64_MAX : zm->usize);
-        st->st_blocks = (blkcnt_t)((zm->csize > INT64_MAX ? INT64_MAX : zm->csize) + 511) / 512;
-    }
-    time_t t = zm && zm->mtime_known ? (time_t)zm->mtime : gen->archive_mtime;
-    st->st_mtim.tv_sec = st->st_atim.tv_sec = st->st_ctim.tv_sec = t;
+    st->st_mode = a->mode & ~(a->is_dir ? fs->dmask : fs->fmask);
+    st->st_size = (off_t)(a->size > INT64_MAX ? INT64_MAX : a->size);
+    st->st_blocks = (blkcnt_t)(a->blocks > INT64_MAX ? INT64_MAX : a->blocks);
+    st->st_mtim.tv_sec = st->st_atim.tv_sec = st->st_ctim.tv_sec = a->mtime;
 }
 
-/* ino: the namespace inode number of n in gen. */
-static void fill_entry(const struct fs *fs, const struct fs_gen *gen, uint64_t ino,
-                       const struct ns_node *n, struct fuse_entry_param *e)
+static void fill_entry(const struct fs *fs, const struct fs_gen *gen, const struct npz_attr *a,
+                       struct fuse_entry_param *e)
 {
     memset(e, 0, sizeof *e);
-    e->ino = node_id(fs, gen, ino);
+    e->ino = node_id(fs, gen, a->ino);
     e->generation = 1;
     e->attr_timeout = TIMEOUT;
     e->entry_timeout = TIMEOUT;
-    fill_attr(fs, gen, e->ino, n, &e->attr);
+    fill_stat(fs, gen, a, &e->attr);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct fs *fs = fs_of(req);
     struct fnode p;
-    if (!node_of(fs, parent, &p) || !p.n->is_dir) {
-        fuse_reply_err(req, p.n ? ENOTDIR : ENOENT);
-        return;
-    }
     struct fuse_entry_param e;
-    const struct fs_gen *gen = p.gen;
-    const struct ns *ns = npz_ns(gen->npz);
-    uint64_t ino = ns_lookup(ns, p.ino, name);
-    if (ino == 0) {
+    int err = resolve(fs, parent, DIR_ONLY, &p);
+    uint64_t ino;
+    int rc = err ? -err : npz_lookup(p.gen->npz, p.ino, name, &ino);
+    struct npz_attr a;
+    if (rc == 0)
+        rc = npz_getattr(p.gen->npz, ino, &a);
+    if (rc == -ENOENT && !err) {
         memset(&e, 0, sizeof e); /* a negative entry, cached like the rest */
         e.entry_timeout = TIMEOUT;
         fuse_reply_entry(req, &e);
-        return;
+    } else if (rc < 0) {
+        fuse_reply_err(req, -rc);
+    } else {
+        fill_entry(fs, p.gen, &a, &e);
+        fuse_reply_entry(req, &e);
     }
-    fill_entry(fs, gen, ino, ns_get(ns, ino), &e);
-    fuse_reply_entry(req, &e);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -150,23 +138,22 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     (void)fi;
     struct fs *fs = fs_of(req);
     struct fnode f;
-    if (!node_of(fs, ino, &f)) {
-        fuse_reply_err(req, ENOENT);
+    int err = resolve(fs, ino, ANY, &f);
+    if (err) {
+        fuse_reply_err(req, err);
         return;
     }
     struct stat st;
-    fill_attr(fs, f.gen, ino, f.n, &st);
+    fill_stat(fs, f.gen, &f.attr, &st);
     fuse_reply_attr(req, &st, TIMEOUT);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fnode f;
-    const struct ns_node *n = node_of(fs_of(req), ino, &f);
-    if (!n)
-        fuse_reply_err(req, ENOENT);
-    else if (n->is_dir)
-        fuse_reply_err(req, EISDIR);
+    int err = resolve(fs_of(req), ino, FILE_ONLY, &f);
+    if (err)
+        fuse_reply_err(req, err);
     else if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
         fuse_reply_err(req, EROFS);
     else {
@@ -213,7 +200,7 @@ struct read_job {
     struct sched_job sj;
     fuse_req_t req;
     struct npz *npz;
-    uint64_t member;
+    uint64_t ino; /* in npz */
     size_t size;
     uint64_t off;
     atomic_bool interrupted;
@@ -241,7 +228,7 @@ static int run_read_job(struct sched_job *sj)
 {
     struct read_job *j = (struct read_job *)sj;
     unsigned char *buf = thread_buffer(j->size);
-    ssize_t got = buf ? npz_read(j->npz, j->member, buf, j->size, j->off, READ_NOWAIT,
+    ssize_t got = buf ? npz_read(j->npz, j->ino, buf, j->size, j->off, READ_NOWAIT,
                                  &j->interrupted)
                       : -ENOMEM;
     if (got == -EAGAIN)
@@ -275,9 +262,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
     (void)fi;
     struct fnode f;
-    const struct ns_node *n = node_of(fs_of(req), ino, &f);
-    if (!n || n->is_dir || n->member == NS_NO_MEMBER) {
-        fuse_reply_err(req, n ? EISDIR : ENOENT);
+    int err = resolve(fs_of(req), ino, FILE_ONLY, &f);
+    if (err) {
+        fuse_reply_err(req, err);
         return;
     }
     struct npz *npz = f.gen->npz;
@@ -286,7 +273,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
          * copy instead of pread's and writev's. */
         int fd;
         uint64_t pos;
-        ssize_t got = npz_locate(npz, n->member, size, (uint64_t)off, &fd, &pos);
+        ssize_t got = npz_locate(npz, f.ino, size, (uint64_t)off, &fd, &pos);
         if (got != -ENOTSUP) {
             reply_stored(req, got, fd, pos);
             return;
@@ -298,14 +285,14 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         return;
     }
     /* Pieces already decoded are served right here. */
-    ssize_t got = npz_read(npz, n->member, buf, size, (uint64_t)off, READ_CACHED, NULL);
+    ssize_t got = npz_read(npz, f.ino, buf, size, (uint64_t)off, READ_CACHED, NULL);
     struct read_job *j = got == -EAGAIN ? calloc(1, sizeof *j) : NULL;
     if (got != -EAGAIN || !j) {
         reply_read(req, j || got != -EAGAIN ? got : -ENOMEM, buf);
         return;
     }
     *j = (struct read_job){.sj.run = run_read_job, .req = req, .npz = npz,
-                           .member = n->member, .size = size, .off = (uint64_t)off};
+                           .ino = f.ino, .size = size, .off = (uint64_t)off};
     atomic_init(&j->interrupted, false);
     fuse_req_interrupt_func(req, on_interrupt, j);
     if (npz_submit(npz, &j->sj) < 0) {
@@ -318,9 +305,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fnode f;
-    const struct ns_node *n = node_of(fs_of(req), ino, &f);
-    if (!n || !n->is_dir) {
-        fuse_reply_err(req, n ? ENOTDIR : ENOENT);
+    int err = resolve(fs_of(req), ino, DIR_ONLY, &f);
+    if (err) {
+        fuse_reply_err(req, err);
         return;
     }
     fi->keep_cache = 1;
@@ -328,36 +315,30 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     fuse_reply_open(req, fi);
 }
 
-/* Directory positions: 0 is ".", 1 is "..", 2 + i is child i; an entry's offset is the
- * position after it. */
+/* Directory positions are npz_readdir's; an entry's offset is the position after it. */
 static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
 {
     struct fs *fs = fs_of(req);
     struct fnode f;
-    const struct ns_node *dir = node_of(fs, ino, &f);
-    if (!dir || !dir->is_dir) {
-        fuse_reply_err(req, dir ? ENOTDIR : ENOENT);
-        return;
-    }
-    const struct ns *ns = npz_ns(f.gen->npz);
-    char *buf = (char *)thread_buffer(size);
-    if (!buf) {
-        fuse_reply_err(req, ENOMEM);
+    int err = resolve(fs, ino, DIR_ONLY, &f);
+    char *buf = err ? NULL : (char *)thread_buffer(size);
+    if (err || !buf) {
+        fuse_reply_err(req, err ? err : ENOMEM);
         return;
     }
     size_t used = 0;
-    for (uint64_t pos = (uint64_t)off; pos < dir->nchildren + 2; pos++) {
-        uint64_t cino = pos == 0 ? f.ino : pos == 1 ? dir->parent : ns_child(ns, dir, pos - 2);
-        const char *name = pos == 0 ? "." : pos == 1 ? ".." : ns_get(ns, cino)->name;
-        const struct ns_node *c = ns_get(ns, cino);
+    const char *name;
+    struct npz_attr a;
+    for (uint64_t pos = (uint64_t)off; npz_readdir(f.gen->npz, f.ino, pos, &name, &a) > 0;
+         pos++) {
         size_t n;
         if (plus) {
             struct fuse_entry_param e;
-            fill_entry(fs, f.gen, cino, c, &e);
+            fill_entry(fs, f.gen, &a, &e);
             n = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)pos + 1);
         } else {
-            struct stat st = {.st_ino = node_id(fs, f.gen, cino),
-                              .st_mode = c->is_dir ? S_IFDIR : S_IFREG};
+            struct stat st = {.st_ino = node_id(fs, f.gen, a.ino),
+                              .st_mode = a.is_dir ? S_IFDIR : S_IFREG};
             n = fuse_add_direntry(req, buf + used, size - used, name, &st, (off_t)pos + 1);
         }
         if (n > size - used)
@@ -385,95 +366,48 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
     (void)ino;
     struct fs *fs = fs_of(req);
-    struct npz *npz = fs->gens[current_gen(fs)].npz;
-    const struct zip_archive *za = npz_zip(npz);
+    struct npz_fsinfo info;
+    npz_statfs(fs->gens[current_gen(fs)].npz, &info);
     struct statvfs sv = {
         .f_bsize = 4096,
         .f_frsize = 4096,
-        .f_blocks = (za->file_size + 4095) / 4096,
-        .f_files = ns_count(npz_ns(npz)),
+        .f_blocks = (info.archive_bytes + 4095) / 4096,
+        .f_files = info.inodes,
         .f_namemax = 255,
         .f_flag = ST_RDONLY,
     };
     fuse_reply_statfs(req, &sv);
 }
 
-/* Extended attributes: what the index of a compressed member says of itself, and why a
- * member fails, for users who cannot read the daemon's log. */
-enum xattr_id { X_CHECKPOINTS, X_INDEX_BYTES, X_INDEXED, X_COMPLETE, X_DECODED, X_ERROR, X_N };
-static const char *const xattr_names[X_N] = {
-    "user.npzmount.checkpoints", "user.npzmount.index_bytes", "user.npzmount.indexed",
-    "user.npzmount.complete", "user.npzmount.decoded", "user.npzmount.error",
-};
-
-/* Writes attribute id of member idx into out; returns its length, or -1 when it is absent. */
-static int xattr_value(struct npz *npz, uint64_t idx, enum xattr_id id, char *out, size_t len)
+/* Extended attributes are the core's (npz.h); size 0 asks for the length. */
+static void reply_xattr(fuse_req_t req, size_t size, ssize_t len, const char *buf)
 {
-    const struct zip_member *zm = &npz_zip(npz)->members[idx];
-    if (id == X_ERROR) {
-        const char *why = npz_error(npz, idx);
-        return why ? snprintf(out, len, "%s", why) : -1;
-    }
-    if (zm->method == ZIP_METHOD_STORED || zm->err)
-        return -1;
-    struct reader_stats rs;
-    npz_stats(npz, idx, &rs);
-    uint64_t v = id == X_CHECKPOINTS ? rs.checkpoints : id == X_INDEX_BYTES ? rs.index_bytes
-               : id == X_INDEXED ? rs.indexed : id == X_DECODED ? rs.decoded
-               : rs.indexed == zm->usize;
-    return snprintf(out, len, "%llu", (unsigned long long)v);
-}
-
-/* The member behind a file's node id, with its generation's npz; NULL for directories. */
-static const struct ns_node *file_node(fuse_req_t req, fuse_ino_t ino, struct npz **npz)
-{
-    struct fnode f;
-    const struct ns_node *n = node_of(fs_of(req), ino, &f);
-    if (!n || n->member == NS_NO_MEMBER)
-        return NULL;
-    *npz = f.gen->npz;
-    return n;
-}
-
-static void reply_xattr(fuse_req_t req, size_t size, const char *val, size_t len)
-{
-    if (size == 0)
-        fuse_reply_xattr(req, len);
-    else if (size < len)
-        fuse_reply_err(req, ERANGE);
+    if (len < 0)
+        fuse_reply_err(req, (int)-len);
+    else if (size == 0)
+        fuse_reply_xattr(req, (size_t)len);
     else
-        fuse_reply_buf(req, val, len);
+        fuse_reply_buf(req, buf, (size_t)len);
 }
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
-    struct npz *npz = NULL;
-    const struct ns_node *n = file_node(req, ino, &npz);
-    char val[512];
-    int len = -1;
-    for (int id = 0; n && id < X_N && len < 0; id++)
-        if (strcmp(name, xattr_names[id]) == 0)
-            len = xattr_value(npz, n->member, (enum xattr_id)id, val, sizeof val);
-    if (len < 0)
-        fuse_reply_err(req, ENODATA);
-    else
-        reply_xattr(req, size, val, (size_t)len < sizeof val ? (size_t)len : sizeof val - 1);
+    struct fnode f;
+    int err = resolve(fs_of(req), ino, ANY, &f);
+    char *buf = err || size == 0 ? NULL : (char *)thread_buffer(size);
+    ssize_t len = err ? -err : size && !buf ? -ENOMEM
+                : npz_getxattr(f.gen->npz, f.ino, name, buf, size);
+    reply_xattr(req, size, len, buf);
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-    struct npz *npz = NULL;
-    const struct ns_node *n = file_node(req, ino, &npz);
-    char list[512], val[512];
-    size_t used = 0;
-    for (int id = 0; n && id < X_N; id++) {
-        if (xattr_value(npz, n->member, (enum xattr_id)id, val, sizeof val) < 0)
-            continue;
-        size_t l = strlen(xattr_names[id]) + 1;
-        memcpy(list + used, xattr_names[id], l);
-        used += l;
-    }
-    reply_xattr(req, size, list, used);
+    struct fnode f;
+    int err = resolve(fs_of(req), ino, ANY, &f);
+    char *buf = err || size == 0 ? NULL : (char *)thread_buffer(size);
+    ssize_t len = err ? -err : size && !buf ? -ENOMEM
+                : npz_listxattr(f.gen->npz, f.ino, buf, size);
+    reply_xattr(req, size, len, buf);
 }
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -571,11 +505,12 @@ static bool wait_change(struct fs_notifier *n, unsigned ms)
 
 static void drop_pages(struct fs_notifier *n, const struct fs_gen *gen)
 {
-    const struct ns *ns = npz_ns(gen->npz);
-    uint64_t count = ns_count(ns);
-    for (uint64_t ino = NS_ROOT; ino <= count && !notifier_stopping(n); ino++) {
-        const struct ns_node *node = ns_get(ns, ino);
-        if (node && !node->is_dir) /* -ENOENT when the kernel never saw it: nothing cached */
+    struct npz_fsinfo info;
+    npz_statfs(gen->npz, &info);
+    for (uint64_t ino = NPZ_ROOT; ino <= info.inodes && !notifier_stopping(n); ino++) {
+        struct npz_attr a;
+        if (npz_getattr(gen->npz, ino, &a) == 0 && !a.is_dir) /* -ENOENT when the kernel
+                                                                * never saw it: nothing cached */
             fuse_lowlevel_notify_inval_inode(n->se, node_id(n->fs, gen, ino), 0, 0);
     }
 }
@@ -586,12 +521,11 @@ static void drop_entries(struct fs_notifier *n, const struct fs_gen *old, const 
 {
     const struct fs_gen *both[2] = {old, cur};
     for (int i = 0; i < 2; i++) {
-        const struct ns *ns = npz_ns(both[i]->npz);
-        const struct ns_node *root = ns_get(ns, NS_ROOT);
-        for (uint64_t c = 0; c < root->nchildren && !notifier_stopping(n); c++) {
-            const char *name = ns_get(ns, ns_child(ns, root, c))->name;
+        const char *name;
+        struct npz_attr a;
+        for (uint64_t pos = 2; npz_readdir(both[i]->npz, NPZ_ROOT, pos, &name, &a) > 0 &&
+                               !notifier_stopping(n); pos++)
             fuse_lowlevel_notify_inval_entry(n->se, FUSE_ROOT_ID, name, strlen(name));
-        }
     }
     fuse_lowlevel_notify_inval_inode(n->se, FUSE_ROOT_ID, 0, 0);
 }
@@ -607,11 +541,13 @@ static bool open_generation(struct fs_notifier *n, unsigned g)
         char msg[256];
         int rc = npz_open(fs->archive, &fs->nopt, &npz, msg, sizeof msg);
         if (rc == 0) {
-            fs->gens[g] = (struct fs_gen){npz, fs_archive_mtime(npz)};
+            struct npz_fsinfo info;
+            npz_statfs(npz, &info);
+            fs->gens[g] = (struct fs_gen){npz};
             npz_start(npz);
             atomic_store_explicit(&fs->current, g, memory_order_release);
             log_error("%s: now serving the new version of the archive (%llu members)",
-                      fs->archive, (unsigned long long)npz_zip(npz)->count);
+                      fs->archive, (unsigned long long)info.members);
             return true;
         }
         if (!told)
@@ -651,12 +587,6 @@ static void *notifier_main(void *arg)
         watch_generation(n, g + 1);
     }
     return NULL;
-}
-
-time_t fs_archive_mtime(struct npz *npz)
-{
-    struct stat st;
-    return fstat(npz_zip(npz)->fd, &st) == 0 ? st.st_mtime : 0;
 }
 
 void fs_watch_start(struct fs *fs, struct fuse_session *se)

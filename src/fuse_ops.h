@@ -1,6 +1,7 @@
 /*
- * fuse_ops: the thin FUSE low-level adapter over the core (npz.h). It maps inodes to namespace
- * nodes and requests to npz_read; it owns no data of its own but a per-thread read buffer.
+ * fuse_ops: the thin FUSE low-level adapter over the core (npz.h): it translates the core's
+ * inodes, attributes, entries, reads and extended attributes into libfuse replies, and owns
+ * no data of its own but a per-thread reply buffer.
  *
  * The archive is not expected to change while mounted, so everything the kernel may cache it
  * is told to cache for long: entries, attributes, negative lookups, and file pages across
@@ -10,7 +11,7 @@
  * old version fail instead of going on with its pages; then, unless nofollow, it opens the
  * new version as a new generation and drops the kernel's entries, so that new lookups and
  * opens find it. A FUSE node id carries its generation in its high bits (generation 0: the
- * namespace inode number itself); the root is always the current generation's.
+ * core's inode number itself); the root is always the current generation's.
  */
 #ifndef NPZMOUNT_FUSE_OPS_H
 #define NPZMOUNT_FUSE_OPS_H
@@ -31,7 +32,6 @@ struct fs_notifier;
  * node the kernel still holds always finds its own (whose reads fail with EIO once changed). */
 struct fs_gen {
     struct npz *npz;
-    time_t archive_mtime; /* for directories the archive has no entry for, and placeholders */
 };
 
 #define FS_MAX_GENS 64 /* then the mount stays on the last one, reading EIO */
@@ -48,9 +48,6 @@ struct fs {
     struct npz_options nopt;
     struct fs_notifier *notifier;
 };
-
-/* Generation 0's archive_mtime from its open archive. */
-time_t fs_archive_mtime(struct npz *npz);
 
 /* Makes every generation's decodes stop (npz_shutdown): after the session loop returned. */
 void fs_shutdown(struct fs *fs);

@@ -19,6 +19,7 @@
 
 #include "fuse_ops.h"
 #include "io.h"
+#include "listing.h"
 #include "log.h"
 #include "secret.h"
 
@@ -33,6 +34,8 @@ struct config {
     char *index_dir;
     int noindex;
     int index_mode;        /* --index: the non-option arguments are all archives */
+    int list_mode;         /* --list [--json] ARCHIVE */
+    int json;
     const char **archives;
     int narchives;
     unsigned max_read;
@@ -62,7 +65,7 @@ static const struct fuse_opt opt_spec[] = {
     {"noindex", offsetof(struct config, noindex), 1},
     {"decoder_mem=%s", offsetof(struct config, decoder_mem), 0},
     OPT("-h", help), OPT("--help", help), OPT("-V", version), OPT("--version", version),
-    OPT("--index", index_mode),
+    OPT("--index", index_mode), OPT("--list", list_mode), OPT("--json", json),
     /* libfuse mounts with max_read but fails INIT (after the parent has exited 0) unless the
      * file system repeats it: note it, and keep it for libfuse. */
     {"max_read=%u", offsetof(struct config, max_read), 0},
@@ -97,6 +100,8 @@ static void usage(FILE *f)
             "npzmount options:\n"
             "    -h   --help            print this help and exit\n"
             "    -V   --version         print the version and exit\n"
+            "    --list [--json] ARCHIVE  list the members (key, path, size, dtype, shape...)\n"
+            "                           without mounting; --json: as one JSON array\n"
             "    -f                     foreground: do not detach, log to stderr\n"
             "    -d   -o debug          foreground, with a trace of every FUSE request\n"
             "    -s                     single-threaded\n"
@@ -436,6 +441,27 @@ static int index_archives(const struct config *cfg, const struct npz_options *no
     return status;
 }
 
+/* npzmount --list [--json] ARCHIVE: the members, without mounting. Returns the exit status. */
+static int list_archive(const struct config *cfg, const struct fuse_args *args,
+                        struct npz_options *nopt)
+{
+    if (!cfg->archive || args->argc > 1)
+        return error(2, "usage: npzmount --list [--json] [-o OPTIONS] ARCHIVE");
+    int status = parse_tuning(cfg, nopt);
+    if (status != 0)
+        return status;
+    nopt->no_index = 1;    /* a listing decodes a piece of each member: nothing to save */
+    nopt->no_prefetch = 1;
+    struct npz *npz;
+    char msg[512];
+    int rc = npz_open(cfg->archive, nopt, &npz, msg, sizeof msg);
+    if (rc < 0)
+        return error(1, "%s: %s", cfg->archive, msg);
+    rc = listing_write(npz, stdout, cfg->json);
+    npz_close(npz);
+    return rc < 0 ? error(1, "--list: cannot write the listing: %s", strerror(errno)) : 0;
+}
+
 static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)
 {
     if (opts->singlethread)
@@ -605,6 +631,11 @@ int main(int argc, char **argv)
                                    : index_archives(&cfg, &nopt);
         goto out;
     }
+    if (cfg.list_mode || cfg.json) {
+        status = cfg.list_mode ? list_archive(&cfg, &args, &nopt)
+                               : error(2, "--json goes with --list");
+        goto out;
+    }
     if (fuse_parse_cmdline(&args, &opts) != 0)
         goto out;
     if (!cfg.archive) {
@@ -647,7 +678,6 @@ int main(int argc, char **argv)
         status = error(1, "%s: %s", cfg.archive, msg);
         goto out_session;
     }
-    fs.gens[0].archive_mtime = fs_archive_mtime(fs.gens[0].npz);
     fs.max_read = cfg.max_read;
     fs.nofollow = cfg.nofollow;
     fs.nopt = nopt;

@@ -7,6 +7,7 @@
  * a fixed function, names crafted to share a slot turn every insertion into a walk over all
  * of them (quadratic mount time).
  */
+#define _GNU_SOURCE /* memrchr */
 #include "namespace.h"
 
 #include <errno.h>
@@ -17,7 +18,7 @@
 #include "siphash.h"
 
 #define NAME_MAX_BYTES 255
-#define SUFFIX_ROOM 24 /* "~" plus up to 20 digits, with room to spare */
+#define EXT_MAX 16 /* a final ".xyz" up to this long is an extension, which cuts keep */
 
 struct ns {
     struct ns_node *nodes; /* nodes[ino - 1] */
@@ -123,91 +124,131 @@ static uint64_t find_or_add(struct ns *ns, uint64_t parent, const char *name, bo
     return ino ? ino : add_node(ns, parent, name, h, is_dir, member);
 }
 
-/* Copies the next usable component of *p into out (at most NAME_MAX_BYTES - room bytes, cut at
- * a UTF-8 character boundary); returns false when the name has no more components. */
 static bool is_dot_or_empty(const char *s, size_t len)
 {
     return len == 0 || (len == 1 && s[0] == '.') || (len == 2 && s[0] == '.' && s[1] == '.');
 }
 
-static bool next_component(const char **p, const char *end, char *out, size_t room)
+/* A component of a member's name, as the archive has it (NUL bytes included). */
+struct comp {
+    const char *s;
+    size_t len;
+};
+
+/* Sets *c to the next usable component of *p (up to end); false when there are no more. */
+static bool next_component(const char **p, const char *end, struct comp *c)
 {
     while (*p < end) {
         const char *s = *p;
         const char *slash = memchr(s, '/', (size_t)(end - s));
         const char *e = slash ? slash : end;
         *p = slash ? slash + 1 : end;
-        size_t len = (size_t)(e - s);
-        if (is_dot_or_empty(s, len))
-            continue;
-        size_t max = NAME_MAX_BYTES - room;
-        if (len > max) {
-            len = max;
-            while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
-                len--;
-            if (len == 0) /* no character boundary at all: cut the bytes as they are */
-                len = max;
+        if (!is_dot_or_empty(s, (size_t)(e - s))) {
+            *c = (struct comp){s, (size_t)(e - s)};
+            return true;
         }
-        for (size_t i = 0; i < len; i++)
-            out[i] = s[i] ? s[i] : '_';
-        out[len] = '\0';
-        if (is_dot_or_empty(out, len)) /* the cut left "." or "..": never a usable name */
-            strcpy(out, "_");
-        return true;
     }
     return false;
 }
 
+/* len cut back to a UTF-8 character boundary of s, unless s has none before it. */
+static size_t char_boundary(const char *s, size_t len)
+{
+    size_t cut = len;
+    while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80)
+        cut--;
+    return cut ? cut : len;
+}
+
+/* Writes the name component c gets into out (NAME_MAX_BYTES + 1 bytes), with suffix "~N"
+ * when suffix > 0. A component that fits and needs no suffix is kept as it is (NUL bytes
+ * become '_'); otherwise the suffix goes before the extension and the stem is cut so that
+ * the whole fits, so "x.npy" becomes "x~1.npy" and a long name keeps its ".npy". */
+static void make_name(struct comp c, uint64_t suffix, char *out)
+{
+    if (c.len == 0)
+        c = (struct comp){"_", 1}; /* a file left with no name */
+    char suf[24] = "";
+    if (suffix)
+        snprintf(suf, sizeof suf, "~%llu", (unsigned long long)suffix);
+    size_t stem = c.len, ext = 0, sl = strlen(suf);
+    if (suffix || c.len > NAME_MAX_BYTES) {
+        const char *dot = memrchr(c.s, '.', c.len);
+        if (dot && dot > c.s && (size_t)(c.s + c.len - dot) <= EXT_MAX)
+            ext = (size_t)(c.s + c.len - dot);
+        stem = c.len - ext;
+        if (stem + sl + ext > NAME_MAX_BYTES)
+            stem = char_boundary(c.s, NAME_MAX_BYTES - sl - ext);
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < stem; i++)
+        out[o++] = c.s[i] ? c.s[i] : '_';
+    memcpy(out + o, suf, sl);
+    o += sl;
+    for (size_t i = c.len - ext; i < c.len; i++)
+        out[o++] = c.s[i] ? c.s[i] : '_';
+    out[o] = '\0';
+    if (is_dot_or_empty(out, o)) /* a cut that left "." or "..": never a usable name */
+        strcpy(out, "_");
+}
+
 /* Walks (creating as needed) the directories of a member's path. Returns the inode of the
- * last directory, and leaves the final component in leaf ("" when there is none). For a
- * directory entry, every component is a directory and leaf stays "". Returns 0 on ENOMEM. */
-static uint64_t walk_dirs(struct ns *ns, const struct zip_member *m, char *leaf)
+ * last directory, and leaves the final component in leaf (empty when there is none). For a
+ * directory entry, every component is a directory and leaf stays empty. Returns 0 on ENOMEM. */
+static uint64_t walk_dirs(struct ns *ns, const struct zip_member *m, struct comp *leaf)
 {
     const char *p = m->name, *end = m->name + m->name_len;
-    char bufs[2][NAME_MAX_BYTES + 1];
-    char *comp = bufs[0], *next = bufs[1];
+    char name[NAME_MAX_BYTES + 1];
+    struct comp c, next;
     uint64_t dir = NS_ROOT;
-    bool have = next_component(&p, end, comp, SUFFIX_ROOM);
-    leaf[0] = '\0';
+    bool have = next_component(&p, end, &c);
+    *leaf = (struct comp){"", 0};
     while (have) {
-        bool more = next_component(&p, end, next, SUFFIX_ROOM);
+        bool more = next_component(&p, end, &next);
         if (!more && !m->is_dir) {
-            strcpy(leaf, comp);
+            *leaf = c;
             break;
         }
         bool added;
-        dir = find_or_add(ns, dir, comp, true, NS_NO_MEMBER, &added);
+        make_name(c, 0, name);
+        dir = find_or_add(ns, dir, name, true, NS_NO_MEMBER, &added);
         if (dir == 0)
             return 0;
-        char *swap = comp; /* a path can have 32,767 components: no copy per component */
-        comp = next;
-        next = swap;
+        c = next;
         have = more;
     }
     return dir;
 }
 
-/* Names the file base (or "_") in dir if that path is free; returns 1 if it did, 0 if the
- * path is taken, -ENOMEM. */
-static int add_plain(struct ns *ns, uint64_t dir, const char *leaf, uint64_t member)
+/* Names the file leaf in dir if it can keep its name as it is (no cut needed) and that path
+ * is free; returns 1 if it did, 0 if not, -ENOMEM. */
+static int add_plain(struct ns *ns, uint64_t dir, struct comp leaf, uint64_t member)
 {
+    char name[NAME_MAX_BYTES + 1];
     bool added;
-    if (find_or_add(ns, dir, leaf[0] ? leaf : "_", false, member, &added) == 0)
+    if (leaf.len > NAME_MAX_BYTES)
+        return 0;
+    make_name(leaf, 0, name);
+    if (find_or_add(ns, dir, name, false, member, &added) == 0)
         return -ENOMEM;
     return added;
 }
 
-/* Names a file whose path was taken "base~N", with the first N whose path is free. */
-static int add_renamed(struct ns *ns, uint64_t dir, const char *leaf, uint64_t member)
+/* Names a file that could not keep its name: cut to fit if that path is free, else with the
+ * first "~N" whose path is free. */
+static int add_renamed(struct ns *ns, uint64_t dir, struct comp leaf, uint64_t member)
 {
-    char name[NAME_MAX_BYTES + SUFFIX_ROOM + 1]; /* base is at most 255 - SUFFIX_ROOM */
-    const char *base = leaf[0] ? leaf : "_";
-    /* The holder of the plain name remembers how far its ~N suffixes went, so that many
-     * duplicates cost linear time, not quadratic. */
-    uint64_t *k = &ns->next_suffix[ns_lookup(ns, dir, base) - 1];
+    char name[NAME_MAX_BYTES + 1];
     bool added;
+    make_name(leaf, 0, name);
+    uint64_t holder = ns_lookup(ns, dir, name);
+    if (holder == 0)
+        return find_or_add(ns, dir, name, false, member, &added) ? 0 : -ENOMEM;
+    /* The holder of the name remembers how far its ~N suffixes went, so that many
+     * duplicates cost linear time, not quadratic. */
+    uint64_t *k = &ns->next_suffix[holder - 1];
     do {
-        snprintf(name, sizeof name, "%s~%llu", base, (unsigned long long)(*k)++);
+        make_name(leaf, (*k)++, name);
         if (find_or_add(ns, dir, name, false, member, &added) == 0)
             return -ENOMEM;
     } while (!added);
@@ -236,13 +277,13 @@ static int link_children(struct ns *ns)
 }
 
 /* Three passes: directories first, so no file takes a name a directory needs; then every file
- * that can keep its own path, latest first, so the last duplicate wins; then the others get
- * suffixes, which therefore never take a path some member has by its own name. */
+ * that can keep its own path, latest first, so the last duplicate wins; then the others are
+ * cut or get suffixes, which therefore never take a path some member has by its own name. */
 static int build(struct ns *ns, const struct zip_archive *za)
 {
-    char leaf[NAME_MAX_BYTES + 1];
+    struct comp leaf;
     for (uint64_t i = 0; i < za->count; i++) {
-        uint64_t dir = walk_dirs(ns, &za->members[i], leaf);
+        uint64_t dir = walk_dirs(ns, &za->members[i], &leaf);
         if (dir == 0)
             return -ENOMEM;
         if (za->members[i].is_dir && dir != NS_ROOT)
@@ -255,14 +296,14 @@ static int build(struct ns *ns, const struct zip_archive *za)
     for (uint64_t i = za->count; rc >= 0 && i-- > 0;) {
         if (za->members[i].is_dir)
             continue;
-        uint64_t dir = walk_dirs(ns, &za->members[i], leaf);
+        uint64_t dir = walk_dirs(ns, &za->members[i], &leaf);
         rc = dir == 0 ? -ENOMEM : add_plain(ns, dir, leaf, i);
         renamed[i] = rc == 0;
     }
     for (uint64_t i = za->count; rc >= 0 && i-- > 0;) {
         if (!renamed[i])
             continue;
-        uint64_t dir = walk_dirs(ns, &za->members[i], leaf);
+        uint64_t dir = walk_dirs(ns, &za->members[i], &leaf);
         rc = dir == 0 ? -ENOMEM : add_renamed(ns, dir, leaf, i);
     }
     free(renamed);

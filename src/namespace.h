@@ -4,16 +4,20 @@
  * Inode numbers are dense: 1 is the root (FUSE_ROOT_ID), every other node is 2..count, in a
  * deterministic order (the same archive always gives the same numbers).
  *
- * Naming rule (also in the man page): a member name is split at '/'; empty, '.' and '..'
- * components are dropped, so nothing can appear outside the mount; NUL bytes become '_';
- * components are cut to 231 bytes (room for a suffix within NAME_MAX), and a cut that leaves
- * "." or ".." gives '_'. Every prefix of a name is a directory, whether or not the archive has
- * an entry for it. A name ending in '/' is a directory entry, unless the member holds data
- * (uncompressed size > 0): zipfile and numpy read those bytes, so it is a file, named as if
- * the final '/' were not there. A file left with no name is called '_'. When two members end up
- * with the same path, the LAST one in the archive (the one zipfile and numpy read) keeps it and
- * the others become 'name~1', 'name~2', ... counting backwards; a file whose path is also a
- * directory is renamed the same way (the directory keeps the name).
+ * Naming rule (also in the man page): a name that can exist on Linux appears as it is. A member
+ * name is split at '/'; empty, '.' and '..' components are dropped, so nothing can appear
+ * outside the mount; NUL bytes become '_'. Every prefix of a name is a directory, whether or
+ * not the archive has an entry for it. A name ending in '/' is a directory entry, unless the
+ * member holds data (uncompressed size > 0): zipfile and numpy read those bytes, so it is a
+ * file, named as if the final '/' were not there. A file left with no name is called '_'.
+ * Only a name that cannot exist as it is changes, the same way every time: a component longer
+ * than 255 bytes is cut to 255 (at a UTF-8 character boundary when there is one, and keeping
+ * its extension: a final '.xyz' of at most 16 bytes); when two files end up with the same
+ * path, the LAST one in the archive (the one zipfile and numpy read) keeps it and the others
+ * become 'stem~1.ext', 'stem~2.ext', ... counting backwards, the stem cut to fit 255 bytes; a
+ * file whose path is also a directory is renamed the same way (the directory keeps the name).
+ * A file that keeps its own path never loses it to a cut or suffixed one. A cut that leaves
+ * '.' or '..' gives '_'.
  *
  * Ownership and threads: ns_build returns a tree the caller frees with ns_free; it is
  * immutable, so any number of threads may call the lookups at once. Names point into the tree.

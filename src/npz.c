@@ -23,6 +23,8 @@
 #include "inflate_index.h"
 #include "io.h"
 #include "log.h"
+#include "npy.h"
+#include "npz_core.h"
 #include "reader.h"
 #include "spill.h"
 
@@ -51,7 +53,23 @@ struct npz {
     atomic_bool *logged;           /* per member: failure already reported */
     atomic_bool *ahead_busy;       /* per member: a decode-ahead job is queued or running */
     struct archive_watch *watch;   /* notices the archive changing under us */
+    time_t archive_mtime;
+    uint64_t *ino_of;              /* per member: its inode, 0 when it has none */
+    _Atomic(struct npy_slot *) *npy; /* per member: its npy header, once read */
 };
+
+/* A member's npy header, read once: valid is false when its data does not start with one. */
+struct npy_slot {
+    bool valid;
+    struct npy_header h;
+};
+
+static void npy_slot_free(struct npy_slot *slot)
+{
+    if (slot)
+        npy_free(&slot->h);
+    free(slot);
+}
 
 /* Where indexes go, and the archive's identity that names them. A failure here only costs
  * the saved indexes, with one warning. */
@@ -196,8 +214,10 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     npz->env.ahead = ahead;
     npz->env.ahead_ctx = npz;
     npz->env.password = opt ? opt->password : NULL;
-    rc = npz->env.cache && npz->env.decoders && npz->sched && npz->ops && npz->state && npz->logged &&
-                 npz->ahead_busy
+    npz->ino_of = calloc(n, sizeof *npz->ino_of);
+    npz->npy = calloc(n, sizeof *npz->npy);
+    rc = npz->env.cache && npz->env.decoders && npz->sched && npz->ops && npz->state &&
+                 npz->logged && npz->ahead_busy && npz->ino_of && npz->npy
              ? ns_build(&npz->zip, &npz->ns)
              : -ENOMEM;
     if (rc < 0) {
@@ -207,6 +227,13 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     }
     for (uint64_t i = 0; i < npz->zip.count; i++)
         npz->ops[i] = reader_for(&npz->zip.members[i], npz->env.password != NULL);
+    for (uint64_t ino = NS_ROOT; ino <= ns_count(npz->ns); ino++) {
+        uint64_t m = ns_get(npz->ns, ino)->member;
+        if (m != NS_NO_MEMBER)
+            npz->ino_of[m] = ino;
+    }
+    struct stat st;
+    npz->archive_mtime = fstat(npz->env.fd, &st) == 0 ? st.st_mtime : 0;
     cache_set_notify(npz->env.cache, sched_event, npz->sched);
     rc = check_password(npz, msg, msg_len);
     if (rc < 0) {
@@ -384,6 +411,10 @@ void npz_close(struct npz *npz)
         if (s && npz->ops[i]->free_state)
             npz->ops[i]->free_state(s);
     }
+    for (uint64_t i = 0; npz->npy && i < npz->zip.count; i++)
+        npy_slot_free(atomic_load(&npz->npy[i]));
+    free((void *)npz->npy);
+    free(npz->ino_of);
     spill_close(npz->env.spill); /* after the indexes that read it */
     free(npz->ops);
     free((void *)npz->state);
@@ -408,6 +439,11 @@ const struct zip_archive *npz_zip(const struct npz *npz)
 const struct ns *npz_ns(const struct npz *npz)
 {
     return npz->ns;
+}
+
+uint64_t npz_member_ino(const struct npz *npz, uint64_t idx)
+{
+    return idx < npz->zip.count ? npz->ino_of[idx] : 0;
 }
 
 struct archive_watch *npz_watch(struct npz *npz)
@@ -460,12 +496,33 @@ static ssize_t clip(struct npz *npz, uint64_t idx, size_t len, uint64_t off)
     return (ssize_t)len;
 }
 
-ssize_t npz_locate(struct npz *npz, uint64_t idx, size_t len, uint64_t off, int *fd,
+/* The member behind file ino, or -ENOENT / -EISDIR. */
+static int64_t file_member(const struct npz *npz, uint64_t ino)
+{
+    const struct ns_node *n = ns_get(npz->ns, ino);
+    if (!n)
+        return -ENOENT;
+    if (n->is_dir || n->member == NS_NO_MEMBER)
+        return -EISDIR;
+    return (int64_t)n->member;
+}
+
+ssize_t npz_read(struct npz *npz, uint64_t ino, void *buf, size_t len, uint64_t off,
+                 enum read_mode mode, const atomic_bool *cancel)
+{
+    int64_t idx = file_member(npz, ino);
+    return idx < 0 ? idx : npz_read_member(npz, (uint64_t)idx, buf, len, off, mode, cancel);
+}
+
+ssize_t npz_locate(struct npz *npz, uint64_t ino, size_t len, uint64_t off, int *fd,
                    uint64_t *pos)
 {
-    if (idx < npz->zip.count && npz->ops[idx] != &reader_stored)
+    int64_t idx = file_member(npz, ino);
+    if (idx < 0)
+        return idx;
+    if (npz->ops[idx] != &reader_stored)
         return -ENOTSUP;
-    ssize_t n = clip(npz, idx, len, off);
+    ssize_t n = clip(npz, (uint64_t)idx, len, off);
     if (n > 0) {
         *fd = npz->env.fd;
         *pos = npz->zip.members[idx].data_off + off;
@@ -473,8 +530,8 @@ ssize_t npz_locate(struct npz *npz, uint64_t idx, size_t len, uint64_t off, int 
     return n;
 }
 
-ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t off,
-                 enum read_mode mode, const atomic_bool *cancel)
+ssize_t npz_read_member(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t off,
+                        enum read_mode mode, const atomic_bool *cancel)
 {
     ssize_t clipped = clip(npz, idx, len, off);
     if (clipped <= 0)
@@ -503,7 +560,7 @@ ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t 
     return n;
 }
 
-void npz_stats(struct npz *npz, uint64_t idx, struct reader_stats *out)
+void npz_member_stats(struct npz *npz, uint64_t idx, struct reader_stats *out)
 {
     *out = (struct reader_stats){0};
     if (idx >= npz->zip.count || !npz->ops[idx]->stats)
@@ -512,7 +569,7 @@ void npz_stats(struct npz *npz, uint64_t idx, struct reader_stats *out)
     npz->ops[idx]->stats(&m, out);
 }
 
-const char *npz_error(struct npz *npz, uint64_t idx)
+const char *npz_member_error(struct npz *npz, uint64_t idx)
 {
     if (idx >= npz->zip.count)
         return NULL;
@@ -523,4 +580,149 @@ const char *npz_error(struct npz *npz, uint64_t idx)
     if (!atomic_load(&npz->logged[idx]))
         return NULL;
     return npz->ops[idx]->why(&m);
+}
+
+/* Reads and parses member idx's npy header into a new slot; NULL when that failed for a reason
+ * that may pass (out of memory, interrupted), so that the next call tries again. */
+static struct npy_slot *read_npy(struct npz *npz, uint64_t idx)
+{
+    struct npy_slot *slot = calloc(1, sizeof *slot);
+    unsigned char pre[NPY_PREAMBLE], *buf = NULL;
+    if (!slot)
+        return NULL;
+    ssize_t n = npz_read_member(npz, idx, pre, sizeof pre, 0, READ_BLOCK, NULL);
+    int64_t size = n >= 0 ? npy_header_size(pre, (size_t)n) : n;
+    if (size > 0 && (buf = malloc((size_t)size)) != NULL)
+        n = npz_read_member(npz, idx, buf, (size_t)size, 0, READ_BLOCK, NULL);
+    else if (size > 0)
+        n = -ENOMEM;
+    if (n == -ENOMEM || n == -EINTR) {
+        free(buf);
+        free(slot);
+        return NULL;
+    }
+    int rc = buf && n == size ? npy_parse(buf, (size_t)n, &slot->h) : -EINVAL;
+    free(buf);
+    slot->valid = rc == 0;
+    if (rc == -ENOMEM) {
+        free(slot);
+        return NULL;
+    }
+    return slot;
+}
+
+const struct npy_header *npz_member_npy(struct npz *npz, uint64_t idx)
+{
+    if (idx >= npz->zip.count || npz->zip.members[idx].err || npz->zip.members[idx].is_dir)
+        return NULL;
+    struct npy_slot *slot = atomic_load(&npz->npy[idx]);
+    if (!slot) {
+        struct npy_slot *mine = read_npy(npz, idx), *none = NULL;
+        if (!mine)
+            return NULL;
+        if (atomic_compare_exchange_strong(&npz->npy[idx], &none, mine))
+            slot = mine;
+        else {
+            npy_slot_free(mine); /* another thread read it first */
+            slot = none;
+        }
+    }
+    return slot->valid ? &slot->h : NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The tree in file system terms. */
+
+/* Permission bits: what a Unix writer recorded (write bits cleared), else 0444 / 0555. numpy
+ * records 0600 with no file type, which is not a real Unix mode: only an entry whose mode has
+ * a file type says who should read it. */
+static mode_t perms(const struct zip_member *zm, bool is_dir)
+{
+    mode_t m = is_dir ? 0555 : 0444;
+    if (zm && (zm->mode & S_IFMT) != 0) {
+        m = zm->mode & 0555;
+        if (is_dir)
+            m |= (m & 0444) >> 2; /* a readable directory must be searchable */
+    }
+    return m;
+}
+
+static void fill_attr(const struct npz *npz, uint64_t ino, const struct ns_node *n,
+                      struct npz_attr *a)
+{
+    const struct zip_member *zm =
+        n->member == NS_NO_MEMBER ? NULL : &npz->zip.members[n->member];
+    *a = (struct npz_attr){.ino = ino, .is_dir = n->is_dir,
+                           .mode = (n->is_dir ? S_IFDIR : S_IFREG) | perms(zm, n->is_dir)};
+    if (!n->is_dir && zm) {
+        a->size = zm->usize;
+        a->blocks = zm->csize / 512 + (zm->csize % 512 != 0);
+    }
+    a->mtime = zm && zm->mtime_known ? (time_t)zm->mtime : npz->archive_mtime;
+}
+
+void npz_statfs(struct npz *npz, struct npz_fsinfo *out)
+{
+    *out = (struct npz_fsinfo){.archive_bytes = npz->zip.file_size,
+                               .inodes = ns_count(npz->ns), .members = npz->zip.count};
+}
+
+int npz_lookup(struct npz *npz, uint64_t dir, const char *name, uint64_t *ino)
+{
+    const struct ns_node *d = ns_get(npz->ns, dir);
+    if (!d)
+        return -ENOENT;
+    if (!d->is_dir)
+        return -ENOTDIR;
+    *ino = ns_lookup(npz->ns, dir, name);
+    return *ino ? 0 : -ENOENT;
+}
+
+int npz_getattr(struct npz *npz, uint64_t ino, struct npz_attr *out)
+{
+    const struct ns_node *n = ns_get(npz->ns, ino);
+    if (!n)
+        return -ENOENT;
+    fill_attr(npz, ino, n, out);
+    return 0;
+}
+
+int npz_readdir(struct npz *npz, uint64_t dir, uint64_t pos, const char **name,
+                struct npz_attr *attr)
+{
+    const struct ns_node *d = ns_get(npz->ns, dir);
+    if (!d)
+        return -ENOENT;
+    if (!d->is_dir)
+        return -ENOTDIR;
+    if (pos >= d->nchildren + 2)
+        return 0;
+    uint64_t ino = pos == 0 ? dir : pos == 1 ? d->parent : ns_child(npz->ns, d, pos - 2);
+    const struct ns_node *n = ns_get(npz->ns, ino);
+    *name = pos == 0 ? "." : pos == 1 ? ".." : n->name;
+    fill_attr(npz, ino, n, attr);
+    return 1;
+}
+
+int npz_path(struct npz *npz, uint64_t ino, char *buf, size_t len)
+{
+    const struct ns_node *n = ns_get(npz->ns, ino);
+    if (!n)
+        return -ENOENT;
+    size_t total = 0;
+    for (uint64_t i = ino; i != NS_ROOT; i = ns_get(npz->ns, i)->parent)
+        total += strlen(ns_get(npz->ns, i)->name) + (total ? 1 : 0);
+    if (total >= len || total > INT32_MAX)
+        return -ENAMETOOLONG;
+    buf[total] = '\0';
+    size_t end = total;
+    for (uint64_t i = ino; i != NS_ROOT; i = ns_get(npz->ns, i)->parent) {
+        const char *name = ns_get(npz->ns, i)->name;
+        size_t l = strlen(name);
+        if (end != total)
+            buf[--end] = '/';
+        end -= l;
+        memcpy(buf + end, name, l);
+    }
+    return (int)total;
 }

@@ -4,9 +4,15 @@
  * the decoded-data cache shared by all deflated members (cache.h), and the budget and list of
  * the archive's libarchive decoders.
  *
+ * What an adapter needs is here in file system terms: inodes (NPZ_ROOT is the root; numbers
+ * are dense, 1..npz_statfs's inodes, and the same archive always gets the same ones), lookup,
+ * attributes, directory entries, reads and extended attributes. The member table and the tree
+ * behind them stay inside the core (npz_core.h, for the core's own tests and tools).
+ *
  * Errors: negative errno. npz_open also writes a one-line reason (no newline) for the user.
  * Threads: after npz_open returns, every function may be called from any number of threads at
- * once, except npz_close, which must be the last call.
+ * once, except npz_close, which must be the last call. Everything an archive needs (decoder
+ * budgets, caches, threads) belongs to its npz: several may be open in one process.
  *
  * Memory: what the options bound is the chunk cache (cache), the checkpoint windows and tables
  * (index_mem), and in flight a few pieces per worker thread (threads); see the man page for
@@ -15,14 +21,14 @@
 #ifndef NPZMOUNT_NPZ_H
 #define NPZMOUNT_NPZ_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
-#include "namespace.h"
-#include "reader.h"
 #include "sched.h"
-#include "zipdir.h"
+#include "stop.h"
 
 struct npz_options {
     uint64_t span;        /* output bytes between deflate checkpoints (0: default; clamped to
@@ -66,40 +72,73 @@ void npz_close(struct npz *npz);
 int npz_index_all(struct npz *npz, void (*progress)(void *ctx, uint64_t done, uint64_t total),
                   void *ctx, char *msg, size_t msg_len);
 
-/* What the member's index says of itself (all zero for members without one, or not read). */
-void npz_stats(struct npz *npz, uint64_t idx, struct reader_stats *out);
-
-/* Why the member cannot be served, once a read of it failed (or zipdir flagged it); NULL
- * while it is healthy. The string lives as long as npz. */
-const char *npz_error(struct npz *npz, uint64_t idx);
-
 /* Starts the background work (indexing compressed members) unless disabled: after a daemon
  * has forked, since threads do not survive fork. */
 void npz_start(struct npz *npz);
 
-const struct zip_archive *npz_zip(const struct npz *npz);
-const struct ns *npz_ns(const struct npz *npz);
+#define NPZ_ROOT 1
+
+/* What stat(2) needs of an inode, before the mount's owner and masks are applied. */
+struct npz_attr {
+    uint64_t ino;
+    bool is_dir;
+    mode_t mode;     /* file type and permission bits: 0444 or 0555, or the bits a Unix
+                      * writer recorded with its write bits cleared */
+    uint64_t size;   /* uncompressed bytes (0 for directories) */
+    uint64_t blocks; /* 512-byte units of the compressed data */
+    time_t mtime;    /* the member's time, or the archive's for directories without an entry
+                      * and for numpy's 1980 placeholder */
+};
+
+struct npz_fsinfo {
+    uint64_t archive_bytes; /* size of the archive file */
+    uint64_t inodes;        /* root included */
+    uint64_t members;       /* entries of the archive */
+};
+
+void npz_statfs(struct npz *npz, struct npz_fsinfo *out);
+
+/* The inode named name in directory dir: 0, -ENOENT (no such name or no such dir), or
+ * -ENOTDIR. */
+int npz_lookup(struct npz *npz, uint64_t dir, const char *name, uint64_t *ino);
+
+/* 0, or -ENOENT when there is no such inode. */
+int npz_getattr(struct npz *npz, uint64_t ino, struct npz_attr *out);
+
+/* Entry pos of directory dir: 0 is ".", 1 is "..", then its children in a fixed order. Returns
+ * 1 with *name (living as long as npz) and *attr set, 0 past the last entry, -ENOENT or
+ * -ENOTDIR. */
+int npz_readdir(struct npz *npz, uint64_t dir, uint64_t pos, const char **name,
+                struct npz_attr *attr);
+
+/* Extended attributes of an inode (the man page lists them): npz_listxattr writes their
+ * names, each NUL-terminated, and npz_getxattr one value. With size 0 both return the length
+ * needed; else the length written, -ERANGE when size is too small, -ENODATA (no such
+ * attribute) or -ENOENT. Reading the npy header of a compressed member costs one decode of
+ * its first piece, the first time. */
+ssize_t npz_listxattr(struct npz *npz, uint64_t ino, char *buf, size_t size);
+ssize_t npz_getxattr(struct npz *npz, uint64_t ino, const char *name, char *buf, size_t size);
 
 /* What notices the archive changing while mounted (archive_watch.h); owned by npz. Reads fail
  * with -EIO once it has. */
 struct archive_watch;
 struct archive_watch *npz_watch(struct npz *npz);
 
-/* Copies up to len bytes of member idx, starting at off, into buf. Returns the number of bytes
- * (short only at the end of the member, 0 at or past it) or a negative errno (-EIO for a member
- * that cannot be served). mode is as in reader.h: READ_CACHED never decodes, READ_NOWAIT never
- * waits for another thread (-EAGAIN: run it as a job, see npz_submit). cancel, when not NULL,
- * is a flag that makes a long decode give up with -EINTR; so does npz_shutdown. Never
- * allocates for stored members. */
-ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t off,
+/* Copies up to len bytes of file ino, starting at off, into buf. Returns the number of bytes
+ * (short only at the end of the file, 0 at or past it) or a negative errno (-EIO for a member
+ * that cannot be served, -EISDIR, -ENOENT). mode is as in reader.h: READ_CACHED never decodes,
+ * READ_NOWAIT never waits for another thread (-EAGAIN: run it as a job, see npz_submit).
+ * cancel, when not NULL, is a flag that makes a long decode give up with -EINTR; so does
+ * npz_shutdown. Never allocates for stored members. */
+ssize_t npz_read(struct npz *npz, uint64_t ino, void *buf, size_t len, uint64_t off,
                  enum read_mode mode, const atomic_bool *cancel);
 
-/* For a stored member, where [off, off + len) of it lies in the archive, so that an adapter
- * can have the kernel copy it (splice) instead of reading it through a buffer: sets *fd and
- * *pos and returns the bytes to serve (0 at the end), or an error as npz_read would, or
- * -ENOTSUP for members that are not stored. The archive is checked for changes first, but the
- * caller's own read of *fd comes after that check. */
-ssize_t npz_locate(struct npz *npz, uint64_t idx, size_t len, uint64_t off, int *fd,
+/* For a stored member, where [off, off + len) of file ino lies in the archive, so that an
+ * adapter can have the kernel copy it (splice) instead of reading it through a buffer: sets
+ * *fd and *pos and returns the bytes to serve (0 at the end), or an error as npz_read would,
+ * or -ENOTSUP for members that are not stored. The archive is checked for changes first, but
+ * the caller's own read of *fd comes after that check. */
+ssize_t npz_locate(struct npz *npz, uint64_t ino, size_t len, uint64_t off, int *fd,
                    uint64_t *pos);
 
 /* Runs job on the decode workers (sched.h); its run() typically calls npz_read with
@@ -114,5 +153,28 @@ void npz_wake(struct npz *npz);
  * every submitted job has finished (they see -EINTR). For unmount and signals, once nothing
  * submits or wakes any more; cannot be undone. npz_close does it too. */
 void npz_shutdown(struct npz *npz);
+
+/* One member as `npzmount --list` shows it. */
+struct npy_header;
+struct npz_member_info {
+    const char *name;      /* the raw name: name_len bytes, NUL-terminated, may hold NULs */
+    size_t name_len;
+    size_t key_len;        /* np.load's key: the name less a final ".npy" */
+    uint64_t ino;          /* its inode (0: it has none, e.g. an entry for the root) */
+    uint64_t size, csize;  /* uncompressed and compressed bytes */
+    uint64_t offset;       /* of its local header in the archive file */
+    uint32_t crc32;
+    unsigned method;       /* the ZIP method number */
+    const char *method_name; /* "stored", "deflated", ..., or NULL for others */
+    const struct npy_header *npy; /* NULL unless its data starts with a valid npy header */
+};
+
+/* Fills out for member idx (0 <= idx < npz_statfs's members), reading its npy header the
+ * first time (see npz_getxattr). Returns 0 or -ENOENT. out's pointers live as long as npz. */
+int npz_member(struct npz *npz, uint64_t idx, struct npz_member_info *out);
+
+/* The path of inode ino below the mount point ("" for the root), '/'-separated. Returns its
+ * length, -ENAMETOOLONG when it does not fit in len bytes with its NUL, or -ENOENT. */
+int npz_path(struct npz *npz, uint64_t ino, char *buf, size_t len);
 
 #endif

@@ -13,10 +13,16 @@
  * and the reader promises that the thread it would have waited for calls cache_notify (or
  * fills a cache piece, which notifies) when it is done, so the caller knows when to retry.
  *
- * Threads: read and why may run concurrently, on the same member or others, once the state is
- * attached. Errors are negative errno; -EIO means the member cannot be served, -EACCES that it
- * is encrypted and the password is missing or wrong; why() then gives a one-line reason, never
- * NULL, that lives as long as the member's state.
+ * Threads: once the state is attached, read, why, prepare, save and stats may all run at once,
+ * on the same member or on others, from any number of threads; new_state may run in several
+ * threads for one member (reader_attach keeps one result); free_state runs once, last, when
+ * nothing else runs. A reader keeps no state outside env and its per-member state, so two
+ * archives open in one process share nothing.
+ * Errors are negative errno; -EIO means the member cannot be served, -EACCES that it
+ * is encrypted and the password is missing or wrong. why() may be called at
+ * any time, with or without state, and always returns a one-line reason (never NULL; a
+ * generic one before any failure), which lives as long as the member's state, that is until
+ * the archive is closed (npz_close).
  */
 #ifndef NPZMOUNT_READER_H
 #define NPZMOUNT_READER_H
@@ -62,8 +68,6 @@ struct reader_member {
     const struct zip_member *zm;
     void *state; /* from new_state, or NULL for readers without state */
 };
-
-enum read_mode { READ_BLOCK, READ_NOWAIT, READ_CACHED };
 
 struct read_ctl {
     enum read_mode mode;

@@ -17,6 +17,10 @@ struct stop {
     const atomic_int *yield_to; /* background work only: stop while this count is not 0 */
 };
 
+/* How far a read may go (reader.h says what each means). Here, so that npz.h can offer it
+ * without showing the readers. */
+enum read_mode { READ_BLOCK, READ_NOWAIT, READ_CACHED };
+
 static inline bool stop_now(const struct stop *s)
 {
     return s && ((s->request && atomic_load_explicit(s->request, memory_order_relaxed)) ||

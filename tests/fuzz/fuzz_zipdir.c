@@ -31,7 +31,8 @@
 #include <stdbool.h>
 
 #include "namespace.h"
-#include "npz.h"
+#include "listing.h"
+#include "npz_core.h"
 #include "zipdir.h"
 
 #define MEMBER_CAP (4u << 20)
@@ -307,7 +308,7 @@ static void check_bytes(uint64_t idx, const struct member_ref *r, uint64_t off, 
 static void reread(struct npz *npz, uint64_t idx, struct member_ref *ref, uint64_t at,
                    size_t len, const char *what)
 {
-    ssize_t r = npz_read(npz, idx, piece_buf, len, at, READ_BLOCK, NULL);
+    ssize_t r = npz_read_member(npz, idx, piece_buf, len, at, READ_BLOCK, NULL);
     if (r == -ENOMEM)
         return;
     bool tolerated = ref->kind == KIND_DEFLATED && fz_allow_decode_eio;
@@ -336,14 +337,14 @@ static void read_member(struct npz *npz, const struct zip_member *m, uint64_t id
 {
     ssize_t r;
     uint64_t want = ref->want;
-    r = npz_read(npz, idx, piece_buf, 16, m->usize, READ_BLOCK, NULL);
+    r = npz_read_member(npz, idx, piece_buf, 16, m->usize, READ_BLOCK, NULL);
     FZ_CHECK(r == 0, "read at usize of member %llu gave %zd", (unsigned long long)idx, r);
-    r = npz_read(npz, idx, piece_buf, 0, 0, READ_BLOCK, NULL);
+    r = npz_read_member(npz, idx, piece_buf, 0, 0, READ_BLOCK, NULL);
     FZ_CHECK(r == 0 || (r == -EIO && m->err != 0), "empty read of member %llu gave %zd",
              (unsigned long long)idx, r);
 
     if (m->err != 0 || (m->flags & ZIP_FLAG_ENCRYPTED)) { /* no password: locked */
-        r = npz_read(npz, idx, piece_buf, PIECE_MIN, 0, READ_BLOCK, NULL);
+        r = npz_read_member(npz, idx, piece_buf, PIECE_MIN, 0, READ_BLOCK, NULL);
         FZ_CHECK(r == (m->usize ? (m->err ? -EIO : -EACCES) : 0),
                  "broken or encrypted member %llu (%s) read gave %zd", (unsigned long long)idx,
                  m->err ? m->why : "encrypted", r);
@@ -367,7 +368,7 @@ static void read_member(struct npz *npz, const struct zip_member *m, uint64_t id
         size_t len = (size_t)fz_range(rng, PIECE_MIN, PIECE_MAX);
         if (len > want - off)
             len = (size_t)(want - off);
-        r = npz_read(npz, idx, piece_buf, len, off, READ_BLOCK, NULL);
+        r = npz_read_member(npz, idx, piece_buf, len, off, READ_BLOCK, NULL);
         if (r == -ENOMEM) {
             ref->want = 0; /* nothing to hold it to */
             return;
@@ -417,6 +418,36 @@ static void read_member(struct npz *npz, const struct zip_member *m, uint64_t id
     }
 }
 
+/* The metadata of every inode (npy headers from hostile member data included): every
+ * attribute listed can be read, with the length the size query gave. */
+static void check_metadata(struct npz *npz)
+{
+    struct npz_fsinfo info;
+    npz_statfs(npz, &info);
+    for (uint64_t idx = 0; idx < info.members; idx++) {
+        struct npz_member_info mi;
+        FZ_CHECK(npz_member(npz, idx, &mi) == 0, "member %llu has no info",
+                 (unsigned long long)idx);
+    }
+    char names[1024], val[1024];
+    for (uint64_t ino = NPZ_ROOT; ino <= info.inodes; ino++) {
+        ssize_t n = npz_listxattr(npz, ino, names, sizeof names);
+        FZ_CHECK(n >= 0 && n == npz_listxattr(npz, ino, NULL, 0), "listxattr of %llu: %zd",
+                 (unsigned long long)ino, n);
+        for (ssize_t at = 0; at < n; at += (ssize_t)strlen(names + at) + 1) {
+            ssize_t want = npz_getxattr(npz, ino, names + at, NULL, 0);
+            ssize_t got = npz_getxattr(npz, ino, names + at, val, sizeof val);
+            FZ_CHECK(want >= 0 && (got == want || (got == -ERANGE && want > (ssize_t)sizeof val)),
+                     "%s of %llu: %zd, then %zd", names + at, (unsigned long long)ino, want, got);
+        }
+    }
+    FILE *null = fopen("/dev/null", "w");
+    if (null) {
+        FZ_CHECK(listing_write(npz, null, info.members & 1) == 0, "listing failed");
+        fclose(null);
+    }
+}
+
 static void check_reads(struct npz *npz, const struct zip_archive *za, const uint8_t *data,
                         size_t size)
 {
@@ -424,7 +455,7 @@ static void check_reads(struct npz *npz, const struct zip_archive *za, const uin
     check_same_members(za, nz);
 
     uint64_t rng = fz_hash(data, size);
-    ssize_t r = npz_read(npz, nz->count, piece_buf, 1, 0, READ_BLOCK, NULL);
+    ssize_t r = npz_read_member(npz, nz->count, piece_buf, 1, 0, READ_BLOCK, NULL);
     FZ_CHECK(r == -EINVAL, "read of member %llu of %llu gave %zd",
              (unsigned long long)nz->count, (unsigned long long)nz->count, r);
 
@@ -519,6 +550,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (ns)
             check_same_ns(ns, npz_ns(npz));
         check_reads(npz, &za, data, size);
+        check_metadata(npz);
         npz_close(npz);
     }
     ns_free(ns);

@@ -17,26 +17,32 @@ import ziptool as Z  # noqa: E402  (tests/ziptool.py)
 # --------------------------------------------------------------------------------------------
 # the naming rule (src/namespace.h) as a model
 
-SUFFIX_ROOM = 24
 NAME_MAX_BYTES = 255
-COMPONENT_MAX = NAME_MAX_BYTES - SUFFIX_ROOM  # 231
+EXT_MAX = 16  # a final ".xyz" up to this long is an extension, which cuts and suffixes keep
 
 
 def name_components(raw):
-    """raw: the member name as UTF-8 bytes. Returns its usable components (bytes)."""
-    comps = []
-    for c in raw.split(b"/"):
-        if c in (b"", b".", b".."):
-            continue
-        if len(c) > COMPONENT_MAX:
-            n = COMPONENT_MAX
-            while n > 0 and (c[n] & 0xC0) == 0x80:
-                n -= 1
-            if n == 0:  # no character boundary at all: cut the bytes as they are
-                n = COMPONENT_MAX
-            c = c[:n]
-        comps.append(c.replace(b"\0", b"_"))
-    return comps
+    """raw: the member name as UTF-8 bytes. Returns its usable components (bytes, uncut)."""
+    return [c for c in raw.split(b"/") if c not in (b"", b".", b"..")]
+
+
+def make_name(c, suffix=0):
+    """The name component c gets: itself when it fits and needs no suffix, else its stem cut
+    (at a UTF-8 boundary when there is one) so that stem + "~N" + extension fits 255 bytes."""
+    c = c or b"_"
+    suf = b"~%d" % suffix if suffix else b""
+    if suffix or len(c) > NAME_MAX_BYTES:
+        dot = c.rfind(b".")
+        ext = c[dot:] if dot > 0 and len(c) - dot <= EXT_MAX else b""
+        stem = c[:len(c) - len(ext)]
+        if len(stem) + len(suf) + len(ext) > NAME_MAX_BYTES:
+            n = cut = NAME_MAX_BYTES - len(suf) - len(ext)
+            while cut > 0 and (c[cut] & 0xC0) == 0x80:
+                cut -= 1
+            stem = c[:cut or n]
+        c = stem + suf + ext
+    c = c.replace(b"\0", b"_")
+    return b"_" if c in (b"", b".", b"..") else c
 
 
 def raw_name(info):
@@ -69,7 +75,8 @@ def expected_tree(infos):
     rule of src/namespace.h: directories first; then every file that can keep its own path,
     latest first (the last duplicate wins); then the others, latest first, get the first free
     ~N suffix, counted by the holder of the plain name, so a suffix never takes a path that
-    some member has by its own name."""
+    some member has by its own name. A name too long to keep is cut in that last pass: it
+    takes its cut name when free, else a suffix too."""
     nodes = {(): Node("dir")}
 
     def ensure_dirs(comps):
@@ -81,7 +88,7 @@ def expected_tree(infos):
 
     for i, info in enumerate(infos):
         raw = raw_name(info)
-        comps = name_components(raw)
+        comps = [make_name(c) for c in name_components(raw)]
         if is_dir_entry(info):
             d = ensure_dirs(comps)
             if d:
@@ -90,26 +97,27 @@ def expected_tree(infos):
         else:
             ensure_dirs(comps[:-1])
 
-    def plain_key(info):
+    def leaf_key(info):
         comps = name_components(raw_name(info))
-        return tuple(comps[:-1]), (comps[-1] if comps else b"_")
+        return tuple(make_name(c) for c in comps[:-1]), (comps[-1] if comps else b"")
 
     renamed = []
     for i in range(len(infos) - 1, -1, -1):
         info = infos[i]
         if is_dir_entry(info):
             continue
-        parent, base = plain_key(info)
-        if parent + (base,) in nodes:
+        parent, leaf = leaf_key(info)
+        if len(leaf) > NAME_MAX_BYTES or parent + (make_name(leaf),) in nodes:
             renamed.append(i)
         else:
-            nodes[parent + (base,)] = Node("file", info, i)
+            nodes[parent + (make_name(leaf),)] = Node("file", info, i)
     for i in renamed:
         info = infos[i]
-        parent, base = plain_key(info)
-        owner = nodes[parent + (base,)]
-        while True:
-            cand = parent + (base + b"~%d" % owner.next_suffix,)
+        parent, leaf = leaf_key(info)
+        cand = parent + (make_name(leaf),)
+        owner = nodes.get(cand)
+        while owner is not None:
+            cand = parent + (make_name(leaf, owner.next_suffix),)
             owner.next_suffix += 1
             if cand not in nodes:
                 break

@@ -159,7 +159,7 @@ def test_duplicate_names(tmp_path, mount):
         ("x.npy", arr_bytes(1)), ("x.npy", arr_bytes(2)), ("x.npy", arr_bytes(3)),
         ("a", arr_bytes(4)), ("a/b.npy", arr_bytes(5)),
         ("sub/y.npy", arr_bytes(6)), ("sub/y.npy", arr_bytes(7)),
-        ("z.npy", arr_bytes(8)), ("z.npy~1", arr_bytes(9)), ("z.npy", arr_bytes(10)),
+        ("z.npy", arr_bytes(8)), ("z~1.npy", arr_bytes(9)), ("z.npy", arr_bytes(10)),
         ("d", arr_bytes(11)), ("d/", b""),
         # a member literally named w~1 keeps that name; the older w becomes w~2
         ("w~1", arr_bytes(12)), ("w", arr_bytes(13)), ("w", arr_bytes(14)),
@@ -169,10 +169,10 @@ def test_duplicate_names(tmp_path, mount):
     ]
     arc = S.write_zip(tmp_path / "dup.zip", [(zi(n), b) for n, b in members])
     want = {
-        "x.npy": arr_bytes(3), "x.npy~1": arr_bytes(2), "x.npy~2": arr_bytes(1),
+        "x.npy": arr_bytes(3), "x~1.npy": arr_bytes(2), "x~2.npy": arr_bytes(1),
         "a/b.npy": arr_bytes(5), "a~1": arr_bytes(4),
-        "sub/y.npy": arr_bytes(7), "sub/y.npy~1": arr_bytes(6),
-        "z.npy": arr_bytes(10), "z.npy~1": arr_bytes(9), "z.npy~2": arr_bytes(8),
+        "sub/y.npy": arr_bytes(7), "sub/y~1.npy": arr_bytes(6),
+        "z.npy": arr_bytes(10), "z~1.npy": arr_bytes(9), "z~2.npy": arr_bytes(8),
         "d~1": arr_bytes(11),
         "w~1": arr_bytes(12), "w": arr_bytes(14), "w~2": arr_bytes(13),
         "e/f.npy": arr_bytes(15), "e~1": arr_bytes(18), "e~2": arr_bytes(17),
@@ -231,7 +231,7 @@ def test_nul_cp437_utf8_and_long_names(tmp_path, mount):
     S.rename_member_bytes(arc, b"strasZe_Q.npy", b"stras\xe1e_\xb0.npy")
     want = {
         "nul_byte.npy": 1, "café.npy": 2, "strasße_░.npy": 3, "naïve_ünï.npy": 4,
-        "L" * 231: 5, "é" * 115: 6, "D" * 231 + "/f.npy": 7, "M" * 231: 9, "M" * 231 + "~1": 8,
+        "L" * 251 + ".npy": 5, "é" * 125 + ".npy": 6, "D" * 250 + "/f.npy": 7, "M" * 255: 9, "M" * 253 + "~1": 8,
     }
     ref = S.Reference(arc)
     assert {p: ref.data(p) for p in ref.files()} == {p: arr_bytes(v) for p, v in want.items()}

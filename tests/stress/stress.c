@@ -19,7 +19,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "npz.h"
+#include "npz_core.h"
 
 #define MAX_LEN (256u << 10)
 #define DEADLINE 120 /* seconds one read may take before it counts as stuck */
@@ -101,7 +101,7 @@ static void *blocking_reader(void *arg)
     unsigned char *buf = malloc(MAX_LEN);
     for (int i = 0; i < reads_per_thread && buf; i++) {
         struct request r = pick(&seed);
-        verify(&r, buf, npz_read(npz, r.idx, buf, r.len, r.off, READ_BLOCK, NULL), "block");
+        verify(&r, buf, npz_read_member(npz, r.idx, buf, r.len, r.off, READ_BLOCK, NULL), "block");
     }
     free(buf);
     return NULL;
@@ -116,7 +116,7 @@ static void *nowait_reader(void *arg)
         struct request r = pick(&seed);
         ssize_t n = -EAGAIN;
         if (rand_r(&seed) % 4 == 0) {
-            n = npz_read(npz, r.idx, buf, r.len, r.off, READ_CACHED, NULL);
+            n = npz_read_member(npz, r.idx, buf, r.len, r.off, READ_CACHED, NULL);
             if (n != -EAGAIN)
                 atomic_fetch_add(&cached_hits, 1);
         }
@@ -125,7 +125,7 @@ static void *nowait_reader(void *arg)
         double t0 = now();
         struct timespec pause = {0, 1000000};
         while (n == -EAGAIN && now() - t0 < DEADLINE) {
-            n = npz_read(npz, r.idx, buf, r.len, r.off, READ_NOWAIT, NULL);
+            n = npz_read_member(npz, r.idx, buf, r.len, r.off, READ_NOWAIT, NULL);
             if (n == -EAGAIN) {
                 atomic_fetch_add(&eagains, 1);
                 nanosleep(&pause, NULL);
@@ -152,7 +152,7 @@ struct job {
 static int job_run(struct sched_job *sj)
 {
     struct job *j = (struct job *)sj;
-    ssize_t n = npz_read(npz, j->r.idx, j->buf, j->r.len, j->r.off, READ_NOWAIT, NULL);
+    ssize_t n = npz_read_member(npz, j->r.idx, j->buf, j->r.len, j->r.off, READ_NOWAIT, NULL);
     if (n == -EAGAIN) {
         atomic_fetch_add(&eagains, 1);
         return -EAGAIN;

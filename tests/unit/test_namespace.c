@@ -471,7 +471,7 @@ static void test_directory_named_files(void)
 
     ns = BUILD(&za, D("data.npy/"), N("data.npy/x"), N("data.npy"));
     if (ns)
-        CHECK_TREE(ns, "d data.npy", "f data.npy/x #1", "f data.npy~1 #2", "f data.npy~2 #0");
+        CHECK_TREE(ns, "d data.npy", "f data.npy/x #1", "f data~1.npy #2", "f data~2.npy #0");
     done(ns, &za);
 }
 
@@ -501,16 +501,22 @@ static char *rep(int c, size_t n, const char *tail)
 static void test_long_components(void)
 {
     char *names[] = {
-        rep('a', 300, ".npy"),                 /* 0: cut to 231 'a' */
-        rep('b', 231, ""),                     /* 1: exactly 231: kept */
-        rep('c', 232, ""),                     /* 2: cut to 231 */
-        rep('d', 230, "\xc3\xa9tail"),         /* 3: 2-byte char at 230..231: cut to 230 */
-        rep('e', 229, "\xe2\x82\xac..."),      /* 4: 3-byte char at 229..231: cut to 229 */
-        rep('f', 228, "\xf0\x9f\x98\x80zz"),   /* 5: 4-byte char at 228..231: cut to 228 */
-        rep('g', 227, "\xf0\x9f\x98\x80zz"),   /* 6: 4-byte char at 227..230: kept, cut 231 */
-        rep('h', 300, "/x.npy"),               /* 7: directory component cut to 231 */
-        rep('i', 231, "1"),                    /* 8: same 231-byte prefix as 9 */
-        rep('i', 231, "2"),                    /* 9: last of the two: keeps the plain name */
+        rep('a', 300, ".npy"),                 /* 0: cut to 251 'a', keeping .npy */
+        rep('b', 255, ""),                     /* 1: exactly 255: kept */
+        rep('c', 256, ""),                     /* 2: cut to 255 */
+        rep('d', 254, "\xc3\xa9tail"),         /* 3: 2-byte char at 254..255: cut to 254 */
+        rep('e', 253, "\xe2\x82\xaczzz"),      /* 4: 3-byte char at 253..255: cut to 253 */
+        rep('f', 252, "\xf0\x9f\x98\x80zz"),   /* 5: 4-byte char at 252..255: cut to 252 */
+        rep('g', 251, "\xf0\x9f\x98\x80zz"),   /* 6: 4-byte char at 251..254: kept, cut 255 */
+        rep('h', 300, "/x.npy"),               /* 7: directory component cut to 255 */
+        rep('i', 255, "1"),                    /* 8: same 255-byte cut as 9 */
+        rep('i', 255, "2"),                    /* 9: last of the two: keeps the cut name */
+        rep('j', 255, ""),                     /* 10: 255 bytes, a duplicate of 11 */
+        rep('j', 255, ""),                     /* 11: the last: keeps the name */
+        rep('k', 251, ".npy"),                 /* 12: 255 bytes with .npy, duplicate of 13 */
+        rep('k', 251, ".npy"),                 /* 13 */
+        rep('m', 255, ""),                     /* 14: fits: keeps its name, though first */
+        rep('m', 300, ""),                     /* 15: cut to 14's name: gets a suffix */
     };
     size_t n = sizeof names / sizeof names[0];
     struct zip_archive za = make_za(NULL, 0, n);
@@ -523,16 +529,22 @@ static void test_long_components(void)
             char *path;
             uint64_t member;
         } want[] = {
-            {rep('a', 231, ""), 0},
-            {rep('b', 231, ""), 1},
-            {rep('c', 231, ""), 2},
-            {rep('d', 230, ""), 3},
-            {rep('e', 229, ""), 4},
-            {rep('f', 228, ""), 5},
-            {rep('g', 227, "\xf0\x9f\x98\x80"), 6},
-            {rep('h', 231, "/x.npy"), 7},
-            {rep('i', 231, ""), 9},
-            {rep('i', 231, "~1"), 8},
+            {rep('a', 251, ".npy"), 0},
+            {rep('b', 255, ""), 1},
+            {rep('c', 255, ""), 2},
+            {rep('d', 254, ""), 3},
+            {rep('e', 253, ""), 4},
+            {rep('f', 252, ""), 5},
+            {rep('g', 251, "\xf0\x9f\x98\x80"), 6},
+            {rep('h', 255, "/x.npy"), 7},
+            {rep('i', 255, ""), 9},
+            {rep('i', 253, "~1"), 8},
+            {rep('j', 255, ""), 11},
+            {rep('j', 253, "~1"), 10},
+            {rep('k', 251, ".npy"), 13},
+            {rep('k', 249, "~1.npy"), 12},
+            {rep('m', 255, ""), 14},
+            {rep('m', 253, "~1"), 15},
         };
         for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
             check_context("long name %zu", i);
@@ -544,7 +556,7 @@ static void test_long_components(void)
             free(want[i].path);
         }
         check_context("%s", "");
-        CHECK_EQ_U64(ns_count(ns), 1 + n + 1); /* root, ten files, one directory */
+        CHECK_EQ_U64(ns_count(ns), 1 + n + 1); /* root, the files, one directory */
     }
     ns_free(ns);
     free_za(&za);
@@ -602,7 +614,8 @@ static void test_cut_to_dots(void)
         }
         uint64_t d = ns_lookup(ns, NS_ROOT, "_");
         CHECK(d != 0 && ns_get(ns, d)->is_dir && ns_lookup(ns, d, "inner.npy") != 0);
-        CHECK(ns_lookup(ns, NS_ROOT, "_~1") != 0); /* the file, renamed away from the dir */
+        CHECK(ns_lookup(ns, NS_ROOT, ".~1") != 0); /* the file, renamed away from the dir: the
+                                                     * suffix needs no cut to ".." */
     }
     ns_free(ns);
     free_za(&za);
@@ -745,13 +758,13 @@ static void test_many_duplicates(void)
         CHECK_EQ_U64(ns_count(ns), n + 1);
         uint64_t ino = ns_lookup(ns, NS_ROOT, "x.npy");
         CHECK(ino && ns_get(ns, ino)->member == n - 1);
-        ino = ns_lookup(ns, NS_ROOT, "x.npy~1");
+        ino = ns_lookup(ns, NS_ROOT, "x~1.npy");
         CHECK(ino && ns_get(ns, ino)->member == n - 2);
-        ino = ns_lookup(ns, NS_ROOT, "x.npy~50000");
+        ino = ns_lookup(ns, NS_ROOT, "x~50000.npy");
         CHECK(ino && ns_get(ns, ino)->member == n - 1 - 50000);
-        ino = ns_lookup(ns, NS_ROOT, "x.npy~99999");
+        ino = ns_lookup(ns, NS_ROOT, "x~99999.npy");
         CHECK(ino && ns_get(ns, ino)->member == 0);
-        CHECK_EQ_U64(ns_lookup(ns, NS_ROOT, "x.npy~100000"), 0);
+        CHECK_EQ_U64(ns_lookup(ns, NS_ROOT, "x~100000.npy"), 0);
         check_invariants(ns, &za);
     }
     ns_free(ns);
@@ -762,9 +775,9 @@ static void test_many_duplicates(void)
     if (build_in_time(&za, &ns, "100,000 collisions with a directory")) {
         uint64_t ino = ns_lookup(ns, NS_ROOT, "x.npy");
         CHECK(ino && ns_get(ns, ino)->is_dir);
-        ino = ns_lookup(ns, NS_ROOT, "x.npy~1");
+        ino = ns_lookup(ns, NS_ROOT, "x~1.npy");
         CHECK(ino && ns_get(ns, ino)->member == n - 1);
-        ino = ns_lookup(ns, NS_ROOT, "x.npy~100000");
+        ino = ns_lookup(ns, NS_ROOT, "x~100000.npy");
         CHECK(ino && ns_get(ns, ino)->member == 0);
         CHECK_EQ_U64(ns_count(ns), n + 3);
     }
@@ -772,7 +785,7 @@ static void test_many_duplicates(void)
     free_za(&za);
 }
 
-/* Names x.npy~1 .. x.npy~n taken by members of their own, then n duplicates of x.npy: the first
+/* Names x~1.npy .. x.npy~n taken by members of their own, then n duplicates of x.npy: the first
  * duplicate renamed skips the n taken names and the others go on from there, so the build
  * stays linear (probing from ~1 for each duplicate would take n^2 lookups). */
 static void test_taken_suffixes(void)
@@ -781,7 +794,7 @@ static void test_taken_suffixes(void)
     struct zip_archive za = make_za(NULL, 0, 2 * n);
     char buf[64];
     for (size_t k = 1; k <= n; k++)
-        add_member(&za, buf, (size_t)snprintf(buf, sizeof buf, "x.npy~%zu", k));
+        add_member(&za, buf, (size_t)snprintf(buf, sizeof buf, "x~%zu.npy", k));
     for (size_t i = 0; i < n; i++)
         add_member(&za, "x.npy", 5);
     struct ns *ns = NULL;
@@ -793,14 +806,14 @@ static void test_taken_suffixes(void)
         } want[] = {{0, 2 * n - 1}, {1, 0}, {n, n - 1}, {n + 1, 2 * n - 2}, {2 * n - 1, n}};
         for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
             if (want[i].suffix)
-                snprintf(buf, sizeof buf, "x.npy~%zu", want[i].suffix);
+                snprintf(buf, sizeof buf, "x~%zu.npy", want[i].suffix);
             else
                 snprintf(buf, sizeof buf, "x.npy");
             uint64_t ino = ns_lookup(ns, NS_ROOT, buf);
             if (check_report(ino != 0, __FILE__, __LINE__, "%s missing", buf))
                 CHECK_EQ_U64(ns_get(ns, ino)->member, want[i].member);
         }
-        snprintf(buf, sizeof buf, "x.npy~%zu", 2 * n);
+        snprintf(buf, sizeof buf, "x~%zu.npy", 2 * n);
         CHECK_EQ_U64(ns_lookup(ns, NS_ROOT, buf), 0);
         check_invariants(ns, &za);
     }
