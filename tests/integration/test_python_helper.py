@@ -167,6 +167,11 @@ def test_ctrl_c_is_held_back_while_mounting_or_unmounting():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+# How --list names ZIP methods (zipfile's constants are the numbers from the ZIP format).
+METHOD_NAMES = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated",
+                zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
+
+
 def _has_list_json():
     out = subprocess.run([S.BIN, "--help"], capture_output=True, text=True)
     return "--list" in out.stdout + out.stderr
@@ -182,8 +187,9 @@ def test_info_matches_zipfile_and_numpy(archive):
         for row in rows:
             name = row["key"] if row["key"] in infos else row["key"] + ".npy"
             zi = infos[name]
-            assert (row["size"], row["compressed_size"], row["method"], row["crc32"]) == \
-                (zi.file_size, zi.compress_size, zi.compress_type, zi.CRC), row
+            assert (row["size"], row["compressed_size"], row["crc32"]) == \
+                (zi.file_size, zi.compress_size, zi.CRC), row
+            assert row["method"] == METHOD_NAMES[zi.compress_type], row
             with zf.open(name) as f:
                 version = np.lib.format.read_magic(f)
                 shape, fortran, dtype = np.lib.format._read_array_header(f, version)
