@@ -20,6 +20,7 @@
 #include "fuse_ops.h"
 #include "io.h"
 #include "log.h"
+#include "optimize.h"
 
 struct config {
     const char *archive;
@@ -44,6 +45,9 @@ struct config {
     int blkdev;
     char *logfile;
     char *made_mountpoint; /* the directory npzmount created for the mount, removed after */
+    int optimize_mode;     /* --optimize IN OUT: the non-option arguments are the two files */
+    int compress;
+    char *chunk_size;
 };
 
 #define OPT(t, p) {t, offsetof(struct config, p), 1}
@@ -58,6 +62,9 @@ static const struct fuse_opt opt_spec[] = {
     {"decoder_mem=%s", offsetof(struct config, decoder_mem), 0},
     OPT("-h", help), OPT("--help", help), OPT("-V", version), OPT("--version", version),
     OPT("--index", index_mode),
+    OPT("--optimize", optimize_mode), OPT("--compress", compress),
+    {"--threads=%s", offsetof(struct config, threads), 0},
+    {"--chunk-size=%s", offsetof(struct config, chunk_size), 0},
     /* libfuse mounts with max_read but fails INIT (after the parent has exited 0) unless the
      * file system repeats it: note it, and keep it for libfuse. */
     {"max_read=%u", offsetof(struct config, max_read), 0},
@@ -114,6 +121,9 @@ static void usage(FILE *f)
             "    -o nofollow            once the archive changed, read EIO instead of switching\n"
             "                           to its new version\n"
             "    -o noauto_unmount      leave the mount behind (stale) if the daemon is killed\n"
+            "    --optimize IN OUT      rewrite IN as a seek-optimized ZIP (SOZip) into OUT;\n"
+            "                           with --compress (stored members deflated too),\n"
+            "                           --chunk-size=SIZE (default 256k), --threads=N\n"
             "    SIZE is a number of bytes with an optional k, M or G suffix (powers of 1024).\n"
             "\n");
 }
@@ -135,7 +145,7 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 {
     (void)outargs;
     struct config *cfg = data;
-    if (key == FUSE_OPT_KEY_NONOPT && cfg->index_mode) {
+    if (key == FUSE_OPT_KEY_NONOPT && (cfg->index_mode || cfg->optimize_mode)) {
         const char **a = realloc(cfg->archives, (size_t)(cfg->narchives + 1) * sizeof *a);
         if (!a)
             return -1;
@@ -417,6 +427,43 @@ static int index_archives(const struct config *cfg, const struct npz_options *no
     return status;
 }
 
+/* npzmount --optimize IN OUT: rewrites IN as a seek-optimized ZIP (optimize.h) and prints
+ * what that cost in size. Returns the exit status. */
+static int optimize_archive(const struct config *cfg, struct npz_options *nopt, int extra_args)
+{
+    struct optimize_options o = {.compress_stored = cfg->compress};
+    struct optimize_stats st;
+    uint64_t chunk = 0;
+    char msg[512];
+    int status = parse_tuning(cfg, nopt);
+    if (status)
+        return status;
+    if (cfg->narchives != 2 || extra_args)
+        return error(2, "usage: npzmount --optimize [--compress] [--threads=N] "
+                        "[--chunk-size=SIZE] IN.npz OUT.npz");
+    if (cfg->chunk_size && (parse_size(cfg->chunk_size, &chunk) < 0 ||
+                            chunk < OPTIMIZE_MIN_CHUNK || chunk > OPTIMIZE_MAX_CHUNK))
+        return error(2, "--chunk-size=%s: expected a size from 4k to 64M", cfg->chunk_size);
+    o.chunk_size = (uint32_t)chunk;
+    o.threads = nopt->threads;
+    bool tty = isatty(STDERR_FILENO);
+    struct progress p = {.name = cfg->archives[0]};
+    clock_gettime(CLOCK_MONOTONIC, &p.start);
+    int rc = optimize_run(cfg->archives[0], cfg->archives[1], &o, tty ? show_progress : NULL,
+                          &p, &st, msg, sizeof msg);
+    if (tty)
+        fputc('\n', stderr);
+    if (rc < 0)
+        return error(1, "%s", msg);
+    printf("%s: %.1f MiB -> %s: %.1f MiB (%+.2f %%); %llu of %llu members seek-optimized\n",
+           cfg->archives[0], (double)st.in_bytes / 1048576, cfg->archives[1],
+           (double)st.out_bytes / 1048576,
+           st.in_bytes ? 100.0 * ((double)st.out_bytes - (double)st.in_bytes) /
+                             (double)st.in_bytes : 0.0,
+           (unsigned long long)st.indexed, (unsigned long long)st.members);
+    return 0;
+}
+
 static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)
 {
     if (opts->singlethread)
@@ -545,6 +592,8 @@ int main(int argc, char **argv)
      * freed chunks in per-thread arenas beyond the cache bound. */
     mallopt(M_MMAP_THRESHOLD, 128 << 10);
     fuse_set_log_func(fuse_logger);
+    for (int i = 1; i < argc; i++) /* before parsing: it changes what the file names are */
+        cfg.optimize_mode |= strcmp(argv[i], "--optimize") == 0;
     if (fuse_opt_parse(&args, &cfg, opt_spec, opt_proc) != 0)
         goto out;
     if (cfg.help) {
@@ -557,6 +606,10 @@ int main(int argc, char **argv)
     if (cfg.version) {
         printf("npzmount %s (libfuse %s)\n", NPZMOUNT_VERSION, fuse_pkgversion());
         status = 0;
+        goto out;
+    }
+    if (cfg.optimize_mode) {
+        status = optimize_archive(&cfg, &nopt, args.argc > 1);
         goto out;
     }
     for (int i = 1; i < argc; i++) /* --index changes what the other arguments mean */
@@ -634,6 +687,7 @@ out:
     free(cfg.fmask);
     free(cfg.dmask);
     free(cfg.logfile);
+    free(cfg.chunk_size);
     free(archive_abs);
     fuse_opt_free_args(&args);
     return status;
