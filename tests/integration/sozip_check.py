@@ -1,0 +1,119 @@
+"""An independent SOZip 0.5 checker for the --optimize tests (written from the specification,
+sharing nothing with src/optimize.c): the central directory comes from Python's zipfile, every
+local header and hidden index is parsed here, and every chunk is inflated on its own by zlib.
+
+check_archive(path) returns {member name: Index} for the members that carry an index and
+raises AssertionError on anything the specification forbids.
+"""
+
+import struct
+import zlib
+import zipfile
+
+LOCAL = struct.Struct("<IHHHHHIIIHH")  # signature ... name length, extra length
+INDEX_HEADER = struct.Struct("<IIIIQQ")
+
+
+class Index:
+    def __init__(self, chunk_size, offset_size, offsets, usize, csize):
+        self.chunk_size = chunk_size
+        self.offset_size = offset_size
+        self.offsets = offsets
+        self.usize = usize
+        self.csize = csize
+
+
+def hidden_name(name):
+    """dir/x.npy -> dir/.x.npy.sozip.idx"""
+    head, sep, base = name.rpartition("/")
+    return f"{head}{sep}.{base}.sozip.idx"
+
+
+def _zip64_sizes(extra):
+    i = 0
+    while i + 4 <= len(extra):
+        hid, n = struct.unpack_from("<HH", extra, i)
+        if hid == 1:
+            assert n >= 16, "local ZIP64 field must hold both sizes"
+            return struct.unpack_from("<QQ", extra, i + 4)
+        i += 4 + n
+    raise AssertionError("saturated local sizes without a ZIP64 field")
+
+
+def read_local(data, off):
+    """(name bytes, method, flags, crc, csize, usize, data offset) of the local header at off."""
+    assert data[off:off + 4] == b"PK\x03\x04", f"no local header at {off}"
+    (_sig, _ver, flags, method, _t, _d, crc, csize, usize, nlen,
+     xlen) = LOCAL.unpack_from(data, off)
+    name = data[off + 30:off + 30 + nlen]
+    extra = data[off + 30 + nlen:off + 30 + nlen + xlen]
+    if csize == 0xFFFFFFFF or usize == 0xFFFFFFFF:
+        usize, csize = _zip64_sizes(extra)
+    return name, method, flags, crc, csize, usize, off + 30 + nlen + xlen
+
+
+def parse_index(payload, usize, csize):
+    assert len(payload) >= 32, "index shorter than its header"
+    version, skip, chunk, osize, iu, ic = INDEX_HEADER.unpack_from(payload)
+    assert version == 1, version
+    assert chunk > 0
+    assert osize in (4, 8), osize
+    assert (iu, ic) == (usize, csize), ("index sizes differ from the member's",
+                                        (iu, ic), (usize, csize))
+    assert usize > chunk, "an index is only allowed for members larger than a chunk"
+    n = (usize - 1) // chunk
+    assert len(payload) == 32 + skip + n * osize, "offset section of the wrong length"
+    fmt = "<%d%s" % (n, "I" if osize == 4 else "Q")
+    offsets = list(struct.unpack_from(fmt, payload, 32 + skip))
+    assert all(a < b for a, b in zip([0] + offsets, offsets)), "offsets not ascending"
+    assert not offsets or offsets[-1] < csize, "offset past the compressed data"
+    return Index(chunk, osize, offsets, usize, csize)
+
+
+def check_chunks(raw, index, crc):
+    """Every chunk inflates on its own to exactly chunk_size bytes (the last to the rest), and
+    all of them together give the member's CRC-32."""
+    bounds = [0] + index.offsets + [len(raw)]
+    total, got_crc = 0, 0
+    for k in range(len(bounds) - 1):
+        d = zlib.decompressobj(-15)
+        out = d.decompress(raw[bounds[k]:bounds[k + 1]])
+        last = k == len(bounds) - 2
+        want = index.usize - total if last else index.chunk_size
+        assert len(out) == want, f"chunk {k}: {len(out)} bytes, expected {want}"
+        assert d.eof == last, f"chunk {k}: final block {'missing' if last else 'too early'}"
+        assert not d.unused_data, f"chunk {k}: data after the final block"
+        total += len(out)
+        got_crc = zlib.crc32(out, got_crc)
+    assert got_crc == crc, "chunks do not give the member's CRC-32"
+
+
+def check_archive(path):
+    data = open(path, "rb").read()
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+    names = {i.filename for i in infos}
+    found = {}
+    for info in infos:
+        name, method, flags, crc, csize, usize, start = read_local(data, info.header_offset)
+        assert name.decode("utf-8" if flags & 0x800 else "cp437") == info.orig_filename
+        assert method == info.compress_type
+        if not flags & 8:  # sizes in the local header must agree with the central directory
+            assert (crc, csize, usize) == (info.CRC, info.compress_size, info.file_size), \
+                info.filename
+        end = start + info.compress_size
+        if data[end:end + 4] != b"PK\x03\x04":
+            continue
+        iname, imethod, _f, icrc, icsize, iusize, istart = read_local(data, end)
+        if iname.decode("utf-8", "replace") != hidden_name(info.orig_filename):
+            continue  # the next member's own header: no index
+        assert iname.decode("utf-8") not in names, "the index is listed in the directory"
+        assert imethod == 0, "index not stored"
+        assert icsize == iusize
+        payload = data[istart:istart + iusize]
+        assert zlib.crc32(payload) == icrc, "index CRC-32"
+        assert info.compress_type == zipfile.ZIP_DEFLATED, "index on a member not deflated"
+        index = parse_index(payload, info.file_size, info.compress_size)
+        check_chunks(data[start:end], index, info.CRC)
+        found[info.filename] = index
+    return found
