@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -427,6 +428,14 @@ static int index_archives(const struct config *cfg, const struct npz_options *no
     return status;
 }
 
+static atomic_bool optimize_cancel;
+
+static void optimize_stop(int sig)
+{
+    (void)sig;
+    atomic_store(&optimize_cancel, true);
+}
+
 /* npzmount --optimize IN OUT: rewrites IN as a seek-optimized ZIP (optimize.h) and prints
  * what that cost in size. Returns the exit status. */
 static int optimize_archive(const struct config *cfg, struct npz_options *nopt, int extra_args)
@@ -446,6 +455,12 @@ static int optimize_archive(const struct config *cfg, struct npz_options *nopt, 
         return error(2, "--chunk-size=%s: expected a size from 4k to 64M", cfg->chunk_size);
     o.chunk_size = (uint32_t)chunk;
     o.threads = nopt->threads;
+    o.cancel = &optimize_cancel;
+    /* a stop removes the temporary file instead of leaving it behind */
+    struct sigaction sa = {.sa_handler = optimize_stop};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     bool tty = isatty(STDERR_FILENO);
     struct progress p = {.name = cfg->archives[0]};
     clock_gettime(CLOCK_MONOTONIC, &p.start);

@@ -290,6 +290,11 @@ static void report(struct ctx *c, uint64_t bytes)
         c->progress(c->progress_ctx, c->done, c->total);
 }
 
+static bool cancelled(const struct ctx *c)
+{
+    return c->opt->cancel && atomic_load(c->opt->cancel);
+}
+
 static int put(struct ctx *c, const void *buf, size_t len)
 {
     int rc = io_write_exact(c->out_fd, buf, len, c->cursor);
@@ -346,6 +351,8 @@ static int deflate_member(struct ctx *c, struct source *src, uint64_t usize, uin
         struct job *j = NULL;
         while (rc == 0 && !(j = pool_next(&c->pool)))
             rc = retire_one(c, data_start, crc);
+        if (rc == 0 && cancelled(c))
+            rc = -EINTR;
         if (rc < 0)
             break;
         j->in_len = usize - pos < c->chunk ? (size_t)(usize - pos) : c->chunk;
@@ -365,6 +372,8 @@ static int deflate_member(struct ctx *c, struct source *src, uint64_t usize, uin
 static int copy_member(struct ctx *c, const struct zip_member *m)
 {
     for (uint64_t pos = 0; pos < m->csize;) {
+        if (cancelled(c))
+            return -EINTR;
         size_t n = m->csize - pos < COPY_BUF ? (size_t)(m->csize - pos) : COPY_BUF;
         int rc = io_read_exact(c->in_fd, c->copy_buf, n, m->data_off + pos);
         if (rc < 0)
@@ -516,6 +525,8 @@ static int write_data(struct ctx *c, const struct zip_member *m, struct zw_entry
 
 static int member_fail(struct ctx *c, const struct zip_member *m, int rc)
 {
+    if (rc == -EINTR)
+        return io_fail(c->msg, c->msg_len, rc, "%s: interrupted", c->in_path);
     const char *why = rc == -EBADMSG ? "data does not match its CRC-32"
                       : rc == -EIO   ? "data is corrupt or not of its stated size"
                       : rc == -E2BIG ? "extra fields too long to add ZIP64 sizes"
@@ -604,6 +615,8 @@ static int rewrite_all(struct ctx *c)
                                                        : c->za.members[i].csize;
     const unsigned char *ce = c->cd;
     for (uint64_t i = 0; i < c->za.count; i++) {
+        if (cancelled(c))
+            return io_fail(c->msg, c->msg_len, -EINTR, "%s: interrupted", c->in_path);
         if ((rc = rewrite_member(c, &c->za.members[i], ce)) < 0)
             return rc;
         ce += ZW_CENTRAL_LEN + le16(ce + 28) + le16(ce + 30) + le16(ce + 32);

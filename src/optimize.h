@@ -22,6 +22,7 @@
 #ifndef NPZMOUNT_OPTIMIZE_H
 #define NPZMOUNT_OPTIMIZE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -35,6 +36,8 @@ struct optimize_options {
     uint32_t chunk_size;  /* 0: OPTIMIZE_DEFAULT_CHUNK; else MIN..MAX */
     unsigned threads;     /* compressing threads; 0: the number of CPUs */
     bool compress_stored; /* deflate stored members too */
+    const atomic_bool *cancel; /* when not NULL and set (by a signal handler, say), the run
+                                * stops within a chunk and fails with -EINTR */
 };
 
 struct optimize_stats {

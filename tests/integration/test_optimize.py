@@ -7,6 +7,9 @@ its own with zlib. Nothing here mounts.
 
 import io
 import os
+import signal
+import subprocess
+import time
 import struct
 import zipfile
 
@@ -252,3 +255,29 @@ def test_usage_errors(tmp_path, args):
     assert r.returncode == 2, r
     assert len(r.stderr.strip().splitlines()) == 1, r
     assert os.listdir(tmp_path) == []
+
+
+def test_interrupted(tmp_path):
+    """SIGINT while writing: exit 1, one line, and the temporary file is gone."""
+    src, dst = tmp_path / "in.npz", tmp_path / "out.npz"
+    np.savez(src, a=np.random.default_rng(3).standard_normal(2 << 20))
+    proc = subprocess.Popen([S.BIN, "--optimize", "--compress", "--threads=1", "--chunk-size=4k",
+                             src, dst],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while len(os.listdir(tmp_path)) < 2 and proc.poll() is None:
+            assert time.monotonic() < deadline, "no temporary file appeared"
+            time.sleep(0.001)  # polling for the file, not synchronising by time
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode == 0:
+        pytest.skip("the rewrite finished before the signal arrived")
+    assert proc.returncode == 1, err
+    assert err.decode().strip().endswith("interrupted"), err
+    no_leftovers(tmp_path, ["in.npz"])
