@@ -12,6 +12,7 @@ import zipfile
 
 LOCAL = struct.Struct("<IHHHHHIIIHH")  # signature ... name length, extra length
 INDEX_HEADER = struct.Struct("<IIIIQQ")
+FLUSH_MARKERS = b"\x00\x00\xff\xff\x00\x00\x00\xff\xff"
 
 
 class Index:
@@ -76,6 +77,8 @@ def check_chunks(raw, index, crc):
     bounds = [0] + index.offsets + [len(raw)]
     total, got_crc = 0, 0
     for k in range(len(bounds) - 1):
+        if k > 0:  # what a Z_SYNC_FLUSH then a Z_FULL_FLUSH leave: two empty stored blocks
+            assert raw[bounds[k] - 9:bounds[k]] == FLUSH_MARKERS, f"chunk {k - 1}: no flushes"
         d = zlib.decompressobj(-15)
         out = d.decompress(raw[bounds[k]:bounds[k + 1]])
         last = k == len(bounds) - 2
