@@ -440,8 +440,8 @@ static int write_index(struct ctx *c, const struct zw_entry *member)
         .version_made = member->version_made, .version_needed = 10,
         .flags = member->flags & ZIP_FLAG_UTF8, .method = ZIP_METHOD_STORED,
         .dos_time = member->dos_time, .dos_date = member->dos_date,
-        .crc32 = (uint32_t)crc32(0, data, (uInt)len), .csize = len, .usize = len,
-        .header_off = c->cursor,
+        .crc32 = (uint32_t)crc32_z(0, data, len), .csize = len, .usize = len,
+        .header_off = c->cursor, .local_zip64 = zw_needs_zip64(len, len),
     };
     int rc = put(c, c->scratch, zw_local(c->scratch, &e));
     if (rc == 0)

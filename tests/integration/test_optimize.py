@@ -163,19 +163,40 @@ def test_threads_do_not_change_the_output(tmp_path):
     assert outs[0] == outs[1] == outs[2]
 
 
+def _central_zip64(path, name):
+    """Rewrites member name's central entry with saturated sizes and a ZIP64 field holding
+    them, as writers do for members past 4 GiB."""
+    data = bytearray(path.read_bytes())
+    e = S.find_entry(S.zip_layout(bytes(data)), name)
+    nlen, xlen = struct.unpack_from("<HH", data, e.cd_off + 28)
+    at = e.cd_off + 46 + nlen + xlen
+    struct.pack_into("<IIHH", data, e.cd_off + 20, 0xFFFFFFFF, 0xFFFFFFFF, nlen, xlen + 20)
+    data[at:at] = struct.pack("<HHQQ", 1, 16, e.usize, e.csize)
+    eocd = len(data) - 22
+    assert data[eocd:eocd + 4] == b"PK\x05\x06"
+    struct.pack_into("<I", data, eocd + 12, struct.unpack_from("<I", data, eocd + 12)[0] + 20)
+    path.write_bytes(bytes(data))
+
+
 def test_zip64_input(tmp_path):
-    """numpy writes ZIP64 local headers; here the central directory has ZIP64 fields too (a
-    saturated offset is the only one Python's writer makes, so this patches them in)."""
+    """ZIP64 fields in the input: numpy writes them in local headers; the central ones are
+    patched in. The output has them nowhere, since no value needs them."""
     src, dst = tmp_path / "in.npz", tmp_path / "out.npz"
     np.savez_compressed(src, a=np.arange(200_000), b=np.ones(10))
-    data = bytearray(src.read_bytes())
-    first = S.zip_layout(bytes(data))[0]
-    assert b"\x01\x00" in data[first.local_off + 30 + 5:first.data_off], "no local ZIP64 field"
+    first = S.zip_layout(src.read_bytes())[0]
+    assert b"\x01\x00" in src.read_bytes()[first.local_off + 30 + 5:first.data_off], \
+        "numpy wrote no local ZIP64 field"
+    _central_zip64(src, "a.npy")
+    assert zipfile.ZipFile(src).getinfo("a.npy").file_size == 200_000 * 8 + 128
     optimize(src, dst, f"--chunk-size={CHUNK}")
     assert_same_arrays(src, dst)
+    assert_same_entries(src, dst)
     assert set(check_archive(dst)) == {"a.npy"}
-    for e in S.zip_layout(dst.read_bytes()):  # ZIP64 only where needed: nowhere here
-        assert e.csize < 0xFFFFFFFF and e.usize < 0xFFFFFFFF
+    data = dst.read_bytes()
+    for e in S.zip_layout(data):
+        assert b"\x01\x00\x10\x00" not in data[e.cd_off + 46:e.cd_off + 46 + 64], "ZIP64 kept"
+        nlen, xlen = struct.unpack_from("<HH", data, e.local_off + 26)
+        assert xlen == 0, "the local ZIP64 field is not needed"
 
 
 def _write_many_empty(path, n):
