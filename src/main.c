@@ -438,7 +438,8 @@ static void optimize_stop(int sig)
 
 /* npzmount --optimize IN OUT: rewrites IN as a seek-optimized ZIP (optimize.h) and prints
  * what that cost in size. Returns the exit status. */
-static int optimize_archive(const struct config *cfg, struct npz_options *nopt, int extra_args)
+static int optimize_archive(const struct config *cfg, struct npz_options *nopt,
+                            const char *unknown)
 {
     struct optimize_options o = {.compress_stored = cfg->compress};
     struct optimize_stats st;
@@ -447,7 +448,9 @@ static int optimize_archive(const struct config *cfg, struct npz_options *nopt, 
     int status = parse_tuning(cfg, nopt);
     if (status)
         return status;
-    if (cfg->narchives != 2 || extra_args)
+    if (unknown)
+        return error(2, "--optimize: unknown argument %s", unknown);
+    if (cfg->narchives != 2)
         return error(2, "usage: npzmount --optimize [--compress] [--threads=N] "
                         "[--chunk-size=SIZE] IN.npz OUT.npz");
     if (cfg->chunk_size && (parse_size(cfg->chunk_size, &chunk) < 0 ||
@@ -624,7 +627,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (cfg.optimize_mode) {
-        status = optimize_archive(&cfg, &nopt, args.argc > 1);
+        status = optimize_archive(&cfg, &nopt, args.argc > 1 ? args.argv[1] : NULL);
         goto out;
     }
     for (int i = 1; i < argc; i++) /* --index changes what the other arguments mean */

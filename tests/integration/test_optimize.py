@@ -270,7 +270,8 @@ def test_bad_output(tmp_path):
 
 
 @pytest.mark.parametrize("args", [[], ["only.npz"], ["a", "b", "c"], ["--chunk-size=1k", "a", "b"],
-                                  ["--chunk-size=9x", "a", "b"], ["--threads=0", "a", "b"]])
+                                  ["--chunk-size=9x", "a", "b"], ["--threads=0", "a", "b"],
+                                  ["--bogus", "a", "b"]])
 def test_usage_errors(tmp_path, args):
     r = S.run_npzmount(["--optimize", *args], timeout=20, cwd=tmp_path)
     assert r.returncode == 2, r
