@@ -436,6 +436,16 @@ static void optimize_stop(int sig)
     atomic_store(&optimize_cancel, true);
 }
 
+/* The summary line: what the flushes and the index cost in size. */
+static void print_optimized(const char *in, const char *out, const struct optimize_stats *st)
+{
+    double change = st->in_bytes ? 100.0 * ((double)st->out_bytes - (double)st->in_bytes) /
+                                       (double)st->in_bytes : 0.0;
+    printf("%s: %.1f MiB -> %s: %.1f MiB (%+.2f %%); %llu of %llu members seek-optimized\n",
+           in, (double)st->in_bytes / 1048576, out, (double)st->out_bytes / 1048576, change,
+           (unsigned long long)st->indexed, (unsigned long long)st->members);
+}
+
 /* npzmount --optimize IN OUT: rewrites IN as a seek-optimized ZIP (optimize.h) and prints
  * what that cost in size. Returns the exit status. */
 static int optimize_archive(const struct config *cfg, struct npz_options *nopt,
@@ -473,12 +483,7 @@ static int optimize_archive(const struct config *cfg, struct npz_options *nopt,
         fputc('\n', stderr);
     if (rc < 0)
         return error(1, "%s", msg);
-    printf("%s: %.1f MiB -> %s: %.1f MiB (%+.2f %%); %llu of %llu members seek-optimized\n",
-           cfg->archives[0], (double)st.in_bytes / 1048576, cfg->archives[1],
-           (double)st.out_bytes / 1048576,
-           st.in_bytes ? 100.0 * ((double)st.out_bytes - (double)st.in_bytes) /
-                             (double)st.in_bytes : 0.0,
-           (unsigned long long)st.indexed, (unsigned long long)st.members);
+    print_optimized(cfg->archives[0], cfg->archives[1], &st);
     return 0;
 }
 
