@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include "listing.h"
 #include "log.h"
 #include "secret.h"
+#include "optimize.h"
 
 struct config {
     const char *archive;
@@ -51,6 +53,9 @@ struct config {
     char *password_file;
     int askpass;
     char *made_mountpoint; /* the directory npzmount created for the mount, removed after */
+    int optimize_mode;     /* --optimize IN OUT: the non-option arguments are the two files */
+    int compress;
+    char *chunk_size;
 };
 
 #define OPT(t, p) {t, offsetof(struct config, p), 1}
@@ -66,6 +71,9 @@ static const struct fuse_opt opt_spec[] = {
     {"decoder_mem=%s", offsetof(struct config, decoder_mem), 0},
     OPT("-h", help), OPT("--help", help), OPT("-V", version), OPT("--version", version),
     OPT("--index", index_mode), OPT("--list", list_mode), OPT("--json", json),
+    OPT("--optimize", optimize_mode), OPT("--compress", compress),
+    {"--threads=%s", offsetof(struct config, threads), 0},
+    {"--chunk-size=%s", offsetof(struct config, chunk_size), 0},
     /* libfuse mounts with max_read but fails INIT (after the parent has exited 0) unless the
      * file system repeats it: note it, and keep it for libfuse. */
     {"max_read=%u", offsetof(struct config, max_read), 0},
@@ -131,6 +139,9 @@ static void usage(FILE *f)
             "    -o password_file=PATH  password of encrypted members (ZipCrypto, WinZip AES):\n"
             "                           the one line of PATH\n"
             "    -o askpass             ask for that password on the terminal\n"
+            "    --optimize IN OUT      rewrite IN as a seek-optimized ZIP (SOZip) into OUT;\n"
+            "                           with --compress (stored members deflated too),\n"
+            "                           --chunk-size=SIZE (default 256k), --threads=N\n"
             "    SIZE is a number of bytes with an optional k, M or G suffix (powers of 1024).\n"
             "\n");
 }
@@ -152,7 +163,7 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 {
     (void)outargs;
     struct config *cfg = data;
-    if (key == FUSE_OPT_KEY_NONOPT && cfg->index_mode) {
+    if (key == FUSE_OPT_KEY_NONOPT && (cfg->index_mode || cfg->optimize_mode)) {
         const char **a = realloc(cfg->archives, (size_t)(cfg->narchives + 1) * sizeof *a);
         if (!a)
             return -1;
@@ -462,6 +473,65 @@ static int list_archive(const struct config *cfg, const struct fuse_args *args,
     return rc < 0 ? error(1, "--list: cannot write the listing: %s", strerror(errno)) : 0;
 }
 
+static atomic_bool optimize_cancel;
+
+static void optimize_stop(int sig)
+{
+    (void)sig;
+    atomic_store(&optimize_cancel, true);
+}
+
+/* The summary line: what the flushes and the index cost in size. */
+static void print_optimized(const char *in, const char *out, const struct optimize_stats *st)
+{
+    double change = st->in_bytes ? 100.0 * ((double)st->out_bytes - (double)st->in_bytes) /
+                                       (double)st->in_bytes : 0.0;
+    printf("%s: %.1f MiB -> %s: %.1f MiB (%+.2f %%); %llu of %llu members seek-optimized\n",
+           in, (double)st->in_bytes / 1048576, out, (double)st->out_bytes / 1048576, change,
+           (unsigned long long)st->indexed, (unsigned long long)st->members);
+}
+
+/* npzmount --optimize IN OUT: rewrites IN as a seek-optimized ZIP (optimize.h) and prints
+ * what that cost in size. Returns the exit status. */
+static int optimize_archive(const struct config *cfg, struct npz_options *nopt,
+                            const char *unknown)
+{
+    struct optimize_options o = {.compress_stored = cfg->compress};
+    struct optimize_stats st;
+    uint64_t chunk = 0;
+    char msg[512];
+    int status = parse_tuning(cfg, nopt);
+    if (status)
+        return status;
+    if (unknown)
+        return error(2, "--optimize: unknown argument %s", unknown);
+    if (cfg->narchives != 2)
+        return error(2, "usage: npzmount --optimize [--compress] [--threads=N] "
+                        "[--chunk-size=SIZE] IN.npz OUT.npz");
+    if (cfg->chunk_size && (parse_size(cfg->chunk_size, &chunk) < 0 ||
+                            chunk < OPTIMIZE_MIN_CHUNK || chunk > OPTIMIZE_MAX_CHUNK))
+        return error(2, "--chunk-size=%s: expected a size from 4k to 64M", cfg->chunk_size);
+    o.chunk_size = (uint32_t)chunk;
+    o.threads = nopt->threads;
+    o.cancel = &optimize_cancel;
+    /* a stop removes the temporary file instead of leaving it behind */
+    struct sigaction sa = {.sa_handler = optimize_stop};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    bool tty = isatty(STDERR_FILENO);
+    struct progress p = {.name = cfg->archives[0]};
+    clock_gettime(CLOCK_MONOTONIC, &p.start);
+    int rc = optimize_run(cfg->archives[0], cfg->archives[1], &o, tty ? show_progress : NULL,
+                          &p, &st, msg, sizeof msg);
+    if (tty)
+        fputc('\n', stderr);
+    if (rc < 0)
+        return error(1, "%s", msg);
+    print_optimized(cfg->archives[0], cfg->archives[1], &st);
+    return 0;
+}
+
 static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)
 {
     if (opts->singlethread)
@@ -608,6 +678,8 @@ int main(int argc, char **argv)
      * freed chunks in per-thread arenas beyond the cache bound. */
     mallopt(M_MMAP_THRESHOLD, 128 << 10);
     fuse_set_log_func(fuse_logger);
+    for (int i = 1; i < argc; i++) /* before parsing: it changes what the file names are */
+        cfg.optimize_mode |= strcmp(argv[i], "--optimize") == 0;
     if (fuse_opt_parse(&args, &cfg, opt_spec, opt_proc) != 0)
         goto out;
     if (cfg.help) {
@@ -620,6 +692,10 @@ int main(int argc, char **argv)
     if (cfg.version) {
         printf("npzmount %s (libfuse %s)\n", NPZMOUNT_VERSION, fuse_pkgversion());
         status = 0;
+        goto out;
+    }
+    if (cfg.optimize_mode) {
+        status = optimize_archive(&cfg, &nopt, args.argc > 1 ? args.argv[1] : NULL);
         goto out;
     }
     for (int i = 1; i < argc; i++) /* --index changes what the other arguments mean */
@@ -707,6 +783,7 @@ out:
     free(cfg.logfile);
     free(cfg.password_file);
     secret_free(password);
+    free(cfg.chunk_size);
     free(archive_abs);
     fuse_opt_free_args(&args);
     return status;
