@@ -47,7 +47,7 @@ struct npz {
     const struct reader_ops **ops; /* per member */
     _Atomic(void *) *state;        /* per member, owned by its reader */
     atomic_bool *logged;           /* per member: failure already reported */
-    atomic_bool *ahead_busy;       /* per member: a decode-ahead job is queued or running */
+    atomic_uint *ahead_jobs;       /* per member: decode-ahead jobs queued or running */
     struct archive_watch *watch;   /* notices the archive changing under us */
 };
 
@@ -100,7 +100,7 @@ static void save_quietly(struct npz *npz, uint64_t i)
         log_error("cannot save index of %s: %s", npz->zip.members[i].name, why);
 }
 
-static void ahead(void *ctx, uint64_t idx, uint64_t off, size_t len);
+static int ahead(void *ctx, uint64_t idx, uint64_t off, size_t len, unsigned width);
 
 static unsigned worker_threads(const struct npz_options *opt)
 {
@@ -158,11 +158,13 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     npz->ops = calloc(n, sizeof *npz->ops);
     npz->state = calloc(n, sizeof *npz->state);
     npz->logged = calloc(n, sizeof *npz->logged);
-    npz->ahead_busy = calloc(n, sizeof *npz->ahead_busy);
+    npz->ahead_jobs = calloc(n, sizeof *npz->ahead_jobs);
     npz->env.ahead = ahead;
     npz->env.ahead_ctx = npz;
+    npz->env.threads = worker_threads(opt);
+    npz->env.cache_bytes = cache;
     rc = npz->env.cache && npz->env.decoders && npz->sched && npz->ops && npz->state && npz->logged &&
-                 npz->ahead_busy
+                 npz->ahead_jobs
              ? ns_build(&npz->zip, &npz->ns)
              : -ENOMEM;
     if (rc < 0) {
@@ -257,7 +259,7 @@ static int run_ahead(struct sched_job *sj)
     const struct zip_member *zm = &npz->zip.members[j->idx];
     struct reader_member m = member(npz, j->idx);
     struct stop stop = {NULL, &npz->shutdown, NULL};
-    struct read_ctl ctl = {READ_NOWAIT, &stop};
+    struct read_ctl ctl = {READ_NOWAIT, &stop, true};
     size_t piece = cache_piece(npz->env.cache);
     atomic_fetch_add(&npz->decoding, 1);
     /* one byte per piece is enough to make the piece ready */
@@ -267,25 +269,31 @@ static int run_ahead(struct sched_job *sj)
             break;
     }
     atomic_fetch_sub(&npz->decoding, 1);
-    atomic_store(&npz->ahead_busy[j->idx], false);
+    atomic_fetch_sub(&npz->ahead_jobs[j->idx], 1);
     free(j);
     return 0;
 }
 
-static void ahead(void *ctx, uint64_t idx, uint64_t off, size_t len)
+static int ahead(void *ctx, uint64_t idx, uint64_t off, size_t len, unsigned width)
 {
     struct npz *npz = ctx;
-    if (!npz->sched || atomic_exchange(&npz->ahead_busy[idx], true))
-        return;
+    if (!npz->sched)
+        return -EAGAIN;
+    if (atomic_fetch_add(&npz->ahead_jobs[idx], 1) >= width) {
+        atomic_fetch_sub(&npz->ahead_jobs[idx], 1);
+        return -EBUSY;
+    }
     struct ahead_job *j = malloc(sizeof *j);
+    int rc = j ? 0 : -ENOMEM;
     if (j) {
         *j = (struct ahead_job){.sj.run = run_ahead, .npz = npz, .idx = idx, .off = off,
                                 .len = len};
-        if (sched_submit(npz->sched, &j->sj) == 0)
-            return;
+        if ((rc = sched_submit(npz->sched, &j->sj)) == 0)
+            return 0;
         free(j);
     }
-    atomic_store(&npz->ahead_busy[idx], false);
+    atomic_fetch_sub(&npz->ahead_jobs[idx], 1);
+    return rc;
 }
 
 void npz_start(struct npz *npz)
@@ -347,7 +355,7 @@ void npz_close(struct npz *npz)
     free(npz->ops);
     free((void *)npz->state);
     free(npz->logged);
-    free(npz->ahead_busy);
+    free(npz->ahead_jobs);
     pthread_mutex_destroy(&npz->idle_lock);
     pthread_cond_destroy(&npz->idle);
     archive_decoders_free(npz->env.decoders);
@@ -443,7 +451,7 @@ ssize_t npz_read(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t 
     struct stop stop = {cancel, &npz->shutdown, NULL};
     if (stop_now(&stop))
         return -EINTR;
-    struct read_ctl ctl = {mode, &stop};
+    struct read_ctl ctl = {mode, &stop, false};
     struct reader_member m = {.idx = idx, .zm = zm};
     ssize_t n = reader_attach(npz->ops[idx], &npz->env, &npz->state[idx], &m);
     bool decodes = mode != READ_CACHED && npz->ops[idx] != &reader_stored;
