@@ -400,10 +400,12 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 /* Extended attributes: what the index of a compressed member says of itself, and why a
  * member fails, for users who cannot read the daemon's log. */
-enum xattr_id { X_CHECKPOINTS, X_INDEX_BYTES, X_INDEXED, X_COMPLETE, X_DECODED, X_ERROR, X_N };
+enum xattr_id { X_CHECKPOINTS, X_INDEX_BYTES, X_INDEXED, X_COMPLETE, X_DECODED, X_ERROR,
+                X_SOZIP_CHUNK, X_N };
 static const char *const xattr_names[X_N] = {
     "user.npzmount.checkpoints", "user.npzmount.index_bytes", "user.npzmount.indexed",
     "user.npzmount.complete", "user.npzmount.decoded", "user.npzmount.error",
+    "user.npzmount.sozip_chunk",
 };
 
 /* Writes attribute id of member idx into out; returns its length, or -1 when it is absent. */
@@ -418,8 +420,10 @@ static int xattr_value(struct npz *npz, uint64_t idx, enum xattr_id id, char *ou
         return -1;
     struct reader_stats rs;
     npz_stats(npz, idx, &rs);
-    uint64_t v = id == X_CHECKPOINTS ? rs.checkpoints : id == X_INDEX_BYTES ? rs.index_bytes
-               : id == X_INDEXED ? rs.indexed : id == X_DECODED ? rs.decoded
+    if (id == X_SOZIP_CHUNK && !rs.sozip_chunk) /* only on members served by a SOZip index */
+        return -1;
+    uint64_t v = id == X_SOZIP_CHUNK ? rs.sozip_chunk : id == X_CHECKPOINTS ? rs.checkpoints
+               : id == X_INDEX_BYTES ? rs.index_bytes : id == X_INDEXED ? rs.indexed : id == X_DECODED ? rs.decoded
                : rs.indexed == zm->usize;
     return snprintf(out, len, "%llu", (unsigned long long)v);
 }

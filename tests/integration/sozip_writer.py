@@ -96,8 +96,19 @@ def central_header(name, method, flags, crc, csize, usize, offset, zip64):
 
 def build(path, members):
     """Writes the archive; returns {name: offsets written} for the tests' own checks."""
-    out = bytearray()
-    central = bytearray()
+    return _write(path, bytearray(), bytearray(), 0, members)
+
+
+def append(path, members):
+    """Adds members to an archive without ZIP64 end records or comment (zipfile's)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    count, cd_size, cd_at = struct.unpack("<HII", data[-12:-2])
+    return _write(path, bytearray(data[:cd_at]), bytearray(data[cd_at:cd_at + cd_size]), count,
+                  members)
+
+
+def _write(path, out, central, count, members):
     written = {}
     for m in members:
         crc = zlib.crc32(m.data)
@@ -130,7 +141,7 @@ def build(path, members):
                                   m.zip64)
     cd_at = len(out)
     out += central
-    count = len(members)
+    count += len(members)
     if any(m.zip64 for m in members):
         z64 = len(out)
         out += struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, count, count,
