@@ -243,7 +243,8 @@ static void *indexer_main(void *arg)
     return NULL;
 }
 
-/* Decode-ahead: one job per member at a time, which reads in READ_NOWAIT mode and gives up
+/* Decode-ahead: up to `width` jobs per member at a time (the reader's choice: one for a
+ * frontier, more for independent SOZip chunks), which read in READ_NOWAIT mode and give up
  * rather than wait (a reader holding the frontier is already doing the work). */
 struct ahead_job {
     struct sched_job sj;
