@@ -360,7 +360,7 @@ static void claim_group(struct run *r, struct cache_entry *mine)
 static void release(struct run *r, int rc)
 {
     struct cache *cache = r->env->cache;
-    for (uint64_t k = r->g.k0; k < r->g.k1; k++) {
+    for (uint64_t k = r->g.k0; r->buf && r->claim && k < r->g.k1; k++) {
         uint64_t i = k - r->g.k0;
         if (r->buf[i])
             cache_unused(cache, r->buf[i]);
@@ -397,10 +397,7 @@ static int produce(const struct reader_env *env, const struct reader_member *m, 
     r.scratch = cache_buffer(env->cache);
     r.f = st->ops->new();
     if (!r.claim || !r.buf || !r.in || !r.scratch || !r.f) {
-        if (r.claim)
-            r.claim[q - r.g.k0] = e;
-        else
-            cache_abandon(env->cache, e);
+        cache_abandon(env->cache, e);
         release(&r, -ENOMEM);
         return -ENOMEM;
     }
