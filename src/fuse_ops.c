@@ -423,8 +423,8 @@ static int xattr_value(struct npz *npz, uint64_t idx, enum xattr_id id, char *ou
     if (id == X_SOZIP_CHUNK && !rs.sozip_chunk) /* only on members served by a SOZip index */
         return -1;
     uint64_t v = id == X_SOZIP_CHUNK ? rs.sozip_chunk : id == X_CHECKPOINTS ? rs.checkpoints
-               : id == X_INDEX_BYTES ? rs.index_bytes : id == X_INDEXED ? rs.indexed : id == X_DECODED ? rs.decoded
-               : rs.indexed == zm->usize;
+               : id == X_INDEX_BYTES ? rs.index_bytes : id == X_INDEXED ? rs.indexed
+               : id == X_DECODED ? rs.decoded : rs.indexed == zm->usize;
     return snprintf(out, len, "%llu", (unsigned long long)v);
 }
 
