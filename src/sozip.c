@@ -1,7 +1,7 @@
 /*
  * sozip: see sozip.h. The hidden local header is looked for right after the member's data, or
  * after a data descriptor of any of its four shapes (with or without signature, 32- or 64-bit
- * sizes) when flag bit 3 says there is one; its name must be the member's index name.
+ * sizes) when flag bit 3 says there may be one; its name must be the member's index name.
  */
 #include "sozip.h"
 
@@ -100,7 +100,8 @@ static uint64_t find_hidden(int fd, const struct zip_member *zm, uint64_t *store
     int wl = sozip_index_name(zm->name, zm->name_len, want, sizeof want);
     if (wl < 0)
         return 0;
-    static const unsigned descriptor[] = {16, 24, 12, 20}; /* signature first: the usual */
+    /* signature first, the usual; last, none at all, as some writers set the flag anyway */
+    static const unsigned descriptor[] = {16, 24, 12, 20, 0};
     uint64_t end = zm->data_off + zm->csize;
     if (!(zm->flags & ZIP_FLAG_DESCRIPTOR))
         return hidden_data(fd, end, want, (size_t)wl, stored_len);

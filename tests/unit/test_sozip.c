@@ -187,8 +187,12 @@ static void test_load(void)
         sozip_index_free(&ix, &mem);
         CHECK_EQ_I64(load(&l, 0, &mem, &ix), -ENOENT); /* no flag: no descriptor looked for */
     }
-    l.desc = 0;
+    l.desc = 0; /* the flag without a descriptor */
+    CHECK_EQ_I64(load(&l, ZIP_FLAG_DESCRIPTOR, &mem, &ix), 0);
+    sozip_index_free(&ix, &mem);
+    l.desc = 8; /* no descriptor is 8 bytes long */
     CHECK_EQ_I64(load(&l, ZIP_FLAG_DESCRIPTOR, &mem, &ix), -ENOENT);
+    l.desc = 0;
     l.idx_name = ".m.npy.sozip.idx"; /* not in the member's directory */
     CHECK_EQ_I64(load(&l, 0, &mem, &ix), -ENOENT);
     l.idx_name = "dir/.m.npy.sozip.idx";
