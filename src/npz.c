@@ -51,7 +51,7 @@ struct npz {
     const struct reader_ops **ops; /* per member */
     _Atomic(void *) *state;        /* per member, owned by its reader */
     atomic_bool *logged;           /* per member: failure already reported */
-    atomic_bool *ahead_busy;       /* per member: a decode-ahead job is queued or running */
+    atomic_uint *ahead_jobs;       /* per member: decode-ahead jobs queued or running */
     struct archive_watch *watch;   /* notices the archive changing under us */
     time_t archive_mtime;
     uint64_t *ino_of;              /* per member: its inode, 0 when it has none */
@@ -125,7 +125,7 @@ static void save_quietly(struct npz *npz, uint64_t i)
         log_error("cannot save index of %s: %s", npz->zip.members[i].name, why);
 }
 
-static void ahead(void *ctx, uint64_t idx, uint64_t off, size_t len);
+static int ahead(void *ctx, uint64_t idx, uint64_t off, size_t len, unsigned width);
 
 /* A wrong password fails the mount rather than every read: the smallest encrypted member's
  * first piece is decoded now, which checks the password (and, when the piece is the whole
@@ -143,7 +143,7 @@ static int check_password(struct npz *npz, char *msg, size_t msg_len)
     if (pick == npz->zip.count)
         return 0;
     struct reader_member m = {.idx = pick, .zm = &npz->zip.members[pick]};
-    struct read_ctl ctl = {READ_BLOCK, NULL};
+    struct read_ctl ctl = {READ_BLOCK, NULL, false};
     unsigned char byte;
     ssize_t n = reader_attach(&reader_archive, &npz->env, &npz->state[pick], &m);
     if (n == 0)
@@ -210,14 +210,16 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     npz->ops = calloc(n, sizeof *npz->ops);
     npz->state = calloc(n, sizeof *npz->state);
     npz->logged = calloc(n, sizeof *npz->logged);
-    npz->ahead_busy = calloc(n, sizeof *npz->ahead_busy);
+    npz->ahead_jobs = calloc(n, sizeof *npz->ahead_jobs);
     npz->env.ahead = ahead;
     npz->env.ahead_ctx = npz;
     npz->env.password = opt ? opt->password : NULL;
+    npz->env.threads = worker_threads(opt);
+    npz->env.cache_bytes = cache;
     npz->ino_of = calloc(n, sizeof *npz->ino_of);
     npz->npy = calloc(n, sizeof *npz->npy);
     rc = npz->env.cache && npz->env.decoders && npz->sched && npz->ops && npz->state &&
-                 npz->logged && npz->ahead_busy && npz->ino_of && npz->npy
+                 npz->logged && npz->ahead_jobs && npz->ino_of && npz->npy
              ? ns_build(&npz->zip, &npz->ns)
              : -ENOMEM;
     if (rc < 0) {
@@ -308,7 +310,8 @@ static void *indexer_main(void *arg)
     return NULL;
 }
 
-/* Decode-ahead: one job per member at a time, which reads in READ_NOWAIT mode and gives up
+/* Decode-ahead: up to `width` jobs per member at a time (the reader's choice: one for a
+ * frontier, more for independent SOZip chunks), which read in READ_NOWAIT mode and give up
  * rather than wait (a reader holding the frontier is already doing the work). */
 struct ahead_job {
     struct sched_job sj;
@@ -324,7 +327,7 @@ static int run_ahead(struct sched_job *sj)
     const struct zip_member *zm = &npz->zip.members[j->idx];
     struct reader_member m = member(npz, j->idx);
     struct stop stop = {NULL, &npz->shutdown, NULL};
-    struct read_ctl ctl = {READ_NOWAIT, &stop};
+    struct read_ctl ctl = {READ_NOWAIT, &stop, true};
     size_t piece = cache_piece(npz->env.cache);
     atomic_fetch_add(&npz->decoding, 1);
     /* one byte per piece is enough to make the piece ready */
@@ -334,25 +337,31 @@ static int run_ahead(struct sched_job *sj)
             break;
     }
     atomic_fetch_sub(&npz->decoding, 1);
-    atomic_store(&npz->ahead_busy[j->idx], false);
+    atomic_fetch_sub(&npz->ahead_jobs[j->idx], 1);
     free(j);
     return 0;
 }
 
-static void ahead(void *ctx, uint64_t idx, uint64_t off, size_t len)
+static int ahead(void *ctx, uint64_t idx, uint64_t off, size_t len, unsigned width)
 {
     struct npz *npz = ctx;
-    if (!npz->sched || atomic_exchange(&npz->ahead_busy[idx], true))
-        return;
+    if (!npz->sched)
+        return -EAGAIN;
+    if (atomic_fetch_add(&npz->ahead_jobs[idx], 1) >= width) {
+        atomic_fetch_sub(&npz->ahead_jobs[idx], 1);
+        return -EBUSY;
+    }
     struct ahead_job *j = malloc(sizeof *j);
+    int rc = j ? 0 : -ENOMEM;
     if (j) {
         *j = (struct ahead_job){.sj.run = run_ahead, .npz = npz, .idx = idx, .off = off,
                                 .len = len};
-        if (sched_submit(npz->sched, &j->sj) == 0)
-            return;
+        if ((rc = sched_submit(npz->sched, &j->sj)) == 0)
+            return 0;
         free(j);
     }
-    atomic_store(&npz->ahead_busy[idx], false);
+    atomic_fetch_sub(&npz->ahead_jobs[idx], 1);
+    return rc;
 }
 
 void npz_start(struct npz *npz)
@@ -419,7 +428,7 @@ void npz_close(struct npz *npz)
     free(npz->ops);
     free((void *)npz->state);
     free(npz->logged);
-    free(npz->ahead_busy);
+    free(npz->ahead_jobs);
     pthread_mutex_destroy(&npz->idle_lock);
     pthread_cond_destroy(&npz->idle);
     archive_decoders_free(npz->env.decoders);
@@ -541,7 +550,7 @@ ssize_t npz_read_member(struct npz *npz, uint64_t idx, void *buf, size_t len, ui
     struct stop stop = {cancel, &npz->shutdown, NULL};
     if (stop_now(&stop))
         return -EINTR;
-    struct read_ctl ctl = {mode, &stop};
+    struct read_ctl ctl = {mode, &stop, false};
     struct reader_member m = {.idx = idx, .zm = zm};
     ssize_t n = reader_attach(npz->ops[idx], &npz->env, &npz->state[idx], &m);
     bool decodes = mode != READ_CACHED && npz->ops[idx] != &reader_stored;

@@ -52,7 +52,8 @@ int npz_member(struct npz *npz, uint64_t idx, struct npz_member_info *out)
 enum xa_id {
     XA_NPY_DTYPE, XA_NPY_SHAPE, XA_NPY_FORTRAN, XA_NPY_VERSION, XA_NPY_HEADER_LEN, XA_NPY_KEY,
     XA_ZIP_NAME, XA_ZIP_METHOD, XA_ZIP_CSIZE, XA_ZIP_CRC32, XA_ZIP_OFFSET,
-    XA_CHECKPOINTS, XA_INDEX_BYTES, XA_INDEXED, XA_COMPLETE, XA_DECODED, XA_ERROR, XA_N
+    XA_CHECKPOINTS, XA_INDEX_BYTES, XA_INDEXED, XA_COMPLETE, XA_DECODED, XA_ERROR,
+    XA_SOZIP_CHUNK, XA_N
 };
 #define XA_FIRST_ZIP XA_ZIP_NAME /* the ones before are the npy header's */
 
@@ -63,6 +64,7 @@ static const char *const xa_names[XA_N] = {
     "user.zip.offset",
     "user.npzmount.checkpoints", "user.npzmount.index_bytes", "user.npzmount.indexed",
     "user.npzmount.complete", "user.npzmount.decoded", "user.npzmount.error",
+    "user.npzmount.sozip_chunk",
 };
 
 /* One value: p and len, pointing into text for the formatted ones. */
@@ -115,7 +117,9 @@ static bool index_value(struct npz *npz, uint64_t idx, const struct npz_member_i
         return false;
     struct reader_stats rs;
     npz_member_stats(npz, idx, &rs);
-    uint64_t n = id == XA_CHECKPOINTS ? rs.checkpoints : id == XA_INDEX_BYTES ? rs.index_bytes
+    if (id == XA_SOZIP_CHUNK && !rs.sozip_chunk) /* only on members served by a SOZip index */
+        return false;
+    uint64_t n = id == XA_SOZIP_CHUNK ? rs.sozip_chunk : id == XA_CHECKPOINTS ? rs.checkpoints : id == XA_INDEX_BYTES ? rs.index_bytes
                : id == XA_INDEXED ? rs.indexed : id == XA_DECODED ? rs.decoded
                : rs.indexed == mi->size;
     return set_text(v, snprintf(v->text, sizeof v->text, "%llu", (unsigned long long)n));

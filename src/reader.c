@@ -13,7 +13,7 @@ const struct reader_ops *reader_for(const struct zip_member *zm, bool have_passw
     if (zm->flags & ZIP_FLAG_ENCRYPTED)
         return have_password ? &reader_archive : &reader_locked;
     if (zm->method == ZIP_METHOD_DEFLATED)
-        return &reader_deflate;
+        return &reader_sozip;
     if (zm->method == ZIP_METHOD_STORED)
         return &reader_stored;
     return &reader_archive;
@@ -50,11 +50,18 @@ ssize_t reader_copy_cached(const struct reader_env *env, const struct reader_mem
     struct cache_entry *e;
     if (cache_get(env->cache, m->idx, q, CACHE_PEEK, &e) != 1)
         return 0;
+    ssize_t n = reader_copy_entry(env, e, q, buf, len, off);
+    cache_put(env->cache, e);
+    return n;
+}
+
+ssize_t reader_copy_entry(const struct reader_env *env, const struct cache_entry *e, uint64_t q,
+                          unsigned char *buf, size_t len, uint64_t off)
+{
     size_t have;
     const unsigned char *data = cache_data(e, &have);
     uint64_t at = off - q * cache_piece(env->cache);
     size_t n = at >= have ? 0 : (have - at < len ? have - at : len);
     memcpy(buf, data + at, n);
-    cache_put(env->cache, e);
     return n ? (ssize_t)n : -EIO;
 }

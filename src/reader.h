@@ -54,9 +54,13 @@ struct reader_env {
     struct ixf_identity id;   /* the archive's content identity, valid with index_dir */
     /* Asks for [off, off + len) of member idx to be decoded into the cache by a worker,
      * soon, unless that would have to wait (a sequential reader's next pieces, decoded while
-     * the kernel handles the current reply). May be NULL. */
-    void (*ahead)(void *ctx, uint64_t idx, uint64_t off, size_t len);
+     * the kernel handles the current reply), with at most `width` such jobs of the member at
+     * once. Returns 0 when queued, or -EBUSY (width reached), -ENOMEM, -EAGAIN. Its jobs read
+     * with read_ctl.ahead set. May be NULL. */
+    int (*ahead)(void *ctx, uint64_t idx, uint64_t off, size_t len, unsigned width);
     void *ahead_ctx;
+    unsigned threads;     /* decode worker threads: the widest useful decode-ahead */
+    uint64_t cache_bytes; /* the cache's bound: what decode-ahead may fill */
     struct budget *decoder_mem;        /* bounds the state of reader_archive's decoders */
     struct archive_decoders *decoders; /* reader_archive's open decoders */
     const char *password;     /* for encrypted members; NULL: none given */
@@ -72,6 +76,7 @@ struct reader_member {
 struct read_ctl {
     enum read_mode mode;
     const struct stop *stop; /* checked between pieces of a long decode; may be NULL */
+    bool ahead;              /* a decode-ahead job's read, which asks for no more ahead */
 };
 
 struct reader_stats {
@@ -79,6 +84,7 @@ struct reader_stats {
     uint64_t decoded;     /* output bytes decoded so far, first pass and restarts */
     uint64_t checkpoints;
     uint64_t index_bytes; /* memory of the index */
+    uint64_t sozip_chunk; /* seek-optimized (SOZip) member: its chunk size; else 0 */
 };
 
 struct reader_ops {
@@ -105,6 +111,7 @@ struct reader_ops {
 
 extern const struct reader_ops reader_stored;
 extern const struct reader_ops reader_deflate;
+extern const struct reader_ops reader_sozip; /* method 8: SOZip index, else reader_deflate */
 extern const struct reader_ops reader_archive;
 extern const struct reader_ops reader_broken;
 extern const struct reader_ops reader_locked;
@@ -113,6 +120,10 @@ extern const struct reader_ops reader_locked;
  * bytes copied (at least 1), 0 when q is not ready, or -EIO when q is shorter than off needs. */
 ssize_t reader_copy_cached(const struct reader_env *env, const struct reader_member *m,
                            uint64_t q, unsigned char *buf, size_t len, uint64_t off);
+
+/* The same from a ready entry of piece q that the caller holds. */
+ssize_t reader_copy_entry(const struct reader_env *env, const struct cache_entry *e, uint64_t q,
+                          unsigned char *buf, size_t len, uint64_t off);
 
 /* The cache mode that matches a read mode. */
 enum cache_how reader_cache_how(const struct read_ctl *ctl);

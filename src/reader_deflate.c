@@ -189,7 +189,7 @@ static void maybe_ahead(const struct reader_env *env, const struct reader_member
         return;
     uint64_t indexed = zindex_indexed(st->zi);
     if (indexed < m->zm->usize && indexed < end + window)
-        env->ahead(env->ahead_ctx, m->idx, indexed > end ? indexed : end, (size_t)window);
+        env->ahead(env->ahead_ctx, m->idx, indexed > end ? indexed : end, (size_t)window, 1);
 }
 
 static ssize_t deflate_read(const struct reader_env *env, const struct reader_member *m,

@@ -1,9 +1,14 @@
 """Writes the archive tests/stress/stress.c reads: member mNN.bin holds pattern(NN, j) at
-offset j (the same formula as in stress.c), stored, deflated or bzip2 in turn, sizes 0..~3 MiB."""
+offset j (the same formula as in stress.c), stored, deflated or bzip2 in turn, sizes 0..~3 MiB;
+every other deflated member is seek-optimized (SOZip), with chunk sizes that vary."""
+import os
 import sys
 import zipfile
 
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+import sozip_writer  # noqa: E402
 
 
 def pattern(i, n):
@@ -17,7 +22,13 @@ def main(path, count):
         for i in range(count):
             n = (i * 370_001) % (3 << 20)
             method = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2)[i % 3]
-            z.writestr(zipfile.ZipInfo(f"m{i:02d}.bin"), pattern(i, n), compress_type=method)
+            if method != zipfile.ZIP_DEFLATED or (i // 3) % 2 == 0:
+                z.writestr(zipfile.ZipInfo(f"m{i:02d}.bin"), pattern(i, n), compress_type=method)
+    # the SOZip members go after the others: appended by hand, with their hidden indexes
+    sozip = [sozip_writer.Member(f"m{i:02d}.bin", pattern(i, (i * 370_001) % (3 << 20)),
+                                 chunk=(4096, 32768, 262144, 1 << 20)[(i // 6) % 4])
+             for i in range(count) if i % 3 == 1 and (i // 3) % 2 == 1]
+    sozip_writer.append(path, sozip)
 
 
 if __name__ == "__main__":

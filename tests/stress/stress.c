@@ -53,10 +53,17 @@ struct request {
     size_t len;
 };
 
-static struct request pick(unsigned *seed)
+/* A random request, or now and then the one that follows prev (so that sequential runs start
+ * decode-ahead jobs that race with the readers). */
+static struct request pick(unsigned *seed, const struct request *prev)
 {
     const struct zip_archive *za = npz_zip(npz);
     struct request r;
+    if (prev->len && rand_r(seed) % 3 == 0 &&
+        prev->off + prev->len < za->members[prev->idx].usize) {
+        r = (struct request){prev->idx, prev->off + prev->len, 1 + (size_t)rand_r(seed) % MAX_LEN};
+        return r;
+    }
     r.idx = (uint64_t)rand_r(seed) % za->count;
     const struct zip_member *m = &za->members[r.idx];
     r.off = m->usize ? (uint64_t)rand_r(seed) * 4099u % m->usize : 0;
@@ -99,8 +106,9 @@ static void *blocking_reader(void *arg)
 {
     unsigned seed = (unsigned)(uintptr_t)arg;
     unsigned char *buf = malloc(MAX_LEN);
+    struct request r = {0};
     for (int i = 0; i < reads_per_thread && buf; i++) {
-        struct request r = pick(&seed);
+        r = pick(&seed, &r);
         verify(&r, buf, npz_read_member(npz, r.idx, buf, r.len, r.off, READ_BLOCK, NULL), "block");
     }
     free(buf);
@@ -112,8 +120,9 @@ static void *nowait_reader(void *arg)
 {
     unsigned seed = (unsigned)(uintptr_t)arg;
     unsigned char *buf = malloc(MAX_LEN);
+    struct request r = {0};
     for (int i = 0; i < reads_per_thread / 3 && buf; i++) {
-        struct request r = pick(&seed);
+        r = pick(&seed, &r);
         ssize_t n = -EAGAIN;
         if (rand_r(&seed) % 4 == 0) {
             n = npz_read_member(npz, r.idx, buf, r.len, r.off, READ_CACHED, NULL);
@@ -172,7 +181,7 @@ static void *job_reader(void *arg)
     pthread_mutex_init(&j.lock, NULL);
     pthread_cond_init(&j.cond, NULL);
     for (int i = 0; i < reads_per_thread / 3 && j.buf; i++) {
-        j.r = pick(&seed);
+        j.r = pick(&seed, &j.r);
         j.done = false;
         if (npz_submit(npz, &j.sj) < 0) {
             verify(&j.r, j.buf, -EAGAIN, "submit");

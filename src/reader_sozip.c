@@ -1,0 +1,547 @@
+/*
+ * reader_sozip: method 8 members. A member with a valid SOZip index (sozip.h) is served
+ * through it: every chunk starts a fresh decoder with an empty window, so a read decodes only
+ * the chunks it touches, with no first pass and no checkpoint windows, and a sequential
+ * reader has the next chunks decoded ahead on several worker threads at once. Any other
+ * member, or one whose index fails its checks (logged once), is reader_deflate's: this
+ * reader's state then only wraps reader_deflate's, and every call is passed on.
+ *
+ * The unit of work is a "group": the chunks piece q (of the cache) overlaps, and the whole
+ * pieces they hold. A thread that claims piece q in the cache also claims the other pieces of
+ * its group that nobody is producing, so that two threads never decode the same chunks, then
+ * decodes the chunks in order. A piece is handed to the cache only once every chunk it
+ * overlaps has passed the checks that an untrusted index needs: the chunk decodes from an
+ * empty window (a back reference into the previous chunk is corrupt data), to exactly its
+ * length, from input that starts right after a flush marker and ends on one, and the decoder
+ * then stands on a byte-aligned block boundary (an appended final empty stored block ends the
+ * stream with no output). A chunk that fails reads EIO, and so does the member from then on.
+ * What per-chunk checks cannot see (a stream crafted to parse two ways) the CRC-32 catches
+ * once every chunk has been decoded: the member then fails, as a plain deflated one does.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <isa-l/crc.h>
+#include <zlib.h> /* crc32_combine */
+
+#include "inflater.h"
+#include "io.h"
+#include "log.h"
+#include "reader.h"
+#include "sozip.h"
+
+#define IN_BUF (64u << 10)
+#define SOZIP_MAX_CHUNK (16u << 20) /* a group holds its pieces until its chunks pass */
+#define AHEAD_MIN_PIECES 8
+
+struct sozip_state {
+    void *deflate;          /* reader_deflate's state when the member has no usable index */
+    char ignored[200];      /* why the index was ignored, logged by the first user */
+    atomic_bool told;
+    struct sozip_index ix;
+    const struct inflater_ops *ops;
+    struct budget *mem;
+    uint64_t usize;
+    uint32_t crc32;
+    pthread_mutex_t lock;   /* guards the chunk CRC table */
+    uint32_t *crc;          /* per chunk, once it decoded */
+    unsigned char *seen;
+    uint64_t nseen;
+    uint64_t table_bytes;   /* crc and seen, taken from mem */
+    _Atomic(const char *) why;
+    atomic_uint_fast64_t decoded;
+    _Atomic uint64_t last_end; /* where the last foreground read ended */
+    _Atomic uint64_t ahead_to; /* decode-ahead was asked for up to here */
+};
+
+/* ---- state ---- */
+
+static int fail(struct sozip_state *st, const char *why)
+{
+    const char *none = NULL;
+    atomic_compare_exchange_strong(&st->why, &none, why);
+    return -EIO;
+}
+
+/* The chunk CRC table, or a reason to ignore the index. */
+static int make_tables(struct sozip_state *st, const struct reader_env *env, char *why,
+                       size_t why_len)
+{
+    uint64_t n = st->ix.nchunks;
+    if (st->ix.chunk > SOZIP_MAX_CHUNK || st->ix.chunk > env->cache_bytes / 2)
+        return io_fail(why, why_len, -EINVAL, "chunk size %llu too large for the cache",
+                       (unsigned long long)st->ix.chunk);
+    st->table_bytes = n * (sizeof *st->crc + 1);
+    if (st->mem && budget_take(st->mem, st->table_bytes) < 0) {
+        st->table_bytes = 0;
+        return io_fail(why, why_len, -ENOMEM, "index larger than the memory budget");
+    }
+    st->crc = malloc(n * sizeof *st->crc);
+    st->seen = calloc(n, 1);
+    if (!st->crc || !st->seen)
+        return io_fail(why, why_len, -ENOMEM, "out of memory");
+    return 0;
+}
+
+static void drop_index(struct sozip_state *st)
+{
+    if (st->mem && st->table_bytes)
+        budget_give(st->mem, st->table_bytes);
+    st->table_bytes = 0;
+    free(st->crc);
+    free(st->seen);
+    st->crc = NULL;
+    st->seen = NULL;
+    sozip_index_free(&st->ix, st->mem);
+}
+
+static void *sozip_new(const struct reader_env *env, const struct zip_member *zm)
+{
+    struct sozip_state *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
+    st->mem = env->index_mem;
+    st->usize = zm->usize;
+    st->crc32 = zm->crc32;
+    st->ops = &inflater_isal;
+    pthread_mutex_init(&st->lock, NULL);
+    int rc = sozip_load(env->fd, zm, st->mem, &st->ix, st->ignored, sizeof st->ignored);
+    if (rc == 0)
+        rc = make_tables(st, env, st->ignored, sizeof st->ignored);
+    if (rc == 0)
+        return st;
+    drop_index(st);
+    if (rc == -ENOENT)
+        st->ignored[0] = '\0';
+    if (!(st->deflate = reader_deflate.new_state(env, zm))) {
+        pthread_mutex_destroy(&st->lock);
+        free(st);
+        return NULL;
+    }
+    return st;
+}
+
+static void sozip_free(void *state)
+{
+    struct sozip_state *st = state;
+    if (st->deflate)
+        reader_deflate.free_state(st->deflate);
+    drop_index(st);
+    pthread_mutex_destroy(&st->lock);
+    free(st);
+}
+
+/* Whether the member is reader_deflate's; then *inner is it as reader_deflate sees it. */
+static bool delegated(const struct reader_member *m, struct reader_member *inner)
+{
+    struct sozip_state *st = m->state;
+    if (!st || !st->deflate)
+        return false;
+    if (st->ignored[0] && !atomic_exchange(&st->told, true))
+        log_error("%s: SOZip index ignored: %s", m->zm->name, st->ignored);
+    *inner = *m;
+    inner->state = st->deflate;
+    return true;
+}
+
+/* Records chunk c's CRC-32; once every chunk has one, checks the member's. */
+static int record_chunk(struct sozip_state *st, uint64_t c, uint32_t crc)
+{
+    pthread_mutex_lock(&st->lock);
+    bool all = false;
+    if (!st->seen[c]) {
+        st->seen[c] = 1;
+        st->crc[c] = crc;
+        all = ++st->nseen == st->ix.nchunks;
+    }
+    pthread_mutex_unlock(&st->lock);
+    if (!all)
+        return 0;
+    uint32_t total = 0;
+    for (uint64_t k = 0; k < st->ix.nchunks; k++) {
+        uint64_t len = k + 1 < st->ix.nchunks ? st->ix.chunk : st->usize - k * st->ix.chunk;
+        total = (uint32_t)crc32_combine(total, st->crc[k], (z_off_t)len);
+    }
+    return total == st->crc32 ? 0 : fail(st, "CRC-32 mismatch");
+}
+
+/* ---- decoding a group ---- */
+
+struct group {
+    uint64_t c0, c1; /* chunks */
+    uint64_t k0, k1; /* the whole pieces in them */
+};
+
+static struct group group_of(const struct sozip_state *st, uint64_t piece, uint64_t q)
+{
+    uint64_t c = st->ix.chunk, a = q * piece;
+    uint64_t b = a + piece < st->usize ? a + piece : st->usize;
+    struct group g = {a / c, (b - 1) / c, 0, 0};
+    uint64_t from = g.c0 * c, to = (g.c1 + 1) * c < st->usize ? (g.c1 + 1) * c : st->usize;
+    g.k0 = (from + piece - 1) / piece;
+    g.k1 = to == st->usize ? (st->usize + piece - 1) / piece : to / piece;
+    return g;
+}
+
+/* One thread decoding one group. */
+struct run {
+    const struct reader_env *env;
+    const struct reader_member *m;
+    struct sozip_state *st;
+    struct group g;
+    uint64_t q;
+    size_t piece;
+    struct cache_entry **claim; /* per whole piece (k - k0): our claim in the cache, or NULL */
+    unsigned char **buf;        /* per whole piece: its buffer, until handed to the cache */
+    uint64_t handed;            /* whole pieces handed over, from k0 on */
+    unsigned char *scratch;     /* output outside the whole pieces */
+    struct inflater *f;
+    unsigned char *in;          /* compressed bytes [in_at, in_at + in_have) of the member */
+    uint64_t in_at;
+    size_t in_have;
+};
+
+static uint64_t piece_end(const struct run *r, uint64_t k)
+{
+    uint64_t e = (k + 1) * r->piece;
+    return e < r->st->usize ? e : r->st->usize;
+}
+
+/* Points *p at the member's compressed bytes from `at` on, at most up to `to`. */
+static int input_at(struct run *r, uint64_t at, uint64_t to, const unsigned char **p, size_t *n)
+{
+    if (at < r->in_at || at >= r->in_at + r->in_have) {
+        uint64_t end = r->st->ix.off[r->g.c1 + 1]; /* the group's input ends there */
+        size_t len = end - at < IN_BUF ? (size_t)(end - at) : IN_BUF;
+        if (at >= end || io_read_exact(r->env->fd, r->in, len, r->m->zm->data_off + at) < 0)
+            return -EIO;
+        r->in_at = at;
+        r->in_have = len;
+    }
+    *p = r->in + (at - r->in_at);
+    size_t avail = r->in_have - (size_t)(at - r->in_at);
+    *n = to - at < avail ? (size_t)(to - at) : avail;
+    return 0;
+}
+
+/* Whether the 4 compressed bytes before `at` are the flush marker. */
+static bool marker_before(struct run *r, uint64_t at)
+{
+    unsigned char b[SOZIP_MARKER_LEN];
+    if (at < SOZIP_MARKER_LEN)
+        return false;
+    if (at - SOZIP_MARKER_LEN >= r->in_at && at <= r->in_at + r->in_have)
+        memcpy(b, r->in + (at - SOZIP_MARKER_LEN - r->in_at), sizeof b);
+    else if (io_read_exact(r->env->fd, b, sizeof b, r->m->zm->data_off + at - sizeof b) < 0)
+        return false;
+    return memcmp(b, sozip_marker, sizeof b) == 0;
+}
+
+/* Where the output at pos goes, and how much of it fits before the piece's or chunk's end. */
+static int dest(struct run *r, uint64_t pos, uint64_t end, unsigned char **dst, size_t *room)
+{
+    uint64_t k = pos / r->piece, start = k * r->piece, stop = piece_end(r, k);
+    if (stop > end)
+        stop = end;
+    unsigned char *base = r->scratch;
+    if (k >= r->g.k0 && k < r->g.k1) {
+        unsigned char **b = &r->buf[k - r->g.k0];
+        if (!*b && !(*b = cache_buffer(r->env->cache)))
+            return -ENOMEM;
+        base = *b;
+    }
+    *dst = base + (pos - start);
+    *room = (size_t)(stop - pos);
+    return 0;
+}
+
+/* After the last byte of a chunk: the decoder must stand on a byte-aligned block boundary, so
+ * a final empty stored block appended there ends the stream at once, with no output. */
+static int ends_on_boundary(struct run *r)
+{
+    static const unsigned char fin[] = {0x01, 0x00, 0x00, 0xff, 0xff};
+    size_t at = 0;
+    for (;;) {
+        unsigned char extra;
+        size_t used, made;
+        int rc = r->st->ops->step(r->f, fin + at, sizeof fin - at, &used, &extra, 1, &made, 0);
+        at += used;
+        if (rc == INFLATER_END && !made)
+            return 0;
+        if (rc != INFLATER_OK || made || !used)
+            return fail(r->st, "SOZip chunk does not end on a flush");
+    }
+}
+
+/* Decodes chunk c on its own and checks it (see the top of this file). */
+static int decode_chunk(struct run *r, uint64_t c)
+{
+    struct sozip_state *st = r->st;
+    const struct inflater_ops *ops = st->ops;
+    uint64_t in = st->ix.off[c], in_end = st->ix.off[c + 1];
+    uint64_t pos = c * st->ix.chunk;
+    uint64_t end = pos + st->ix.chunk < st->usize ? pos + st->ix.chunk : st->usize;
+    bool last = c + 1 == st->ix.nchunks, ended = false;
+    if ((c > 0 && !marker_before(r, in)) || (!last && !marker_before(r, in_end)))
+        return fail(st, "SOZip chunk does not start or end on a flush marker");
+    if (ops->reset(r->f, 0, 0, NULL, 0) < 0)
+        return -EIO;
+    uint32_t crc = 0;
+    while (!ended) {
+        const unsigned char *p = NULL;
+        size_t n = 0, used, made, room = 1;
+        unsigned char extra, *dst = &extra; /* past the chunk's end: nothing may come out */
+        int rc = in < in_end ? input_at(r, in, in_end, &p, &n) : 0;
+        if (rc == 0 && pos < end)
+            rc = dest(r, pos, end, &dst, &room);
+        if (rc < 0)
+            return rc == -EIO ? fail(st, "cannot read a SOZip chunk") : rc;
+        rc = ops->step(r->f, p, n, &used, dst, room, &made, 0);
+        in += used;
+        if (made && pos >= end)
+            return fail(st, "SOZip chunk longer than the chunk size");
+        crc = crc32_gzip_refl(crc, dst, made);
+        pos += made;
+        atomic_fetch_add_explicit(&st->decoded, made, memory_order_relaxed);
+        if (rc < 0)
+            return rc == -ENOMEM ? rc : fail(st, "corrupt deflate data in a SOZip chunk");
+        ended = rc == INFLATER_END;
+        if (!ended && !used && !made)
+            break; /* input used up (or a stall, which the checks below reject) */
+    }
+    if (pos != end || ended != last || in != in_end)
+        return fail(st, "SOZip chunk does not decode to its size");
+    if (!last && ends_on_boundary(r) < 0)
+        return -EIO;
+    return record_chunk(st, c, crc);
+}
+
+/* Hands every whole piece that ends at or before `upto` to the cache. */
+static void hand_over(struct run *r, uint64_t upto)
+{
+    struct cache *cache = r->env->cache;
+    for (uint64_t k = r->g.k0 + r->handed; k < r->g.k1 && piece_end(r, k) <= upto; k++) {
+        uint64_t i = k - r->g.k0;
+        size_t len = (size_t)(piece_end(r, k) - k * r->piece);
+        if (r->claim[i]) {
+            cache_fill(cache, r->claim[i], r->buf[i], len);
+            if (k != r->q) {
+                cache_put(cache, r->claim[i]);
+                r->claim[i] = NULL;
+            }
+        } else {
+            cache_insert(cache, r->m->idx, k, r->buf[i], len);
+        }
+        r->buf[i] = NULL;
+        r->handed++;
+    }
+}
+
+/* Claims the group's other pieces that are neither ready nor being produced. */
+static void claim_group(struct run *r, struct cache_entry *mine)
+{
+    for (uint64_t k = r->g.k0; k < r->g.k1; k++) {
+        struct cache_entry **e = &r->claim[k - r->g.k0];
+        if (k == r->q) {
+            *e = mine;
+        } else if (cache_get(r->env->cache, r->m->idx, k, CACHE_NOWAIT, e) != 0) {
+            if (*e)
+                cache_put(r->env->cache, *e); /* ready already */
+            *e = NULL;
+        }
+    }
+}
+
+/* Gives back what was neither handed over nor kept: rc says how (-EIO fails the claims, so
+ * that readers waiting for them get the error; anything else lets others try again). */
+static void release(struct run *r, int rc)
+{
+    struct cache *cache = r->env->cache;
+    for (uint64_t k = r->g.k0; r->buf && r->claim && k < r->g.k1; k++) {
+        uint64_t i = k - r->g.k0;
+        if (r->buf[i])
+            cache_unused(cache, r->buf[i]);
+        if (!r->claim[i] || (k == r->q && rc == 0))
+            continue;
+        if (k - r->g.k0 < r->handed)
+            cache_put(cache, r->claim[i]);
+        else if (rc == -EIO)
+            cache_fail(cache, r->claim[i], rc);
+        else
+            cache_abandon(cache, r->claim[i]);
+    }
+    if (r->scratch)
+        cache_unused(cache, r->scratch);
+    free(r->claim);
+    free(r->buf);
+    free(r->in);
+    if (r->f)
+        r->st->ops->free(r->f);
+}
+
+/* Produces piece q, which the caller claimed as e: decodes its group. Returns 0 with e ready
+ * and still referenced, or an error with e gone. */
+static int produce(const struct reader_env *env, const struct reader_member *m, uint64_t q,
+                   struct cache_entry *e, const struct read_ctl *ctl)
+{
+    struct sozip_state *st = m->state;
+    struct run r = {.env = env, .m = m, .st = st, .q = q, .piece = cache_piece(env->cache)};
+    r.g = group_of(st, r.piece, q);
+    uint64_t n = r.g.k1 - r.g.k0;
+    r.claim = calloc(n, sizeof *r.claim);
+    r.buf = calloc(n, sizeof *r.buf);
+    r.in = malloc(IN_BUF);
+    r.scratch = cache_buffer(env->cache);
+    r.f = st->ops->new();
+    if (!r.claim || !r.buf || !r.in || !r.scratch || !r.f) {
+        cache_abandon(env->cache, e);
+        release(&r, -ENOMEM);
+        return -ENOMEM;
+    }
+    claim_group(&r, e);
+    int rc = 0;
+    for (uint64_t c = r.g.c0; rc == 0 && c <= r.g.c1; c++) {
+        if (atomic_load(&st->why))
+            rc = -EIO;
+        else if (c > r.g.c0 && stop_now(ctl->stop))
+            rc = r.handed > q - r.g.k0 ? 1 : -EINTR; /* 1: q is out, the rest may wait */
+        else if ((rc = decode_chunk(&r, c)) == 0)
+            hand_over(&r, (c + 1) * st->ix.chunk);
+    }
+    rc = rc == 1 ? 0 : rc;
+    release(&r, rc);
+    return rc;
+}
+
+/* ---- reading ---- */
+
+/* Whether piece q is ready (decode-ahead skips it). */
+static bool ready(const struct reader_env *env, const struct reader_member *m, uint64_t q)
+{
+    struct cache_entry *e;
+    if (cache_get(env->cache, m->idx, q, CACHE_PEEK, &e) != 1)
+        return false;
+    cache_put(env->cache, e);
+    return true;
+}
+
+/* A sequential reader gets the next groups decoded on the worker threads, one job per group,
+ * as many at once as there are threads, within half the cache. */
+static void maybe_ahead(const struct reader_env *env, const struct reader_member *m,
+                        uint64_t off, uint64_t end, const struct read_ctl *ctl)
+{
+    struct sozip_state *st = m->state;
+    uint64_t piece = cache_piece(env->cache);
+    if (!env->ahead || ctl->ahead)
+        return;
+    uint64_t prev = atomic_exchange(&st->last_end, end);
+    if (off + 2 * piece < prev || off > prev + 2 * piece) { /* a jump: no reading on yet */
+        atomic_store(&st->ahead_to, end);
+        return;
+    }
+    unsigned width = env->threads ? env->threads : 1;
+    uint64_t unit = st->ix.chunk > piece ? st->ix.chunk : piece;
+    uint64_t span = 2 * width * unit > AHEAD_MIN_PIECES * piece ? 2 * width * unit
+                                                                : AHEAD_MIN_PIECES * piece;
+    if (span > env->cache_bytes / 2)
+        span = env->cache_bytes / 2;
+    uint64_t from = atomic_load(&st->ahead_to);
+    from = from > end ? from : end;
+    uint64_t limit = end + span < st->usize ? end + span : st->usize;
+    while (from < limit) {
+        uint64_t q = from / piece;
+        struct group g = group_of(st, piece, q);
+        uint64_t to = g.k1 * piece < st->usize ? g.k1 * piece : st->usize;
+        if (!ready(env, m, q) &&
+            env->ahead(env->ahead_ctx, m->idx, q * piece, (size_t)(to - q * piece), width) < 0)
+            break;
+        from = to;
+        atomic_store(&st->ahead_to, from);
+    }
+}
+
+static ssize_t sozip_read(const struct reader_env *env, const struct reader_member *m,
+                          void *out, size_t len, uint64_t off, const struct read_ctl *ctl)
+{
+    struct reader_member inner;
+    if (delegated(m, &inner))
+        return reader_deflate.read(env, &inner, out, len, off, ctl);
+    struct sozip_state *st = m->state;
+    unsigned char *buf = out;
+    size_t done = 0, piece = cache_piece(env->cache);
+    while (done < len) {
+        if (atomic_load(&st->why)) /* a failed member's pieces are not served either */
+            return -EIO;
+        uint64_t q = (off + done) / piece;
+        struct cache_entry *e;
+        int rc = cache_get(env->cache, m->idx, q, reader_cache_how(ctl), &e);
+        if (rc == 0)
+            rc = ctl->mode == READ_CACHED ? -EAGAIN : produce(env, m, q, e, ctl);
+        if (rc < 0)
+            return rc;
+        ssize_t n = reader_copy_entry(env, e, q, buf + done, len - done, off + done);
+        cache_put(env->cache, e);
+        if (n < 0)
+            return n;
+        done += (size_t)n;
+    }
+    maybe_ahead(env, m, off, off + len, ctl);
+    return (ssize_t)done;
+}
+
+/* ---- the rest of the interface ---- */
+
+static int sozip_prepare(const struct reader_env *env, const struct reader_member *m,
+                         unsigned char *scratch, const struct stop *stop)
+{
+    struct reader_member inner;
+    if (delegated(m, &inner))
+        return reader_deflate.prepare(env, &inner, scratch, stop);
+    return 1; /* the index came with the archive */
+}
+
+static int sozip_save(const struct reader_env *env, const struct reader_member *m, char *why,
+                      size_t why_len)
+{
+    struct reader_member inner;
+    return delegated(m, &inner) ? reader_deflate.save(env, &inner, why, why_len) : 0;
+}
+
+static void sozip_stats(const struct reader_member *m, struct reader_stats *out)
+{
+    struct reader_member inner;
+    struct sozip_state *st = m->state;
+    *out = (struct reader_stats){0};
+    if (delegated(m, &inner)) {
+        reader_deflate.stats(&inner, out);
+    } else if (st) {
+        out->indexed = st->usize;
+        out->decoded = atomic_load_explicit(&st->decoded, memory_order_relaxed);
+        out->checkpoints = st->ix.nchunks;
+        out->index_bytes = sizeof *st + st->ix.bytes + st->table_bytes;
+        out->sozip_chunk = st->ix.chunk;
+    }
+}
+
+static const char *sozip_why(const struct reader_member *m)
+{
+    struct reader_member inner;
+    if (delegated(m, &inner))
+        return reader_deflate.why(&inner);
+    struct sozip_state *st = m->state;
+    const char *why = st ? atomic_load(&st->why) : NULL;
+    return why ? why : "cannot decode";
+}
+
+const struct reader_ops reader_sozip = {
+    .read = sozip_read,
+    .why = sozip_why,
+    .new_state = sozip_new,
+    .free_state = sozip_free,
+    .prepare = sozip_prepare,
+    .save = sozip_save,
+    .stats = sozip_stats,
+};

@@ -1,0 +1,251 @@
+"""SOZip (seek-optimized ZIP) members: served through their hidden index, compared with Python's
+zipfile and numpy; hostile indexes either fall back to the checkpoint index (one log line) or
+read EIO, and never give wrong bytes. The archives come from sozip_writer.py (the
+specification, written on zlib), not from the code under test."""
+
+import errno
+import os
+import random
+import zipfile
+
+import numpy as np
+import pytest
+
+import npz_support as S
+import sozip_writer as W
+
+XATTR_CHUNK = "user.npzmount.sozip_chunk"
+PIECE = 128 << 10
+
+
+def npy(arr):
+    return S.npy_bytes(arr)
+
+
+def sozip_chunk(path):
+    try:
+        return int(os.getxattr(path, XATTR_CHUNK))
+    except OSError as e:
+        assert e.errno == errno.ENODATA
+        return None
+
+
+def reference(path):
+    with zipfile.ZipFile(path) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def decoded(path):
+    return int(os.getxattr(path, "user.npzmount.decoded"))
+
+
+# --------------------------------------------------------------------------------------------
+# well-formed archives
+
+
+def good_arrays():
+    rng = np.random.default_rng(12)
+    return {
+        "c4k": np.cumsum(rng.integers(-3, 4, 700_001), dtype=np.int32),
+        "sub/dir/c32k": rng.normal(size=300_000).astype(np.float32),
+        "c1m_zip64": np.cumsum(rng.integers(-2, 3, 1_300_003), dtype=np.int32),
+        "c4m": np.repeat(rng.integers(0, 50, 600_000, dtype=np.int16), 8),
+        "c100000": np.cumsum(rng.integers(-3, 4, 500_000), dtype=np.int64),
+        "small": np.arange(1000, dtype=np.int16),
+    }
+
+
+# name -> (chunk, offset size, zip64, data descriptor)
+LAYOUT = {
+    "c4k": (4096, 4, False, False),
+    "sub/dir/c32k": (32 << 10, 8, False, True),
+    "c1m_zip64": (1 << 20, 8, True, True),
+    "c4m": (4 << 20, 4, False, False),
+    "c100000": (100_000, 4, True, False),
+    "small": (32 << 10, 4, False, False),
+}
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sozip") / "good.npz"
+    arrays = good_arrays()
+    members = [W.Member(f"{k}.npy", npy(v), chunk=LAYOUT[k][0], offset_size=LAYOUT[k][1],
+                        zip64=LAYOUT[k][2], descriptor=LAYOUT[k][3]) for k, v in arrays.items()]
+    members.append(W.Member("exact.bin", bytes(range(256)) * (64 << 2) * 8, chunk=64 << 10))
+    members.append(W.Member("plain.npy", npy(arrays["c4k"]), method="deflate"))
+    members.append(W.Member("stored.npy", npy(arrays["small"]), method="stored"))
+    W.build(path, members)
+    return path, arrays
+
+
+def test_archive_is_plain_zip_to_others(good):
+    path, arrays = good
+    with zipfile.ZipFile(path) as z:
+        assert z.testzip() is None
+        assert not any("sozip.idx" in n for n in z.namelist())
+    with np.load(path) as f:
+        assert sorted(f.files) == sorted([*arrays, "exact.bin", "plain", "stored"])
+        for k, v in arrays.items():
+            np.testing.assert_array_equal(f[k], v)
+
+
+def test_members_read_as_zipfile_and_numpy(good, mount):
+    path, arrays = good
+    ref = reference(path)
+    with mount(path) as mnt:
+        names = {str(p.relative_to(mnt)) for p in mnt.rglob("*") if p.is_file()}
+        assert names == set(ref)
+        for name, want in ref.items():
+            assert S.read_file(mnt / name) == want, name
+        for k, v in arrays.items():
+            a = np.load(mnt / f"{k}.npy", mmap_mode="r")
+            np.testing.assert_array_equal(a, v)
+            del a
+        for k, (chunk, *_) in LAYOUT.items():
+            assert sozip_chunk(mnt / f"{k}.npy") == (None if k == "small" else chunk), k
+        assert sozip_chunk(mnt / "exact.bin") == 64 << 10
+        assert sozip_chunk(mnt / "plain.npy") is None
+        assert sozip_chunk(mnt / "stored.npy") is None
+
+
+@pytest.mark.parametrize("name", ["c4k", "sub/dir/c32k", "c1m_zip64", "c4m", "c100000"])
+def test_random_reads_decode_only_what_they_touch(good, mount, name):
+    path, _ = good
+    want = reference(path)[f"{name}.npy"]
+    chunk = LAYOUT[name][0]
+    rng = random.Random(name)
+    with mount(path, "-o", "noprefetch") as mnt:
+        fd = os.open(mnt / f"{name}.npy", os.O_RDONLY)
+        try:
+            at = len(want) * 9 // 10
+            assert os.pread(fd, 8, at) == want[at:at + 8]
+            # one group: the chunks of the piece read (and of a piece the kernel read with it)
+            assert decoded(mnt / f"{name}.npy") <= 2 * (max(chunk, PIECE) + chunk)
+            for _ in range(60):
+                off = rng.randrange(len(want))
+                n = rng.choice([1, 100, 5000, 200_000])
+                assert os.pread(fd, n, off) == want[off:off + n], (off, n)
+        finally:
+            os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------
+# hostile indexes
+
+
+def _swap_two(offs):
+    offs[3], offs[4] = offs[4], offs[3]
+    return offs
+
+
+def _past_end(offs):
+    offs[-1] = 10 ** 9
+    return offs
+
+
+def _mid_chunk(offs):
+    offs[5] += (offs[6] - offs[5]) // 2
+    return offs
+
+
+DATA = np.cumsum(np.random.default_rng(5).integers(-3, 4, 200_000), dtype=np.int32)
+REPEATS = os.urandom(3000) * 200  # back references reach across every chunk boundary
+
+# name -> (Member knobs, what must happen: "fallback" (logged), "silent" (no index), "eio")
+HOSTILE = {
+    "out_of_order": (dict(offsets=_swap_two), "fallback"),
+    "past_end": (dict(offsets=_past_end), "fallback"),
+    "usize_lies": (dict(header={"usize": 800_200}), "fallback"),
+    "csize_lies": (dict(header={"csize": 1234}), "fallback"),
+    "version_2": (dict(header={"version": 2}), "fallback"),
+    "offset_size_3": (dict(header={"offset_size": 3}), "fallback"),
+    "chunk_0": (dict(header={"chunk_size": 0}), "fallback"),
+    "truncated": (dict(truncate=6), "fallback"),
+    "wrong_name": (dict(index_name="other.sozip.idx"), "silent"),
+    "mid_chunk": (dict(offsets=_mid_chunk), "eio"),
+    "chunk_lies": (dict(header={"chunk_size": 64 << 10}), "eio"),
+}
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sozip") / "hostile.npz"
+    members = [W.Member(f"{k}.npy", npy(DATA), chunk=32 << 10, **knobs)
+               for k, (knobs, _) in HOSTILE.items()]
+    members.append(W.Member("backrefs.bin", REPEATS, chunk=32 << 10, full_flush=False))
+    members.append(W.Member("crc.npy", npy(DATA), chunk=32 << 10))
+    members.append(W.Member("stored_indexed.npy", npy(DATA), method="stored", index=True))
+    W.build(path, members)
+    S.set_central_crc(path, "crc.npy", zipfile.crc32(npy(DATA)) ^ 1)
+    return path
+
+
+def _reads_or_eio(path, want, rng, count=40):
+    """Random reads give the right bytes (short of the end only when a later part of the
+    kernel's request failed) or EIO; returns how many gave EIO or came short."""
+    eio = 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for _ in range(count):
+            off = rng.randrange(len(want))
+            n = rng.choice([1, 4096, 100_000])
+            try:
+                got = os.pread(fd, n, off)
+                assert got == want[off:off + len(got)], (path, off, n)
+                eio += len(got) < len(want[off:off + n])
+            except OSError as e:
+                assert e.errno == errno.EIO, e
+                eio += 1
+    finally:
+        os.close(fd)
+    return eio
+
+
+def test_hostile_indexes_fall_back_or_fail(hostile, mount, tmp_path):
+    log = tmp_path / "npz.log"
+    want = npy(DATA)
+    rng = random.Random(7)
+    with mount(hostile, "-o", f"logfile={log}") as mnt:
+        for name, (_, outcome) in HOSTILE.items():
+            p = mnt / f"{name}.npy"
+            if outcome == "eio":
+                _reads_or_eio(p, want, rng)
+                assert S.read_errno(p) == errno.EIO, name
+                assert sozip_chunk(p) == 32 << 10 or name == "chunk_lies", name
+            else:
+                assert S.read_file(p) == want, name
+                assert _reads_or_eio(p, want, rng) == 0, name
+                assert sozip_chunk(p) is None, name
+        assert S.read_file(mnt / "stored_indexed.npy") == want
+        S.poll(lambda: "mid_chunk.npy" in log.read_text(), 5, "the log line of mid_chunk")
+    text = log.read_text()
+    for name, (_, outcome) in HOSTILE.items():
+        lines = [l for l in text.splitlines() if f"{name}.npy: SOZip index ignored" in l]
+        assert len(lines) == (1 if outcome == "fallback" else 0), (name, text)
+
+
+def test_back_references_across_chunks_read_eio(hostile, mount):
+    with mount(hostile) as mnt:
+        p = mnt / "backrefs.bin"
+        assert _reads_or_eio(p, REPEATS, random.Random(3)) > 0
+        assert S.read_errno(p) == errno.EIO
+
+
+def test_crc_checked_once_read_through(hostile, mount):
+    want = npy(DATA)
+    with mount(hostile) as mnt:
+        p = mnt / "crc.npy"
+        with open(p, "rb") as f:  # any part alone is served: only the whole has a CRC
+            assert f.read(1 << 16) == want[:1 << 16]
+        assert S.read_errno(p) == errno.EIO
+        assert "CRC" in os.getxattr(p, "user.npzmount.error").decode()
+
+
+def test_chunk_too_large_for_cache_falls_back(good, mount):
+    path, arrays = good
+    with mount(path, "-o", "cache=4M") as mnt:
+        p = mnt / "c4m.npy"
+        np.testing.assert_array_equal(np.load(p), arrays["c4m"])
+        assert sozip_chunk(p) is None
+        assert sozip_chunk(mnt / "c1m_zip64.npy") == 1 << 20
