@@ -78,8 +78,8 @@ static void setup_saved_indexes(struct npz *npz, const struct npz_options *opt)
     if (opt && opt->no_index)
         return;
     bool any = false;
-    for (uint64_t i = 0; i < npz->zip.count && !any; i++)
-        any = reader_for(&npz->zip.members[i], false) == &reader_deflate;
+    for (uint64_t i = 0; i < npz->zip.count && !any; i++) /* a member with a saver */
+        any = reader_for(&npz->zip.members[i], false)->save != NULL;
     if (!any)
         return;
     int rc = opt && opt->index_dir
