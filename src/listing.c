@@ -146,8 +146,13 @@ static void json_row(FILE *out, const struct npz_member_info *m, const char *pat
         fprintf(out, "\"%s\"", m->method_name);
     else
         fprintf(out, "\"%u\"", m->method);
-    fprintf(out, ", \"crc32\": %lu, \"offset\": %llu, \"dtype\": ", (unsigned long)m->crc32,
-            (unsigned long long)m->offset);
+    fprintf(out, ", \"crc32\": %lu, \"offset\": %llu, \"sozip_chunk\": ",
+            (unsigned long)m->crc32, (unsigned long long)m->offset);
+    if (m->sozip_chunk)
+        fprintf(out, "%llu", (unsigned long long)m->sozip_chunk);
+    else
+        fputs("null", out);
+    fputs(", \"dtype\": ", out);
     if (!h) {
         fputs("null, \"shape\": null, \"fortran_order\": null, \"npy_version\": null, "
               "\"header_len\": null}", out);

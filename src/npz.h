@@ -167,6 +167,7 @@ struct npz_member_info {
     unsigned method;       /* the ZIP method number */
     const char *method_name; /* "stored", "deflated", ..., or NULL for others */
     const struct npy_header *npy; /* NULL unless its data starts with a valid npy header */
+    uint64_t sozip_chunk;  /* chunk size when served through a SOZip index (once read), or 0 */
 };
 
 /* Fills out for member idx (0 <= idx < npz_statfs's members), reading its npy header the

@@ -43,6 +43,9 @@ int npz_member(struct npz *npz, uint64_t idx, struct npz_member_info *out)
     if (idx >= npz_zip(npz)->count)
         return -ENOENT;
     member_info(npz, idx, true, out);
+    struct reader_stats rs; /* reading the npy header attached the member's reader */
+    npz_member_stats(npz, idx, &rs);
+    out->sozip_chunk = rs.sozip_chunk;
     return 0;
 }
 

@@ -153,7 +153,7 @@ def test_list_json_against_zipfile_and_numpy(tmp_path, mount):
         paths = {v.index: p for p, v in tree.items() if v.index is not None}
         for i, (row, info, key) in enumerate(zip(rows, infos, keys)):
             assert set(row) == {"key", "path", "size", "compressed_size", "method", "crc32",
-                                "offset", "dtype", "shape", "fortran_order", "npy_version",
+                                "sozip_chunk", "offset", "dtype", "shape", "fortran_order", "npy_version",
                                 "header_len"}
             assert row["key"] == key
             assert row["path"] == paths[i]

@@ -6,6 +6,7 @@ its own with zlib. Nothing here mounts.
 """
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -303,3 +304,20 @@ def test_interrupted(tmp_path):
     assert proc.returncode == 1, err
     assert err.decode().strip().endswith("interrupted"), err
     no_leftovers(tmp_path, ["in.npz"])
+
+
+def test_list_says_which_members_are_seek_optimized(tmp_path):
+    src, dst = tmp_path / "in.npz", tmp_path / "out.npz"
+    np.savez_compressed(src, **bench_like())
+    optimize(src, dst, "--chunk-size=64k")
+    r = S.run_npzmount(["--list", "--json", dst], timeout=60)
+    assert r.returncode == 0, r
+    rows = {row["path"]: row for row in json.loads(r.stdout)}
+    indexed = check_archive(dst)  # the independent reader says which members carry an index
+    with zipfile.ZipFile(dst) as zf:
+        for info in zf.infolist():
+            want = CHUNK if info.filename in indexed else None
+            assert rows[info.filename]["sozip_chunk"] == want, info.filename
+    assert any(row["sozip_chunk"] for row in rows.values())
+    r = S.run_npzmount(["--list", "--json", src], timeout=60)
+    assert all(row["sozip_chunk"] is None for row in json.loads(r.stdout))
