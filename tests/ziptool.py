@@ -188,6 +188,15 @@ def iter_extra(extra):
         i += 4 + n
 
 
+def zip64_values(extra):
+    """The 64-bit values of the first ZIP64 extra field (in APPNOTE order: usize, csize,
+    offset, as many as it holds), or None when there is none."""
+    for hid, d in iter_extra(extra):
+        if hid == ID_ZIP64:
+            return struct.unpack_from(f"<{len(d) // 8}Q", d)
+    return None
+
+
 def ut_mtime(extra):
     """The modification time of the last UT extra field that has one, or None."""
     t = None
@@ -197,12 +206,25 @@ def ut_mtime(extra):
     return t
 
 
-def local_data_offset(data, off):
-    """Where the data of the local header at off starts, or None when there is none."""
+LocalAt = namedtuple("LocalAt", "header name extra data_off")
+
+
+def local_at(data, off):
+    """The local header at off as (header, name, extra, data offset), or None when there is
+    none (no signature, or too short a header)."""
     if off + LOCAL.size > len(data) or struct.unpack_from("<I", data, off)[0] != SIG_LOCAL:
         return None
     h = LOCAL.unpack(data, off)
-    return off + LOCAL.size + h.name_len + h.extra_len
+    at = off + LOCAL.size
+    return LocalAt(h, data[at : at + h.name_len],
+                   data[at + h.name_len : at + h.name_len + h.extra_len],
+                   at + h.name_len + h.extra_len)
+
+
+def local_data_offset(data, off):
+    """Where the data of the local header at off starts, or None when there is none."""
+    loc = local_at(data, off)
+    return None if loc is None else loc.data_off
 
 
 def find_end_record(data):
@@ -243,11 +265,8 @@ def _apply_zip64(h, extra):
     ZIP64 extra, in APPNOTE order."""
     vals = {"usize": h.usize, "csize": h.csize, "offset": h.offset}
     need = [f for f in ("usize", "csize", "offset") if vals[f] == U32]
-    for hid, d in iter_extra(extra):
-        if hid == ID_ZIP64:
-            for f, v in zip(need, struct.unpack_from(f"<{len(d) // 8}Q", d)):
-                vals[f] = v
-            break
+    for f, v in zip(need, zip64_values(extra) or ()):
+        vals[f] = v
     return vals["usize"], vals["csize"], vals["offset"]
 
 
