@@ -1,7 +1,8 @@
 """The one ZIP toolkit of the tests: a writer of every ZIP record and a parser of archives.
 
 Shared by the unit corpus (tests/unit/gen_cases.py), the fuzz seeds (tests/fuzz/gen_seeds.py),
-the hostile corpus (tests/integration/hostile.py, adversarial.py) and the integration helpers
+the hostile corpus (tests/integration/hostile.py, adversarial.py), the SOZip writer and checker
+(tests/integration/sozip_writer.py, sozip_check.py) and the integration helpers
 (tests/integration/npz_support.py). It shares no code with src/: it is the reference the C
 reader is checked against, written from the APPNOTE layouts.
 

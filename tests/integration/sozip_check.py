@@ -1,12 +1,12 @@
 """An independent SOZip 0.5 checker for the --optimize tests (written from the specification,
 sharing nothing with src/optimize.c): the central directory comes from Python's zipfile, every
-local header and hidden index is parsed here, and every chunk is inflated on its own by zlib.
+local header is parsed with tests/ziptool.py (test code, not the code under test), the hidden
+indexes here, and every chunk is inflated on its own by zlib.
 
 check_archive(path) returns {member name: Index} for the members that carry an index and
 raises AssertionError on anything the specification forbids; check_sozip(data, chunk_size)
 does the same on an archive's bytes and also wants every member larger than one chunk of
-chunk_size to carry an index (what the writers of this project produce). Local headers are
-parsed with tests/ziptool.py (test code, not the code under test).
+chunk_size to carry an index (what the writers of this project produce).
 """
 
 import io
