@@ -1,7 +1,8 @@
 """The one ZIP toolkit of the tests: a writer of every ZIP record and a parser of archives.
 
 Shared by the unit corpus (tests/unit/gen_cases.py), the fuzz seeds (tests/fuzz/gen_seeds.py),
-the hostile corpus (tests/integration/hostile.py, adversarial.py) and the integration helpers
+the hostile corpus (tests/integration/hostile.py, adversarial.py), the SOZip writer and checker
+(tests/integration/sozip_writer.py, sozip_check.py) and the integration helpers
 (tests/integration/npz_support.py). It shares no code with src/: it is the reference the C
 reader is checked against, written from the APPNOTE layouts.
 
@@ -188,6 +189,15 @@ def iter_extra(extra):
         i += 4 + n
 
 
+def zip64_values(extra):
+    """The 64-bit values of the first ZIP64 extra field (in APPNOTE order: usize, csize,
+    offset, as many as it holds), or None when there is none."""
+    for hid, d in iter_extra(extra):
+        if hid == ID_ZIP64:
+            return struct.unpack_from(f"<{len(d) // 8}Q", d)
+    return None
+
+
 def ut_mtime(extra):
     """The modification time of the last UT extra field that has one, or None."""
     t = None
@@ -197,12 +207,25 @@ def ut_mtime(extra):
     return t
 
 
-def local_data_offset(data, off):
-    """Where the data of the local header at off starts, or None when there is none."""
+LocalAt = namedtuple("LocalAt", "header name extra data_off")
+
+
+def local_at(data, off):
+    """The local header at off as (header, name, extra, data offset), or None when there is
+    none (no signature, or too short a header)."""
     if off + LOCAL.size > len(data) or struct.unpack_from("<I", data, off)[0] != SIG_LOCAL:
         return None
     h = LOCAL.unpack(data, off)
-    return off + LOCAL.size + h.name_len + h.extra_len
+    at = off + LOCAL.size
+    return LocalAt(h, data[at : at + h.name_len],
+                   data[at + h.name_len : at + h.name_len + h.extra_len],
+                   at + h.name_len + h.extra_len)
+
+
+def local_data_offset(data, off):
+    """Where the data of the local header at off starts, or None when there is none."""
+    loc = local_at(data, off)
+    return None if loc is None else loc.data_off
 
 
 def find_end_record(data):
@@ -243,11 +266,8 @@ def _apply_zip64(h, extra):
     ZIP64 extra, in APPNOTE order."""
     vals = {"usize": h.usize, "csize": h.csize, "offset": h.offset}
     need = [f for f in ("usize", "csize", "offset") if vals[f] == U32]
-    for hid, d in iter_extra(extra):
-        if hid == ID_ZIP64:
-            for f, v in zip(need, struct.unpack_from(f"<{len(d) // 8}Q", d)):
-                vals[f] = v
-            break
+    for f, v in zip(need, zip64_values(extra) or ()):
+        vals[f] = v
     return vals["usize"], vals["csize"], vals["offset"]
 
 

@@ -1,6 +1,7 @@
 """An independent SOZip 0.5 checker for the --optimize tests (written from the specification,
 sharing nothing with src/optimize.c): the central directory comes from Python's zipfile, every
-local header and hidden index is parsed here, and every chunk is inflated on its own by zlib.
+local header is parsed with tests/ziptool.py (test code, not the code under test), the hidden
+indexes here, and every chunk is inflated on its own by zlib.
 
 check_archive(path) returns {member name: Index} for the members that carry an index and
 raises AssertionError on anything the specification forbids; check_sozip(data, chunk_size)
@@ -10,10 +11,14 @@ chunk_size to carry an index (what the writers of this project produce).
 
 import io
 import struct
+import sys
 import zlib
 import zipfile
+from pathlib import Path
 
-LOCAL = struct.Struct("<IHHHHHIIIHH")  # signature ... name length, extra length
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import ziptool as Z  # noqa: E402  (tests/ziptool.py)
+
 INDEX_HEADER = struct.Struct("<IIIIQQ")
 FLUSH_MARKERS = b"\x00\x00\xff\xff\x00\x00\x00\xff\xff"
 
@@ -33,27 +38,18 @@ def hidden_name(name):
     return f"{head}{sep}.{base}.sozip.idx"
 
 
-def _zip64_sizes(extra):
-    i = 0
-    while i + 4 <= len(extra):
-        hid, n = struct.unpack_from("<HH", extra, i)
-        if hid == 1:
-            assert n >= 16, "local ZIP64 field must hold both sizes"
-            return struct.unpack_from("<QQ", extra, i + 4)
-        i += 4 + n
-    raise AssertionError("saturated local sizes without a ZIP64 field")
-
-
 def read_local(data, off):
     """(name bytes, method, flags, crc, csize, usize, data offset) of the local header at off."""
-    assert data[off:off + 4] == b"PK\x03\x04", f"no local header at {off}"
-    (_sig, _ver, flags, method, _t, _d, crc, csize, usize, nlen,
-     xlen) = LOCAL.unpack_from(data, off)
-    name = data[off + 30:off + 30 + nlen]
-    extra = data[off + 30 + nlen:off + 30 + nlen + xlen]
-    if csize == 0xFFFFFFFF or usize == 0xFFFFFFFF:
-        usize, csize = _zip64_sizes(extra)
-    return name, method, flags, crc, csize, usize, off + 30 + nlen + xlen
+    loc = Z.local_at(data, off)
+    assert loc is not None, f"no local header at {off}"
+    h = loc.header
+    csize, usize = h.csize, h.usize
+    if Z.U32 in (csize, usize):  # a local ZIP64 field holds both sizes (APPNOTE 4.5.3)
+        sizes = Z.zip64_values(loc.extra)
+        assert sizes is not None, "saturated local sizes without a ZIP64 field"
+        assert len(sizes) >= 2, "local ZIP64 field must hold both sizes"
+        usize, csize = sizes[:2]
+    return loc.name, h.method, h.flags, h.crc, csize, usize, loc.data_off
 
 
 def parse_index(payload, usize, csize):
@@ -103,13 +99,13 @@ def check_archive(path):
     found = {}
     for info in infos:
         name, method, flags, crc, csize, usize, start = read_local(data, info.header_offset)
-        assert name.decode("utf-8" if flags & 0x800 else "cp437") == info.orig_filename
+        assert name.decode("utf-8" if flags & Z.FLAG_UTF8 else "cp437") == info.orig_filename
         assert method == info.compress_type
-        if not flags & 8:  # sizes in the local header must agree with the central directory
+        if not flags & Z.FLAG_DESCRIPTOR:  # sizes in the local header must agree with the central directory
             assert (crc, csize, usize) == (info.CRC, info.compress_size, info.file_size), \
                 info.filename
         end = start + info.compress_size
-        if data[end:end + 4] != b"PK\x03\x04":
+        if Z.local_at(data, end) is None:
             continue
         iname, imethod, _f, icrc, icsize, iusize, istart = read_local(data, end)
         if iname.decode("utf-8", "replace") != hidden_name(info.orig_filename):

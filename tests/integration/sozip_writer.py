@@ -9,13 +9,24 @@ version 1, skip_bytes, chunk_size, offset_size; uint64 uncompressed and compress
 little-endian), skip_bytes bytes, then the compressed offset of every chunk after the first.
 
 Usage: build(path, [Member(...), ...]). Knobs on Member make the index or the stream lie.
+Every ZIP record comes from tests/ziptool.py; only the index is written here.
 """
 import dataclasses
 import struct
+import sys
 import zlib
+from pathlib import Path
 from typing import Callable, Optional
 
-ZIP64_LIMIT = 0xFFFFFFFF
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import ziptool as Z  # noqa: E402  (tests/ziptool.py)
+
+INDEX_HEADER = Z.Record("SozipIndex", [
+    ("version", "I"), ("skip_bytes", "I"), ("chunk_size", "I"), ("offset_size", "I"),
+    ("usize", "Q"), ("csize", "Q")])
+DOS_DATE = 0x21  # 1980-01-01
+UNIX_FILE = 0o100644 << 16  # external attributes: a regular file, rw-r--r--
+MADE_BY_UNIX = 0x031E  # Unix, APPNOTE 3.0
 
 
 @dataclasses.dataclass
@@ -66,32 +77,31 @@ def index_bytes(m, usize, csize, offsets):
     h = {"version": 1, "skip_bytes": len(m.skip), "chunk_size": m.chunk,
          "offset_size": m.offset_size, "usize": usize, "csize": csize}
     h.update(m.header or {})
-    body = struct.pack("<IIIIQQ", h["version"], h["skip_bytes"], h["chunk_size"],
-                       h["offset_size"], h["usize"], h["csize"]) + m.skip
-    fmt = "<I" if m.offset_size == 4 else "<Q"
-    body += b"".join(struct.pack(fmt, o) for o in offsets)
+    body = INDEX_HEADER.pack(**h) + m.skip
+    body += struct.pack(f"<{len(offsets)}{'I' if m.offset_size == 4 else 'Q'}", *offsets)
     return body[:len(body) - m.truncate] if m.truncate else body
 
 
+def _header_fields(zip64, **values):
+    """The ZIP64 extra (empty without zip64) and the header fields: values (usize, csize,
+    offset, in that order) saturated when the extra holds them."""
+    if not zip64:
+        return b"", dict(values, version=20)
+    return (Z.zip64_extra(*values.values()),
+            dict(dict.fromkeys(values, Z.U32), version=45))
+
+
 def local_header(name, method, flags, crc, csize, usize, zip64):
-    n = name.encode()
-    extra = b""
-    if zip64:
-        extra = struct.pack("<HHQQ", 1, 16, usize, csize)
-        csize = usize = ZIP64_LIMIT
-    return struct.pack("<IHHHHHIIIHH", 0x04034B50, 45 if zip64 else 20, flags, method, 0,
-                       0x21, crc, csize, usize, len(n), len(extra)) + n + extra
+    extra, fields = _header_fields(zip64, usize=usize, csize=csize)
+    return Z.local_header(name.encode(), extra, flags=flags, method=method, date=DOS_DATE,
+                          crc=crc, **fields)
 
 
 def central_header(name, method, flags, crc, csize, usize, offset, zip64):
-    n = name.encode()
-    extra = b""
-    if zip64:
-        extra = struct.pack("<HHQQQ", 1, 24, usize, csize, offset)
-        csize = usize = offset = ZIP64_LIMIT
-    return struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 0x031E, 45 if zip64 else 20, flags,
-                       method, 0, 0x21, crc, csize, usize, len(n), len(extra), 0, 0, 0,
-                       0o100644 << 16, offset) + n + extra
+    extra, fields = _header_fields(zip64, usize=usize, csize=csize, offset=offset)
+    return Z.central_header(name.encode(), extra, made_by=MADE_BY_UNIX, flags=flags,
+                            method=method, date=DOS_DATE, crc=crc, external=UNIX_FILE,
+                            **fields)
 
 
 def build(path, members):
@@ -103,9 +113,9 @@ def append(path, members):
     """Adds members to an archive without ZIP64 end records or comment (zipfile's)."""
     with open(path, "rb") as f:
         data = f.read()
-    count, cd_size, cd_at = struct.unpack("<HII", data[-12:-2])
-    return _write(path, bytearray(data[:cd_at]), bytearray(data[cd_at:cd_at + cd_size]), count,
-                  members)
+    e = Z.EOCD.unpack(data, Z.find_end_record(data))
+    return _write(path, bytearray(data[:e.cd_offset]),
+                  bytearray(data[e.cd_offset:e.cd_offset + e.cd_size]), e.total, members)
 
 
 def _write(path, out, central, count, members):
@@ -122,15 +132,12 @@ def _write(path, out, central, count, members):
             method = 8
         offsets = m.offsets(list(offsets)) if m.offsets else offsets
         written[m.name] = offsets
-        flags = 8 if m.descriptor else 0
+        flags = Z.FLAG_DESCRIPTOR if m.descriptor else 0
         at = len(out)
         out += local_header(m.name, method, flags, crc, len(payload), len(m.data), m.zip64)
         out += payload
         if m.descriptor:
-            if m.zip64:
-                out += struct.pack("<IIQQ", 0x08074B50, crc, len(payload), len(m.data))
-            else:
-                out += struct.pack("<IIII", 0x08074B50, crc, len(payload), len(m.data))
+            out += Z.data_descriptor(crc, len(payload), len(m.data), zip64=m.zip64)
         auto = m.method == "sozip" and len(m.data) > m.chunk
         if m.index or (m.index is None and auto):
             body = index_bytes(m, len(m.data), len(payload), offsets)
@@ -142,12 +149,12 @@ def _write(path, out, central, count, members):
     cd_at = len(out)
     out += central
     count += len(members)
+    ends = dict(on_disk=count, total=count, cd_size=len(central), cd_offset=cd_at)
     if any(m.zip64 for m in members):
         z64 = len(out)
-        out += struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, count, count,
-                           len(central), cd_at)
-        out += struct.pack("<IIQI", 0x07064B50, 0, z64, 1)
-    out += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, len(central), cd_at, 0)
+        out += Z.zip64_end_record(**ends)
+        out += Z.zip64_locator(z64)
+    out += Z.end_record(**ends)
     with open(path, "wb") as f:
         f.write(out)
     return written

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import time
-import struct
 import zipfile
 
 import numpy as np
@@ -19,6 +18,8 @@ import pytest
 
 import npz_support as S
 from sozip_check import check_archive, hidden_name
+
+Z = S.Z  # tests/ziptool.py
 
 CHUNK = 64 << 10  # small, so that small arrays have many chunks
 
@@ -169,13 +170,14 @@ def _central_zip64(path, name):
     them, as writers do for members past 4 GiB."""
     data = bytearray(path.read_bytes())
     e = S.find_entry(S.zip_layout(bytes(data)), name)
-    nlen, xlen = struct.unpack_from("<HH", data, e.cd_off + 28)
-    at = e.cd_off + 46 + nlen + xlen
-    struct.pack_into("<IIHH", data, e.cd_off + 20, 0xFFFFFFFF, 0xFFFFFFFF, nlen, xlen + 20)
-    data[at:at] = struct.pack("<HHQQ", 1, 16, e.usize, e.csize)
-    eocd = len(data) - 22
-    assert data[eocd:eocd + 4] == b"PK\x05\x06"
-    struct.pack_into("<I", data, eocd + 12, struct.unpack_from("<I", data, eocd + 12)[0] + 20)
+    h = Z.CENTRAL.unpack(data, e.cd_off)
+    at = e.cd_off + Z.CENTRAL.size + h.name_len + h.extra_len
+    z64 = Z.zip64_extra(e.usize, e.csize)
+    Z.CENTRAL.patch(data, e.cd_off, csize=Z.U32, usize=Z.U32, extra_len=h.extra_len + len(z64))
+    data[at:at] = z64
+    eocd = Z.find_end_record(data)
+    assert eocd == len(data) - Z.EOCD.size
+    Z.EOCD.patch(data, eocd, cd_size=Z.EOCD.unpack(data, eocd).cd_size + len(z64))
     path.write_bytes(bytes(data))
 
 
@@ -185,7 +187,7 @@ def test_zip64_input(tmp_path):
     src, dst = tmp_path / "in.npz", tmp_path / "out.npz"
     np.savez_compressed(src, a=np.arange(200_000), b=np.ones(10))
     first = S.zip_layout(src.read_bytes())[0]
-    assert b"\x01\x00" in src.read_bytes()[first.local_off + 30 + 5:first.data_off], \
+    assert Z.zip64_values(Z.local_at(src.read_bytes(), first.local_off).extra) is not None, \
         "numpy wrote no local ZIP64 field"
     _central_zip64(src, "a.npy")
     assert zipfile.ZipFile(src).getinfo("a.npy").file_size == 200_000 * 8 + 128
@@ -195,9 +197,9 @@ def test_zip64_input(tmp_path):
     assert set(check_archive(dst)) == {"a.npy"}
     data = dst.read_bytes()
     for e in S.zip_layout(data):
-        assert b"\x01\x00\x10\x00" not in data[e.cd_off + 46:e.cd_off + 46 + 64], "ZIP64 kept"
-        nlen, xlen = struct.unpack_from("<HH", data, e.local_off + 26)
-        assert xlen == 0, "the local ZIP64 field is not needed"
+        assert Z.zip64_values(e.extra) is None, "ZIP64 kept"
+        assert Z.LOCAL.unpack(data, e.local_off).extra_len == 0, \
+            "the local ZIP64 field is not needed"
 
 
 def _write_many_empty(path, n):
@@ -205,14 +207,11 @@ def _write_many_empty(path, n):
     local, central = bytearray(), bytearray()
     for i in range(n):
         name = f"d{i % 7}/m{i}".encode()
-        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0x21, 0, 0,
-                               0, len(name), 0, 0, 0, 0, 0, len(local)) + name
-        local += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0x21, 0, 0, 0,
-                             len(name), 0) + name
-    end64 = struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, n, n, len(central),
-                        len(local))
-    locator = struct.pack("<IIQI", 0x07064B50, 0, len(local) + len(central), 1)
-    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, len(central), len(local), 0)
+        central += Z.central_header(name, date=0x21, offset=len(local))
+        local += Z.local_header(name, date=0x21)
+    end64 = Z.zip64_end_record(on_disk=n, total=n, cd_size=len(central), cd_offset=len(local))
+    locator = Z.zip64_locator(len(local) + len(central))
+    end = Z.end_record(on_disk=Z.U16, total=Z.U16, cd_size=len(central), cd_offset=len(local))
     path.write_bytes(bytes(local + central) + end64 + locator + end)
 
 
@@ -223,8 +222,9 @@ def test_many_members(tmp_path):
     _write_many_empty(src, n)
     optimize(src, dst)
     data = dst.read_bytes()
-    assert data[-22 - 20:-22 - 16] == b"PK\x06\x07", "no ZIP64 end locator"
-    assert struct.unpack_from("<H", data, len(data) - 22 + 10)[0] == 0xFFFF
+    eocd = Z.find_end_record(data)
+    assert Z.LOC64.unpack(data, eocd - Z.LOC64.size).sig == Z.SIG_LOC64, "no ZIP64 end locator"
+    assert Z.EOCD.unpack(data, eocd).total == Z.U16
     with zipfile.ZipFile(dst) as zb:
         ib = zb.infolist()
         assert [i.filename for i in ib] == [f"d{i % 7}/m{i}" for i in range(n)]

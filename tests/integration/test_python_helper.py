@@ -9,7 +9,6 @@ import os
 import re
 import selectors
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -320,11 +319,12 @@ def test_savez_compressed_zip64_offsets(tmp_path):
         assert zf.testzip() is None
         assert zf.read("arr_0.npy") == S.npy_bytes(a) and zf.read("b.npy") == S.npy_bytes(b)
     with open(path, "rb") as f:
-        f.seek(-22 - 20, os.SEEK_END)
-        sig, _, end64, _ = struct.unpack("<IIQI", f.read(20))
-        assert sig == 0x07064B50, "no ZIP64 end locator"
-        f.seek(end64)
-        assert f.read(4) == b"PK\x06\x06", "no ZIP64 end record where the locator says"
+        f.seek(-S.Z.EOCD.size - S.Z.LOC64.size, os.SEEK_END)
+        loc = S.Z.LOC64.unpack(f.read(S.Z.LOC64.size))
+        assert loc.sig == S.Z.SIG_LOC64, "no ZIP64 end locator"
+        f.seek(loc.offset)
+        assert S.Z.EOCD64.unpack(f.read(S.Z.EOCD64.size)).sig == S.Z.SIG_EOCD64, \
+            "no ZIP64 end record where the locator says"
     path.unlink()
 
 
