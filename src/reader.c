@@ -44,6 +44,15 @@ enum cache_how reader_cache_how(const struct read_ctl *ctl)
                                                                            : CACHE_PEEK;
 }
 
+bool reader_cached(const struct reader_env *env, const struct reader_member *m, uint64_t q)
+{
+    struct cache_entry *e;
+    if (cache_get(env->cache, m->idx, q, CACHE_PEEK, &e) != 1)
+        return false;
+    cache_put(env->cache, e);
+    return true;
+}
+
 ssize_t reader_copy_cached(const struct reader_env *env, const struct reader_member *m,
                            uint64_t q, unsigned char *buf, size_t len, uint64_t off)
 {

@@ -116,6 +116,9 @@ extern const struct reader_ops reader_archive;
 extern const struct reader_ops reader_broken;
 extern const struct reader_ops reader_locked;
 
+/* Whether piece q of the member is ready in the cache (a peek: it may go at once). */
+bool reader_cached(const struct reader_env *env, const struct reader_member *m, uint64_t q);
+
 /* Copies what ready piece q of the member holds of [off, off + len) into buf. Returns the
  * bytes copied (at least 1), 0 when q is not ready, or -EIO when q is shorter than off needs. */
 ssize_t reader_copy_cached(const struct reader_env *env, const struct reader_member *m,

@@ -192,6 +192,23 @@ static void maybe_ahead(const struct reader_env *env, const struct reader_member
         env->ahead(env->ahead_ctx, m->idx, indexed > end ? indexed : end, (size_t)window, 1);
 }
 
+/* A read whose last piece also needs a restart has that piece decoded on another worker at
+ * the same time, from its own checkpoint: the kernel asks for 128 KiB around a page fault, so
+ * a random read mostly straddles two pieces, and two restarts side by side take the time of
+ * one. A piece that is cached or being decoded meanwhile costs the job nothing. */
+static void split_restart(const struct reader_env *env, const struct reader_member *m,
+                          uint64_t off, size_t len, const struct read_ctl *ctl)
+{
+    struct deflate_state *st = m->state;
+    size_t piece = cache_piece(env->cache);
+    uint64_t first = off / piece, last = (off + len - 1) / piece;
+    if (!env->ahead || ctl->mode == READ_CACHED || ctl->ahead || len == 0 || last == first ||
+        off + len > m->zm->usize || zindex_ready(st->zi, last) != 1 ||
+        reader_cached(env, m, first))
+        return;
+    env->ahead(env->ahead_ctx, m->idx, last * piece, 1, 1);
+}
+
 static ssize_t deflate_read(const struct reader_env *env, const struct reader_member *m,
                             void *out, size_t len, uint64_t off, const struct read_ctl *ctl)
 {
@@ -200,6 +217,7 @@ static ssize_t deflate_read(const struct reader_env *env, const struct reader_me
     struct deflate_state *st = m->state;
     if (zindex_why(st->zi)) /* a failed member's cached pieces are not to be trusted either */
         return -EIO;
+    split_restart(env, m, off, len, ctl);
     while (done < len) {
         uint64_t q = (off + done) / piece;
         ssize_t n = reader_copy_cached(env, m, q, buf + done, len - done, off + done);

@@ -419,15 +419,6 @@ static int produce(const struct reader_env *env, const struct reader_member *m, 
 /* ---- reading ---- */
 
 /* Whether piece q is ready (decode-ahead skips it). */
-static bool ready(const struct reader_env *env, const struct reader_member *m, uint64_t q)
-{
-    struct cache_entry *e;
-    if (cache_get(env->cache, m->idx, q, CACHE_PEEK, &e) != 1)
-        return false;
-    cache_put(env->cache, e);
-    return true;
-}
-
 /* A sequential reader gets the next groups decoded on the worker threads, one job per group,
  * as many at once as there are threads, within half the cache. */
 static void maybe_ahead(const struct reader_env *env, const struct reader_member *m,
@@ -455,7 +446,7 @@ static void maybe_ahead(const struct reader_env *env, const struct reader_member
         uint64_t q = from / piece;
         struct group g = group_of(st, piece, q);
         uint64_t to = g.k1 * piece < st->usize ? g.k1 * piece : st->usize;
-        if (!ready(env, m, q) &&
+        if (!reader_cached(env, m, q) &&
             env->ahead(env->ahead_ctx, m->idx, q * piece, (size_t)(to - q * piece), width) < 0)
             break;
         from = to;

@@ -368,7 +368,8 @@ static const char *encryption_problem(const struct zip_member *m)
 
 static void check_method(struct zip_member *m)
 {
-    const char *why = m->flags & ZIP_FLAG_ENCRYPTED ? encryption_problem(m)
+    /* bit 6 without bit 0 is no valid ZIP either: strong encryption is all it can mean */
+    const char *why = m->flags & (ZIP_FLAG_ENCRYPTED | ZIP_FLAG_STRONG) ? encryption_problem(m)
                       : known_method(m->method) ? NULL : "unsupported compression method";
     if (why)
         member_error(m, -EIO, why);
