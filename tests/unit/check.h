@@ -120,6 +120,18 @@ static inline bool check_str(const char *a, const char *b, const char *ea, const
     return check_mem(a, a ? strlen(a) : 0, b, b ? strlen(b) : 0, ea, eb, file, line);
 }
 
+/* Pseudo-random numbers for the tests (xorshift64*): advances the state *s and returns the
+ * next value, so a seed gives the same sequence on every run. */
+static inline uint64_t check_rnd(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
 #define CHECK(cond) check_report((cond) ? true : false, __FILE__, __LINE__, "%s", #cond)
 #define CHECK_EQ_U64(a, b) check_u64((uint64_t)(a), (uint64_t)(b), #a, #b, __FILE__, __LINE__)
 #define CHECK_EQ_I64(a, b) check_i64((int64_t)(a), (int64_t)(b), #a, #b, __FILE__, __LINE__)

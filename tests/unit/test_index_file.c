@@ -69,10 +69,7 @@ static uint64_t g_rnd = 0x2545F4914F6CDD1Dull;
 
 static uint64_t rnd(void)
 {
-    g_rnd ^= g_rnd >> 12;
-    g_rnd ^= g_rnd << 25;
-    g_rnd ^= g_rnd >> 27;
-    return g_rnd * 0x2545F4914F6CDD1Dull;
+    return check_rnd(&g_rnd);
 }
 
 static void put32(unsigned char *p, uint32_t v)

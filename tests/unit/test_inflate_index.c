@@ -47,20 +47,10 @@ static double now(void)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Pseudo-random numbers (xorshift64*), per caller state. */
-
-static uint64_t rnd_next(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545F4914F6CDD1Dull;
-}
+/* Pseudo-random numbers (check_rnd), one sequence for the whole program. */
 
 static uint64_t g_rnd = 0x9E3779B97F4A7C15ull;
-static uint64_t rnd(void) { return rnd_next(&g_rnd); }
+static uint64_t rnd(void) { return check_rnd(&g_rnd); }
 static uint64_t rnd_below(uint64_t n) { return n ? rnd() % n : 0; }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1525,7 +1515,7 @@ static void *budget_reader(void *p)
     a->bad += produce_all(zi, &ts, npc, 0);
     uint64_t s = (uint64_t)a->piece | 1;
     for (int r = 0; r < 30; r++) {
-        if (produce(zi, &ts, rnd_next(&s) % npc, NULL, r % 2) != 0)
+        if (produce(zi, &ts, check_rnd(&s) % npc, NULL, r % 2) != 0)
             a->bad++;
         ts_done(&ts);
     }
@@ -1843,11 +1833,11 @@ static void *reader_thread(void *p)
     uint64_t s = a->seed;
     uint64_t usize = a->st->usize, npc = npieces_of(usize, a->piece);
     for (int i = 0; i < a->nreads; i++) {
-        uint64_t r = rnd_next(&s);
+        uint64_t r = check_rnd(&s);
         /* some reads lean to the far end so that several wait on the frontier */
-        uint64_t off = r % 3 == 0 ? usize - 1 - rnd_next(&s) % (usize / 8)
-                                  : rnd_next(&s) % usize;
-        uint64_t q = off / a->piece, n = 1 + (r % 5 == 0 ? rnd_next(&s) % 3 : 0);
+        uint64_t off = r % 3 == 0 ? usize - 1 - check_rnd(&s) % (usize / 8)
+                                  : check_rnd(&s) % usize;
+        uint64_t q = off / a->piece, n = 1 + (r % 5 == 0 ? check_rnd(&s) % 3 : 0);
         a->reads++;
         for (uint64_t k = q; k < q + n && k < npc; k++) {
             double t0 = now();
@@ -1925,7 +1915,7 @@ static void *failing_reader(void *p)
     uint64_t s = a->seed;
     uint64_t npc = npieces_of(a->st->usize, a->piece);
     for (int i = 0; i < a->nreads; i++) {
-        uint64_t q = rnd_next(&s) % npc;
+        uint64_t q = check_rnd(&s) % npc;
         int rc;
         double t0 = now();
         while ((rc = produce(a->zi, &a->ts, q, NULL, a->nowait)) == -EAGAIN &&

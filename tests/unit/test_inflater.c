@@ -33,22 +33,12 @@
 #define CANARY_BYTE 0xa5
 
 /* ------------------------------------------------------------------------------------------ */
-/* Pseudo-random numbers (xorshift64*). */
-
-static uint64_t rnd(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545f4914f6cdd1dull;
-}
+/* Pseudo-random numbers (check_rnd, check.h). */
 
 /* Uniform in [lo, hi]. */
 static size_t rnd_in(uint64_t *s, size_t lo, size_t hi)
 {
-    return lo + (size_t)(rnd(s) % (hi - lo + 1));
+    return lo + (size_t)(check_rnd(s) % (hi - lo + 1));
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -60,7 +50,7 @@ static void gen_float32(unsigned char *p, size_t n, uint64_t seed)
     for (size_t i = 0; i + 4 <= n; i += 4) {
         float v = -2.0f;
         for (int k = 0; k < 4; k++)
-            v += (float)(rnd(&seed) >> 40) / (float)(1u << 24);
+            v += (float)(check_rnd(&seed) >> 40) / (float)(1u << 24);
         memcpy(p + i, &v, 4);
     }
     memset(p + n / 4 * 4, 0, n % 4);
@@ -84,11 +74,11 @@ static void gen_text(unsigned char *p, size_t n, uint64_t seed)
         "stream", "bits", "bytes", "offset", "span", "chunk", "cache", "page", "kernel"};
     size_t i = 0;
     while (i < n) {
-        const char *w = words[rnd(&seed) % (sizeof words / sizeof *words)];
+        const char *w = words[check_rnd(&seed) % (sizeof words / sizeof *words)];
         for (; *w && i < n; w++)
             p[i++] = (unsigned char)*w;
         if (i < n)
-            p[i++] = rnd(&seed) % 11 == 0 ? '\n' : ' ';
+            p[i++] = check_rnd(&seed) % 11 == 0 ? '\n' : ' ';
     }
 }
 
@@ -101,7 +91,7 @@ static void gen_zeros(unsigned char *p, size_t n, uint64_t seed)
 static void gen_random(unsigned char *p, size_t n, uint64_t seed)
 {
     for (size_t i = 0; i < n; i++)
-        p[i] = (unsigned char)(rnd(&seed) >> 56);
+        p[i] = (unsigned char)(check_rnd(&seed) >> 56);
 }
 
 /* Thirds of text, random bytes and zeros, so that a stream mixes every kind of block. */
@@ -853,15 +843,15 @@ static void test_corrupted_streams(void)
         unsigned char *z = malloc(st->zn), *dst = out_buffer(st);
         for (int trial = 0; trial < 24; trial++) {
             memcpy(z, st->z, st->zn);
-            const struct bound *b = &st->b[rnd(&rs) % st->nb];
-            size_t at = b->in + rnd(&rs) % (st->zn - b->in < 4096 ? st->zn - b->in : 4096);
+            const struct bound *b = &st->b[check_rnd(&rs) % st->nb];
+            size_t at = b->in + check_rnd(&rs) % (st->zn - b->in < 4096 ? st->zn - b->in : 4096);
             at = at < st->zn ? at : st->zn - 1;
             switch (trial % 3) {
-            case 0: z[at] ^= (unsigned char)(1u << (rnd(&rs) % 8)); break;
-            case 1: z[at] = (unsigned char)rnd(&rs); break;
+            case 0: z[at] ^= (unsigned char)(1u << (check_rnd(&rs) % 8)); break;
+            case 1: z[at] = (unsigned char)check_rnd(&rs); break;
             default:
                 for (size_t i = at; i < st->zn && i < at + 64; i++)
-                    z[i] = (unsigned char)rnd(&rs);
+                    z[i] = (unsigned char)check_rnd(&rs);
             }
             for (const struct inflater_ops *const *op = inflater_all; *op; op++) {
                 struct inflater *f = (*op)->new();
