@@ -394,15 +394,20 @@ static void writer_put(struct writer *w, const void *data, size_t len)
     }
 }
 
-/* Writes the windows at off, one at a time, noting each one's length and CRC-32. */
-static int write_windows(int fd, const struct ixf_member *m, uint64_t off, uint32_t *zlen,
+/* Points w at off, with nothing buffered and a fresh CRC-32. */
+static void writer_seek(struct writer *w, uint64_t off)
+{
+    w->off = off;
+    w->used = 0;
+    w->crc = 0;
+}
+
+/* Writes the windows through w, one at a time, noting each one's length and CRC-32. */
+static int write_windows(struct writer *w, const struct ixf_member *m, uint32_t *zlen,
                          uint32_t *zcrc, uint64_t *total)
 {
-    struct writer *w = calloc(1, sizeof *w);
     unsigned char *z = m->window ? malloc(IXF_MAX_ZWIN) : NULL;
-    int rc = !w || (m->window && !z) ? -ENOMEM : 0;
-    if (w)
-        w->fd = fd, w->off = off;
+    int rc = m->window && !z ? -ENOMEM : 0;
     *total = 0;
     for (uint64_t k = 0; rc == 0 && k < m->npoints; k++) {
         const struct ixf_point *p = &m->pts[k];
@@ -426,8 +431,25 @@ static int write_windows(int fd, const struct ixf_member *m, uint64_t off, uint3
         rc = w->err;
     }
     free(z);
-    free(w);
     return rc;
+}
+
+/* Writes the body: point records (with the windows' lengths and CRCs), then piece CRCs. */
+static int write_body(struct writer *w, const struct ixf_member *m, const uint32_t *zlen,
+                      const uint32_t *zcrc)
+{
+    for (uint64_t k = 0; k < m->npoints; k++) {
+        unsigned char rec[POINT_LEN];
+        encode_point(rec, &m->pts[k], zlen[k], zcrc[k]);
+        writer_put(w, rec, sizeof rec);
+    }
+    for (uint64_t i = 0; i < m->npieces; i++) {
+        unsigned char rec[PIECE_CRC_LEN];
+        put_le32(rec, m->piece_crc[i]);
+        writer_put(w, rec, sizeof rec);
+    }
+    writer_flush(w);
+    return w->err;
 }
 
 /* Writes the whole file into fd: windows first (the body holds their lengths and CRCs), then
@@ -438,26 +460,18 @@ static int write_index(int fd, const struct ixf_identity *id, const struct ixf_m
     uint32_t *zcrc = malloc(m->npoints * sizeof *zcrc);
     struct writer *w = calloc(1, sizeof *w);
     uint64_t windows_len = 0;
-    int rc = zlen && zcrc && w ? write_windows(fd, m, HEADER_LEN + body_length(m), zlen, zcrc,
-                                               &windows_len)
-                               : -ENOMEM;
+    uint32_t body_crc = 0;
+    int rc = zlen && zcrc && w ? 0 : -ENOMEM;
     if (rc == 0) {
         w->fd = fd;
-        w->off = HEADER_LEN;
-        for (uint64_t k = 0; k < m->npoints; k++) {
-            unsigned char rec[POINT_LEN];
-            encode_point(rec, &m->pts[k], zlen[k], zcrc[k]);
-            writer_put(w, rec, sizeof rec);
-        }
-        for (uint64_t i = 0; i < m->npieces; i++) {
-            unsigned char rec[PIECE_CRC_LEN];
-            put_le32(rec, m->piece_crc[i]);
-            writer_put(w, rec, sizeof rec);
-        }
-        writer_flush(w);
-        rc = w->err;
+        writer_seek(w, HEADER_LEN + body_length(m));
+        rc = write_windows(w, m, zlen, zcrc, &windows_len);
     }
-    uint32_t body_crc = w ? w->crc : 0;
+    if (rc == 0) {
+        writer_seek(w, HEADER_LEN);
+        rc = write_body(w, m, zlen, zcrc);
+        body_crc = w->crc;
+    }
     free(zlen);
     free(zcrc);
     free(w);
