@@ -201,22 +201,25 @@ static int decoder_reset(struct decoder *d, const struct zindex_source *src, uin
 }
 
 /* Unpacks p's window into raw, reading it from the spill or the saved index when it lives
- * there; a saved window that cannot be read back fails the member like any other mismatch
- * with the file. */
+ * there. A window that cannot be read back fails the member: a saved one like any other
+ * mismatch with the file, a spilled one with a reason of its own (the file is not at fault). */
 static int load_window(struct zindex *zi, const struct point *p, unsigned char *raw, bool locked)
 {
     if (p->from == FROM_MEMORY)
         return window_unpack(p->win, p->zlen, raw, p->wlen);
-    if (p->from == FROM_SPILL)
-        return spill_get(zi->spill, raw, p->wlen, p->where) < 0 ? -EIO : 0;
-    unsigned char z[ZINDEX_WINDOW];
-    int n = zi->fetch.window && p->zlen <= sizeof z
-                ? zi->fetch.window(zi->fetch.ctx, p->where, z, sizeof z) : -EIO;
-    if (n >= 0 && (uint32_t)n == p->zlen && window_unpack(z, p->zlen, raw, p->wlen) == 0)
-        return 0;
-    if (!locked)
-        fail(zi, ZINDEX_WHY_SAVED);
-    return -EIO;
+    bool ok;
+    if (p->from == FROM_SPILL) {
+        ok = spill_get(zi->spill, raw, p->wlen, p->where) == 0;
+    } else {
+        unsigned char z[ZINDEX_WINDOW];
+        int n = zi->fetch.window && p->zlen <= sizeof z
+                    ? zi->fetch.window(zi->fetch.ctx, p->where, z, sizeof z) : -EIO;
+        ok = n >= 0 && (uint32_t)n == p->zlen && window_unpack(z, p->zlen, raw, p->wlen) == 0;
+    }
+    if (!ok && !locked) /* only a saved file's failure may have the file dropped (WHY_SAVED) */
+        fail(zi, p->from == FROM_SPILL ? "cannot read a checkpoint window back from the spill"
+                                       : ZINDEX_WHY_SAVED);
+    return ok ? 0 : -EIO;
 }
 
 /* Positions d at checkpoint p. */
