@@ -2,11 +2,12 @@
 #include "window.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <isa-l/igzip_lib.h>
 #include <zlib.h>
+
+#include "tls.h"
 
 /* ISA-L's level 1 packs a window as small as zlib's level 1 does, 4 to 15 times faster (a
  * fine index packs thousands of windows when saved). Each thread keeps its compressor for
@@ -16,31 +17,13 @@ struct packer {
     unsigned char level_buf[ISAL_DEF_LVL1_DEFAULT];
 };
 
-static pthread_key_t packer_key;
-static pthread_once_t packer_once = PTHREAD_ONCE_INIT;
-
-static void packer_key_init(void)
-{
-    pthread_key_create(&packer_key, free);
-}
-
-/* This thread's packer; NULL when out of memory. */
-static struct packer *thread_packer(void)
-{
-    pthread_once(&packer_once, packer_key_init);
-    struct packer *pk = pthread_getspecific(packer_key);
-    if (!pk && (pk = malloc(sizeof *pk)) && pthread_setspecific(packer_key, pk) != 0) {
-        free(pk);
-        pk = NULL;
-    }
-    return pk;
-}
+static struct tls packers = TLS_INIT(sizeof(struct packer), NULL);
 
 /* Level 1 raw deflate into out (cap bytes); returns the length, or 0 when it does not fit. */
 static uint32_t deflate_into(const unsigned char *raw, uint32_t wlen, unsigned char *out,
                              uint32_t cap)
 {
-    struct packer *pk = thread_packer();
+    struct packer *pk = tls_get(&packers);
     if (!pk)
         return 0;
     struct isal_zstream *z = &pk->z;
