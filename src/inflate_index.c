@@ -2,10 +2,12 @@
  * inflate_index: see inflate_index.h for the algorithm and its contract.
  *
  * Decoders: the frontier decoder, which only the thread holding `build` touches and which
- * stays at the frontier between calls, and a spare "cursor" left where the last restart
- * stopped, so that reading piece q+1 after piece q continues the stream instead of restarting
- * from a checkpoint. Both stop only at piece boundaries. A restart that finds the cursor taken
- * makes a decoder of its own.
+ * stays at the frontier between calls, and a few spare "cursors" left where restarts stopped,
+ * so that reading piece q+1 after piece q continues the stream instead of restarting from a
+ * checkpoint, also while other threads restart elsewhere in the member (a random read's
+ * second half is decoded by a worker at the same time). All stop only at piece boundaries. A
+ * restart takes the cursor that can continue to its piece, else any spare one, else makes a
+ * decoder.
  *
  * Decoders are inflaters (inflater.h): ISA-L by default, zlib as the reference. The first pass
  * asks the inflater to stop at the first block end once a span of output has passed since the
@@ -33,6 +35,7 @@
 #define IN_BUF (64u << 10)
 #define ISAL_MIN_SPAN (128u << 10)
 #define ADVANCE_SLICE 64 /* pieces per zindex_advance call */
+#define NCURSORS 4       /* spare restart decoders per member: a reader and the workers */
 
 struct point {
     uint64_t out;       /* output offset of the checkpoint */
@@ -56,6 +59,7 @@ struct decoder {
     size_t have;
     uint64_t base; /* input offset of the last reset: boundary() counts from there */
     bool ended;
+    bool frontier; /* keeps the tail: restarts record no checkpoints, so need no window */
     unsigned char tail[ZINDEX_WINDOW]; /* the frontier: output before the current piece */
     size_t tail_len;
     unsigned char buf[IN_BUF];
@@ -80,7 +84,7 @@ struct zindex {
     bool complete;
     int err;
     const char *why;
-    struct decoder *cursor;
+    struct decoder *cursor[NCURSORS];
     uint64_t charged;      /* bytes taken from mem */
     struct zindex_fetch fetch; /* windows of imported points */
     bool imported;
@@ -268,6 +272,8 @@ static int decoder_step(struct decoder *d, const struct zindex_source *src, unsi
  * back into pieces already handed over. */
 static void keep_tail(struct decoder *d, const unsigned char *piece, size_t len)
 {
+    if (!d->frontier)
+        return;
     if (len >= ZINDEX_WINDOW) {
         memcpy(d->tail, piece + len - ZINDEX_WINDOW, ZINDEX_WINDOW);
         d->tail_len = ZINDEX_WINDOW;
@@ -484,7 +490,8 @@ void zindex_free(struct zindex *zi)
         budget_give(zi->mem, zi->charged);
     free(zi->pts);
     free(zi->pcrc);
-    decoder_free(zi->cursor);
+    for (int i = 0; i < NCURSORS; i++)
+        decoder_free(zi->cursor[i]);
     decoder_free(zi->frontier);
     pthread_mutex_destroy(&zi->lock);
     pthread_mutex_destroy(&zi->build);
@@ -699,6 +706,7 @@ static int frontier_ready(struct zindex *zi, unsigned char *scratch, const struc
         return 0; /* a complete index (say, a loaded one) has no frontier to resume */
     if (!zi->frontier && !(zi->frontier = decoder_new(zi->ops)))
         return -ENOMEM;
+    zi->frontier->frontier = true;
     struct point p;
     pthread_mutex_lock(&zi->lock);
     int rc = copy_point(point_before(zi, zi->fpos), &p);
@@ -795,30 +803,41 @@ int zindex_advance(struct zindex *zi, unsigned char *scratch, const struct stop 
 
 /* ---- restarts below the frontier ---- */
 
-/* Takes the spare decoder (any decoder will do; one already near the piece saves a restart). */
-static struct decoder *take_cursor(struct zindex *zi)
+/* Takes the spare decoder that stands between the checkpoint before `at` and `at` (it goes on
+ * from where it is), else any spare one, else a new one. */
+static struct decoder *take_cursor(struct zindex *zi, uint64_t at)
 {
     pthread_mutex_lock(&zi->lock);
-    struct decoder *d = zi->cursor;
-    zi->cursor = NULL;
-    if (d)
+    uint64_t near = point_before(zi, at)->out;
+    int pick = -1;
+    for (int i = 0; i < NCURSORS; i++) {
+        struct decoder *d = zi->cursor[i];
+        if (d && (pick < 0 || (d->out <= at && d->out >= near && d->out > 0)))
+            pick = i;
+    }
+    struct decoder *d = pick >= 0 ? zi->cursor[pick] : NULL;
+    if (d) {
+        zi->cursor[pick] = NULL;
         refund(zi, decoder_bytes(zi->rops));
+    }
     pthread_mutex_unlock(&zi->lock);
     return d ? d : decoder_new(zi->rops);
 }
 
-/* Keeps d as the spare cursor while the budget has room for an idle decoder. */
+/* Keeps d as a spare cursor while there is a free slot and the budget has room for it. */
 static void return_cursor(struct zindex *zi, struct decoder *d)
 {
     pthread_mutex_lock(&zi->lock);
-    struct decoder *old = NULL;
-    if (zi->cursor || charge(zi, decoder_bytes(zi->rops)) < 0) {
-        old = d;
-    } else {
-        zi->cursor = d;
+    int slot = -1;
+    for (int i = 0; i < NCURSORS && slot < 0; i++)
+        if (!zi->cursor[i])
+            slot = i;
+    if (slot >= 0 && charge(zi, decoder_bytes(zi->rops)) == 0) {
+        zi->cursor[slot] = d;
+        d = NULL;
     }
     pthread_mutex_unlock(&zi->lock);
-    decoder_free(old);
+    decoder_free(d);
 }
 
 /* Positions d at or before output offset `at`, at a checkpoint unless it already stands
@@ -854,10 +873,10 @@ static int verify(struct zindex *zi, uint64_t q, const unsigned char *buf, size_
 static int restart(struct zindex *zi, uint64_t q, const struct zindex_sink *sink,
                    const struct stop *stop)
 {
-    struct decoder *d = take_cursor(zi);
+    uint64_t start = q * zi->piece;
+    struct decoder *d = take_cursor(zi, start);
     if (!d)
         return -ENOMEM;
-    uint64_t start = q * zi->piece;
     int rc = position(zi, d, start);
     if (rc == 0 && d->out % zi->piece) /* a checkpoint inside a piece: skip to the next one */
         rc = skip_with(zi, d, (d->out / zi->piece + 1) * zi->piece, sink, stop);
@@ -918,6 +937,14 @@ bool zindex_complete(struct zindex *zi)
     bool done = zi->complete;
     pthread_mutex_unlock(&zi->lock);
     return done;
+}
+
+uint64_t zindex_point_before(struct zindex *zi, uint64_t off)
+{
+    pthread_mutex_lock(&zi->lock);
+    uint64_t at = point_before(zi, off)->out;
+    pthread_mutex_unlock(&zi->lock);
+    return at;
 }
 
 uint64_t zindex_indexed(struct zindex *zi)

@@ -99,6 +99,9 @@ bool zindex_complete(struct zindex *zi);
 /* 1 when piece q lies below the frontier (a restart away), 0 when not, or the member's error. */
 int zindex_ready(struct zindex *zi, uint64_t q);
 
+/* Where a restart for output offset off begins decoding: the checkpoint at or before it. */
+uint64_t zindex_point_before(struct zindex *zi, uint64_t off);
+
 /* Output bytes covered by the index (the frontier's position). */
 uint64_t zindex_indexed(struct zindex *zi);
 

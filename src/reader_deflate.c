@@ -22,7 +22,7 @@
 #include "log.h"
 #include "reader.h"
 
-#define AHEAD_PIECES 8 /* what a sequential first pass decodes ahead of its reader */
+#define AHEAD_BYTES (1u << 20) /* what a sequential first pass decodes ahead of its reader */
 
 struct deflate_state {
     struct zindex *zi;
@@ -184,7 +184,7 @@ static void maybe_ahead(const struct reader_env *env, const struct reader_member
                         uint64_t end, const struct read_ctl *ctl)
 {
     struct deflate_state *st = m->state;
-    uint64_t window = AHEAD_PIECES * (uint64_t)cache_piece(env->cache);
+    uint64_t window = AHEAD_BYTES;
     if (!env->ahead || ctl->mode == READ_BLOCK)
         return;
     uint64_t indexed = zindex_indexed(st->zi);
@@ -192,14 +192,12 @@ static void maybe_ahead(const struct reader_env *env, const struct reader_member
         env->ahead(env->ahead_ctx, m->idx, indexed > end ? indexed : end, (size_t)window, 1);
 }
 
-/* A read whose last piece also needs a restart has that piece decoded on another worker at
- * the same time, from its own checkpoint: the kernel asks for 128 KiB around a page fault, so
- * a random read mostly straddles two pieces, and two restarts side by side take the time of
- * one. A piece that is cached or being decoded meanwhile costs the job nothing. It pays only
- * where decoding is slow for its output, in poorly compressible data: with a saved index,
- * remount + 200 random reads went from 0.145x to 0.12x numpy's load on float32 noise (1.1:1),
- * but from 0.12x to 0.15x on an int64 arange (5.3:1), whose pieces decode in less time than a
- * second job and decoder cost (scripts/bench deflate, same machine). */
+/* A read that spans a checkpoint has its part from that checkpoint on decoded by a worker,
+ * restarting there, while this thread restarts from the checkpoint before the read: the
+ * kernel asks for 128 KiB around a page fault, which with a fine index mostly holds one
+ * checkpoint, and two restarts side by side take the time of the longer one. This thread
+ * reaching the worker's first piece waits for it, or decodes it itself if the worker has not
+ * started (the cache's claims keep every piece to one decode). */
 static void split_restart(const struct reader_env *env, const struct reader_member *m,
                           uint64_t off, size_t len, const struct read_ctl *ctl)
 {
@@ -207,11 +205,16 @@ static void split_restart(const struct reader_env *env, const struct reader_memb
     size_t piece = cache_piece(env->cache);
     uint64_t first = off / piece, last = (off + len - 1) / piece;
     if (!env->ahead || ctl->mode == READ_CACHED || ctl->ahead || len == 0 || last == first ||
-        m->zm->usize / 2 > m->zm->csize ||
         off + len > m->zm->usize || zindex_ready(st->zi, last) != 1 ||
         reader_cached(env, m, first))
         return;
-    env->ahead(env->ahead_ctx, m->idx, last * piece, 1, 1);
+    uint64_t from = zindex_point_before(st->zi, last * piece);
+    uint64_t q = (from + piece - 1) / piece; /* the worker's first piece */
+    if (from <= zindex_point_before(st->zi, first * piece) || q <= first || q > last ||
+        reader_cached(env, m, q))
+        return;
+    uint64_t end = (last + 1) * piece < m->zm->usize ? (last + 1) * piece : m->zm->usize;
+    env->ahead(env->ahead_ctx, m->idx, q * piece, (size_t)(end - q * piece), 1);
 }
 
 static ssize_t deflate_read(const struct reader_env *env, const struct reader_member *m,

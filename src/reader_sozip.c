@@ -32,10 +32,12 @@
 #include "log.h"
 #include "reader.h"
 #include "sozip.h"
+#include "tls.h"
 
 #define IN_BUF (64u << 10)
 #define SOZIP_MAX_CHUNK (16u << 20) /* a group holds its pieces until its chunks pass */
-#define AHEAD_MIN_PIECES 8
+#define AHEAD_JOB (256u << 10) /* least output of one decode-ahead job: a job costs a wakeup */
+#define AHEAD_MIN (1u << 20)  /* least decode-ahead of a sequential reader */
 
 struct sozip_state {
     void *deflate;          /* reader_deflate's state when the member has no usable index */
@@ -184,6 +186,40 @@ static struct group group_of(const struct sozip_state *st, uint64_t piece, uint6
     g.k0 = (from + piece - 1) / piece;
     g.k1 = to == st->usize ? (st->usize + piece - 1) / piece : to / piece;
     return g;
+}
+
+/* A thread's decoder and input buffer, kept from one group to the next: allocating an ISA-L
+ * state per group made glibc grow and trim its heap on every random read (perf: a tenth of
+ * the daemon's time in sysmalloc and page clearing). */
+struct kit {
+    const struct inflater_ops *ops;
+    struct inflater *f;
+    unsigned char in[IN_BUF];
+};
+
+static void kit_free(void *p)
+{
+    struct kit *k = p;
+    if (k->f)
+        k->ops->free(k->f);
+    free(k);
+}
+
+static struct tls kits = TLS_INIT(sizeof(struct kit), kit_free);
+
+/* This thread's kit with a decoder of kind ops, or NULL when out of memory. */
+static struct kit *thread_kit(const struct inflater_ops *ops)
+{
+    struct kit *k = tls_get(&kits);
+    if (k && k->f && k->ops != ops) {
+        k->ops->free(k->f);
+        k->f = NULL;
+    }
+    if (k && !k->f) {
+        k->ops = ops;
+        k->f = ops->new();
+    }
+    return k && k->f ? k : NULL;
 }
 
 /* One thread decoding one group. */
@@ -377,9 +413,6 @@ static void release(struct run *r, int rc)
         cache_unused(cache, r->scratch);
     free(r->claim);
     free(r->buf);
-    free(r->in);
-    if (r->f)
-        r->st->ops->free(r->f);
 }
 
 /* Produces piece q, which the caller claimed as e: decodes its group. Returns 0 with e ready
@@ -393,10 +426,13 @@ static int produce(const struct reader_env *env, const struct reader_member *m, 
     uint64_t n = r.g.k1 - r.g.k0;
     r.claim = calloc(n, sizeof *r.claim);
     r.buf = calloc(n, sizeof *r.buf);
-    r.in = malloc(IN_BUF);
+    struct kit *kit = thread_kit(st->ops);
     r.scratch = cache_buffer(env->cache);
-    r.f = st->ops->new();
-    if (!r.claim || !r.buf || !r.in || !r.scratch || !r.f) {
+    if (kit) {
+        r.f = kit->f;
+        r.in = kit->in;
+    }
+    if (!r.claim || !r.buf || !kit || !r.scratch) {
         cache_abandon(env->cache, e);
         release(&r, -ENOMEM);
         return -ENOMEM;
@@ -418,9 +454,9 @@ static int produce(const struct reader_env *env, const struct reader_member *m, 
 
 /* ---- reading ---- */
 
-/* Whether piece q is ready (decode-ahead skips it). */
-/* A sequential reader gets the next groups decoded on the worker threads, one job per group,
- * as many at once as there are threads, within half the cache. */
+/* A sequential reader gets the next groups decoded on the worker threads, in jobs of whole
+ * groups of about AHEAD_JOB bytes or one chunk, as many at once as there are threads, within
+ * half the cache. */
 static void maybe_ahead(const struct reader_env *env, const struct reader_member *m,
                         uint64_t off, uint64_t end, const struct read_ctl *ctl)
 {
@@ -434,23 +470,47 @@ static void maybe_ahead(const struct reader_env *env, const struct reader_member
         return;
     }
     unsigned width = env->threads ? env->threads : 1;
-    uint64_t unit = st->ix.chunk > piece ? st->ix.chunk : piece;
-    uint64_t span = 2 * width * unit > AHEAD_MIN_PIECES * piece ? 2 * width * unit
-                                                                : AHEAD_MIN_PIECES * piece;
+    uint64_t unit = st->ix.chunk > AHEAD_JOB ? st->ix.chunk : AHEAD_JOB;
+    uint64_t span = 2 * width * unit > AHEAD_MIN ? 2 * width * unit : AHEAD_MIN;
     if (span > env->cache_bytes / 2)
         span = env->cache_bytes / 2;
     uint64_t from = atomic_load(&st->ahead_to);
     from = from > end ? from : end;
     uint64_t limit = end + span < st->usize ? end + span : st->usize;
     while (from < limit) {
-        uint64_t q = from / piece;
-        struct group g = group_of(st, piece, q);
-        uint64_t to = g.k1 * piece < st->usize ? g.k1 * piece : st->usize;
+        uint64_t q = from / piece, to = from;
+        while (to < limit && to - q * piece < unit) /* whole groups, about unit bytes */
+            to = group_of(st, piece, to / piece).k1 * piece;
+        to = to < st->usize ? to : st->usize;
         if (!reader_cached(env, m, q) &&
             env->ahead(env->ahead_ctx, m->idx, q * piece, (size_t)(to - q * piece), width) < 0)
             break;
         from = to;
         atomic_store(&st->ahead_to, from);
+    }
+}
+
+/* A read over several groups has the later ones decoded by the workers while this thread
+ * decodes the first: the kernel asks for 128 KiB around a page fault, which spans several
+ * small chunks, and chunks decode independently. A group a worker has not started by the
+ * time this thread reaches it is decoded here (the cache's claims keep it to one decode). */
+static void split_read(const struct reader_env *env, const struct reader_member *m,
+                       uint64_t off, size_t len, const struct read_ctl *ctl)
+{
+    struct sozip_state *st = m->state;
+    uint64_t piece = cache_piece(env->cache);
+    if (!env->ahead || ctl->ahead || ctl->mode == READ_CACHED || len == 0)
+        return;
+    uint64_t from = group_of(st, piece, off / piece).k1 * piece;
+    while (from < off + len) {
+        uint64_t q = from / piece;
+        uint64_t to = group_of(st, piece, q).k1 * piece;
+        to = to < st->usize ? to : st->usize;
+        if (!reader_cached(env, m, q) &&
+            env->ahead(env->ahead_ctx, m->idx, q * piece, (size_t)(to - q * piece),
+                       env->threads ? env->threads : 1) < 0)
+            break;
+        from = to;
     }
 }
 
@@ -463,6 +523,7 @@ static ssize_t sozip_read(const struct reader_env *env, const struct reader_memb
     struct sozip_state *st = m->state;
     unsigned char *buf = out;
     size_t done = 0, piece = cache_piece(env->cache);
+    split_read(env, m, off, len, ctl);
     while (done < len) {
         if (atomic_load(&st->why)) /* a failed member's pieces are not served either */
             return -EIO;
