@@ -158,7 +158,7 @@ static struct decoder *decoder_new(const struct inflater_ops *ops)
     d->ops = ops;
     d->out = d->in = d->base = 0;
     d->pos = d->have = d->tail_len = 0;
-    d->ended = false;
+    d->ended = d->frontier = false;
     return d;
 }
 
