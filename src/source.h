@@ -54,8 +54,13 @@ bool source_is_remote(const char *spec);
 int source_open(const char *spec, const struct source_options *o, struct source **out,
                 char *msg, size_t msg_len);
 
-/* A local file already open: the source takes ownership of fd. */
+/* A local file already open: the source takes ownership of fd (closed on failure too).
+ * -EINVAL when fd is not a regular file. name is copied. */
 int source_from_fd(int fd, const char *name, struct source **out);
+
+/* The remote side of source_open (source_http.c), for http://, https:// and s3:// URLs. */
+int source_http_open(const char *url, const struct source_options *o, struct source **out,
+                     char *msg, size_t msg_len);
 
 void source_close(struct source *s);
 
