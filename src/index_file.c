@@ -54,6 +54,7 @@
 
 #include "io.h"
 #include "siphash.h"
+#include "source.h"
 
 #define MAGIC "\x89NPZIDX\n"
 #define MAGIC_LEN 8u
@@ -120,7 +121,7 @@ static void id_u64(struct id_hash *h, uint64_t v)
     id_update(h, b, sizeof b);
 }
 
-static int id_file_range(struct id_hash *h, int fd, uint64_t off, uint64_t len)
+static int id_file_range(struct id_hash *h, struct source *src, uint64_t off, uint64_t len)
 {
     size_t cap = 64u << 10;
     unsigned char *buf = malloc(cap);
@@ -129,7 +130,7 @@ static int id_file_range(struct id_hash *h, int fd, uint64_t off, uint64_t len)
     int rc = 0;
     while (len > 0 && rc == 0) {
         size_t n = len < cap ? (size_t)len : cap;
-        rc = io_read_exact(fd, buf, n, off);
+        rc = source_read(src, buf, n, off);
         id_update(h, buf, n);
         off += n;
         len -= n;
@@ -138,7 +139,7 @@ static int id_file_range(struct id_hash *h, int fd, uint64_t off, uint64_t len)
     return rc;
 }
 
-int ixf_identity_of(int fd, const struct zip_archive *za, struct ixf_identity *out)
+int ixf_identity_of(struct source *src, const struct zip_archive *za, struct ixf_identity *out)
 {
     static const char tag[] = "npzmount archive identity 1";
     struct id_hash h;
@@ -147,7 +148,7 @@ int ixf_identity_of(int fd, const struct zip_archive *za, struct ixf_identity *o
     id_update(&h, tag, sizeof tag);
     id_u64(&h, za->file_size);
     id_u64(&h, za->cd_size);
-    int rc = id_file_range(&h, fd, za->cd_offset, za->cd_size);
+    int rc = id_file_range(&h, src, za->cd_offset, za->cd_size);
     if (rc < 0)
         return rc;
     id_u64(&h, za->count);

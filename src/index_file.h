@@ -49,9 +49,12 @@ struct ixf_identity {
     unsigned char id[16];
 };
 
-/* The identity of the archive za read from fd: its size, the bytes of its central directory,
- * and each member's CRC-32, sizes and method. Reads the central directory again. */
-int ixf_identity_of(int fd, const struct zip_archive *za, struct ixf_identity *out);
+/* The identity of the archive za read from src: its size, the bytes of its central directory,
+ * and each member's CRC-32, sizes and method, all read through the source (never the file's
+ * inode or times), so that a local copy and a remote object get the same one. Reads the
+ * central directory again. */
+struct source;
+int ixf_identity_of(struct source *src, const struct zip_archive *za, struct ixf_identity *out);
 
 /* A zran checkpoint: decoding restarts at compressed byte `in` (with `bits` bits of the byte
  * before it still unread) producing output from `out`, given the window of output before. */

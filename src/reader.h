@@ -36,6 +36,7 @@
 #include "budget.h"
 #include "cache.h"
 #include "index_file.h"
+#include "source.h"
 #include "stop.h"
 #include "zipdir.h"
 
@@ -43,7 +44,7 @@ struct archive_decoders;
 
 /* What readers share, owned by npz. */
 struct reader_env {
-    int fd;
+    struct source *src;       /* the archive's bytes (source.h) */
     const struct zip_member *members; /* the member table, to tell a member's index */
     struct cache *cache;      /* decoded pieces; its piece size is every reader's unit */
     uint64_t span;            /* deflate checkpoint spacing */

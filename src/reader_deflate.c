@@ -99,7 +99,7 @@ static void *deflate_new_for(const struct reader_env *env, const struct zip_memb
     if (!st)
         return NULL;
     struct zindex_source src = {
-        .fd = env->fd,
+        .archive = env->src,
         .offset = zm->data_off,
         .csize = zm->csize,
         .usize = zm->usize,
