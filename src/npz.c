@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <time.h>
@@ -73,9 +74,29 @@ static void npy_slot_free(struct npy_slot *slot)
     free(slot);
 }
 
+/* The archive's sidecar (ARCHIVE.npzidx, local or next to a remote object), if it has a
+ * valid one: missing is silent, unusable one log line. */
+static void open_sidecar(struct npz *npz, const char *path, const struct npz_options *opt)
+{
+    char name[PATH_MAX + 16], why[PATH_MAX + 256];
+    struct source *src;
+    if (snprintf(name, sizeof name, "%s" NPZ_SIDECAR_SUFFIX, path) >= (int)sizeof name)
+        return;
+    int rc = source_open(name, opt ? &opt->remote : NULL, &src, why, sizeof why);
+    if (rc == -ENOENT)
+        return;
+    if (rc == 0)
+        rc = ixf_sidecar_open(src, &npz->env.id, &npz->env.sidecar, why, sizeof why);
+    else
+        snprintf(why, sizeof why, "%s: %s", name, strerror(-rc));
+    if (rc < 0)
+        log_error("shared index ignored: %s", why);
+}
+
 /* Where indexes go, and the archive's identity that names them. A failure here only costs
  * the saved indexes, with one warning. */
-static void setup_saved_indexes(struct npz *npz, const struct npz_options *opt)
+static void setup_saved_indexes(struct npz *npz, const char *path,
+                                const struct npz_options *opt)
 {
     if (opt && opt->no_index)
         return;
@@ -95,6 +116,7 @@ static void setup_saved_indexes(struct npz *npz, const struct npz_options *opt)
         return;
     }
     npz->env.index_dir = npz->index_dir;
+    open_sidecar(npz, path, opt);
     /* Fine checkpoints need somewhere to put their windows; without it, only coarse ones. */
     uint64_t fine = opt && opt->disk_span ? opt->disk_span : NPZ_DEFAULT_DISK_SPAN;
     if (fine != NPZ_DISK_SPAN_OFF && fine < npz->env.span &&
@@ -194,7 +216,7 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     budget_init(&npz->index_mem, opt && opt->index_mem ? opt->index_mem : NPZ_DEFAULT_INDEX_MEM);
     npz->env.index_mem = &npz->index_mem;
     npz->env.members = npz->zip.members;
-    setup_saved_indexes(npz, opt);
+    setup_saved_indexes(npz, path, opt);
     atomic_init(&npz->shutdown, false);
     atomic_init(&npz->decoding, 0);
     npz->prefetch = !(opt && opt->no_prefetch);
@@ -403,6 +425,13 @@ int npz_index_all(struct npz *npz, void (*progress)(void *ctx, uint64_t done, ui
     return rc;
 }
 
+int npz_write_sidecar(struct npz *npz, const char *path, char *msg, size_t msg_len)
+{
+    if (!npz->env.index_dir)
+        return io_fail(msg, msg_len, -ENOENT, "no member has an index to share");
+    return ixf_sidecar_write(path, npz->index_dir, &npz->env.id, &npz->zip, msg, msg_len);
+}
+
 void npz_close(struct npz *npz)
 {
     if (!npz)
@@ -428,6 +457,7 @@ void npz_close(struct npz *npz)
     free((void *)npz->npy);
     free(npz->ino_of);
     spill_close(npz->env.spill); /* after the indexes that read it */
+    ixf_sidecar_close(npz->env.sidecar); /* likewise */
     free(npz->ops);
     free((void *)npz->state);
     free(npz->logged);
