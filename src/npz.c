@@ -83,13 +83,11 @@ static void open_sidecar(struct npz *npz, const char *path, const struct npz_opt
     if (snprintf(name, sizeof name, "%s" NPZ_SIDECAR_SUFFIX, path) >= (int)sizeof name)
         return;
     int rc = source_open(name, opt ? &opt->remote : NULL, &src, why, sizeof why);
-    if (rc == -ENOENT)
+    if (rc == -ENOENT) /* a remote source says so for a 404 */
         return;
-    if (rc == 0)
-        rc = ixf_sidecar_open(src, &npz->env.id, &npz->env.sidecar, why, sizeof why);
-    else
-        snprintf(why, sizeof why, "%s: %s", name, strerror(-rc));
     if (rc < 0)
+        log_error("shared index ignored: %s: %s", name, why);
+    else if (ixf_sidecar_open(src, &npz->env.id, &npz->env.sidecar, why, sizeof why) < 0)
         log_error("shared index ignored: %s", why);
 }
 
