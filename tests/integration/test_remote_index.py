@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import npz_support as S
+from index_check import decoded, tail_read
 
 R = pytest.importorskip("remote_support")
 if not os.path.exists(R.NGINX):
@@ -38,18 +39,6 @@ def served(tmp_path_factory):
 def opts(index_dir, log, *more):
     return ["-o", ",".join([f"index_dir={index_dir}", f"span={SPAN // 1024}k", "noprefetch",
                             f"logfile={log}", *more])]
-
-
-def decoded(path):
-    return int(os.getxattr(path, "user.npzmount.decoded"))
-
-
-def tail_read(path, length):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.pread(fd, 4096, length - 4096)
-    finally:
-        os.close(fd)
 
 
 def check_indexed_reads(mnt, ref):
