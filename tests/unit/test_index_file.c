@@ -1308,8 +1308,10 @@ static void test_sidecar(void)
     const struct fixture *fx = sv.fx;
     struct zip_member members[6] = {{0}};
     uint64_t me = fx->m.member;
-    if (!CHECK(me < 5))
+    if (!CHECK(me < 5)) {
+        saved_close(&sv);
         return;
+    }
     members[me] = fx->zm; /* the others have no index in the directory */
     struct zip_archive za = {.count = 6, .members = members};
     char *path = NULL, why[512] = "";
