@@ -171,6 +171,14 @@ static void decoder_free(struct decoder *d)
     }
 }
 
+/* Reads the member's compressed bytes. A source that fails (reader.h) gives -EREMOTEIO, so
+ * that a server timing out fails this read but never the member as corrupt. */
+static int read_input(const struct zindex_source *src, void *buf, size_t n, uint64_t at)
+{
+    int rc = source_read(src->archive, buf, n, src->offset + at);
+    return rc == -EIO ? -EREMOTEIO : rc;
+}
+
 /* The byte at input offset at, from the buffer when it holds it. */
 static int input_byte(struct decoder *d, const struct zindex_source *src, uint64_t at,
                       unsigned char *byte)
@@ -179,7 +187,7 @@ static int input_byte(struct decoder *d, const struct zindex_source *src, uint64
         *byte = d->buf[at - d->in];
         return 0;
     }
-    return source_read(src->archive, byte, 1, src->offset + at);
+    return read_input(src, byte, 1, at);
 }
 
 /* Positions d at a block boundary: input offset in (bits leftover bits of byte in - 1),
@@ -249,7 +257,7 @@ static int decoder_step(struct decoder *d, const struct zindex_source *src, unsi
     if (d->pos == d->have && d->in + d->have < src->csize) {
         uint64_t at = d->in + d->have;
         size_t n = src->csize - at < IN_BUF ? (size_t)(src->csize - at) : IN_BUF;
-        int rc = source_read(src->archive, d->buf, n, src->offset + at);
+        int rc = read_input(src, d->buf, n, at);
         if (rc < 0)
             return rc;
         d->in = at;
@@ -572,7 +580,7 @@ static int expect_end(struct zindex *zi, struct decoder *d)
         if (rc == INFLATER_END)
             return 0;
         if (rc < 0)
-            return rc == -ENOMEM ? rc : fail(zi, "corrupt deflate data");
+            return rc != -EIO ? rc : fail(zi, "corrupt deflate data");
     }
 }
 

@@ -599,7 +599,7 @@ ssize_t npz_read_member(struct npz *npz, uint64_t idx, void *buf, size_t len, ui
         atomic_fetch_sub(&npz->decoding, 1);
     if (n == -ESTALE && !atomic_exchange(&npz->stale, true))
         log_error("%s changed while mounted: its reads fail from now on", npz->env.src->name);
-    if (changed(npz)) /* it changed during this read */
+    if (changed(npz) || n == -EREMOTEIO) /* it changed during this read, or its source failed */
         return -EIO;
     if (n < 0 && (n == -EIO || n == -EACCES || n == -ENOMEM) &&
         !atomic_exchange(&npz->logged[idx], true))

@@ -19,7 +19,9 @@
  * nothing else runs. A reader keeps no state outside env and its per-member state, so two
  * archives open in one process share nothing.
  * Errors are negative errno; -EIO means the member cannot be served, -EACCES that it
- * is encrypted and the password is missing or wrong. why() may be called at
+ * is encrypted and the password is missing or wrong, -EREMOTEIO that the archive could not
+ * be read this time (its source failed: a remote server timed out, say), which fails the
+ * read but not the member, so that a later read may succeed (npz_read reports it as -EIO). why() may be called at
  * any time, with or without state, and always returns a one-line reason (never NULL; a
  * generic one before any failure), which lives as long as the member's state, that is until
  * the archive is closed (npz_close).

@@ -252,8 +252,10 @@ static int input_at(struct run *r, uint64_t at, uint64_t to, const unsigned char
     if (at < r->in_at || at >= r->in_at + r->in_have) {
         uint64_t end = r->st->ix.off[r->g.c1 + 1]; /* the group's input ends there */
         size_t len = end - at < IN_BUF ? (size_t)(end - at) : IN_BUF;
-        if (at >= end || source_read(r->env->src, r->in, len, r->m->zm->data_off + at) < 0)
+        if (at >= end)
             return -EIO;
+        if (source_read(r->env->src, r->in, len, r->m->zm->data_off + at) < 0)
+            return -EREMOTEIO; /* the source's failure, not the chunk's (reader.h) */
         r->in_at = at;
         r->in_have = len;
     }
@@ -334,7 +336,7 @@ static int decode_chunk(struct run *r, uint64_t c)
         if (rc == 0 && pos < end)
             rc = dest(r, pos, end, &dst, &room);
         if (rc < 0)
-            return rc == -EIO ? fail(st, "cannot read a SOZip chunk") : rc;
+            return rc == -EIO ? fail(st, "SOZip chunk past its member's data") : rc;
         rc = ops->step(r->f, p, n, &used, dst, room, &made, 0);
         in += used;
         if (made && pos >= end)

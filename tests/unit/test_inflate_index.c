@@ -1970,6 +1970,65 @@ static void test_concurrent_failure(void)
     zindex_free(zi);
 }
 
+/* ---- a source that fails for a while (a remote server timing out) ---- */
+
+struct flaky {
+    struct source s;
+    struct source *inner;
+    atomic_bool failing;
+    atomic_int failed; /* reads refused */
+};
+
+static ssize_t flaky_pread(struct source *s, void *buf, size_t len, uint64_t off)
+{
+    struct flaky *f = (struct flaky *)s;
+    if (atomic_load(&f->failing)) {
+        atomic_fetch_add(&f->failed, 1);
+        return -EIO;
+    }
+    return f->inner->ops->pread(f->inner, buf, len, off);
+}
+
+static void flaky_close(struct source *s)
+{
+    (void)s; /* lives on the test's stack */
+}
+
+static const struct source_ops flaky_ops = {.pread = flaky_pread, .close = flaky_close};
+
+/* Reads that meet a failing source fail with -EREMOTEIO, never fail the member, and the same
+ * reads give the right bytes once the source answers again: at the frontier (first pass) and
+ * in restarts below it. */
+static void test_source_failure(void)
+{
+    const struct stream *st = &streams[S_FLOAT];
+    struct flaky f = {.s = {.ops = &flaky_ops, .size = st->src->size, .fd = -1},
+                      .inner = st->src};
+    struct zindex_source src = stream_src(st);
+    src.archive = &f.s;
+    size_t piece = 32 * KiB;
+    struct zindex_params par = {.span = 64 * KiB, .piece = piece};
+    struct zindex *zi = zindex_new(&src, &par);
+    struct tsink ts;
+    ts_init(&ts, st, piece);
+    uint64_t mid = st->usize / 2;
+    CHECK(CHECK_READ(zi, &ts, st, 0, 100 * KiB)); /* a frontier with a decoder standing */
+    atomic_store(&f.failing, true);
+    CHECK_EQ_I64(read_err(zi, &ts, st, mid, 4 * KiB, NULL), -EREMOTEIO);
+    CHECK(zindex_why(zi) == NULL);
+    atomic_store(&f.failing, false);
+    CHECK(CHECK_READ(zi, &ts, st, mid, 4 * KiB));
+    CHECK_EQ_I64(advance_all(zi, piece, st->usize, NULL), 1);
+    atomic_store(&f.failing, true); /* restarts below the frontier, from checkpoints */
+    CHECK_EQ_I64(read_err(zi, &ts, st, st->usize / 3, 4 * KiB, NULL), -EREMOTEIO);
+    CHECK(zindex_why(zi) == NULL);
+    atomic_store(&f.failing, false);
+    CHECK(CHECK_READ(zi, &ts, st, st->usize / 3, 4 * KiB));
+    CHECK(CHECK_READ(zi, &ts, st, 0, st->usize));
+    CHECK(atomic_load(&f.failed) >= 2);
+    zindex_free(zi);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 
 #define TIMED(fn)                                                                              \
@@ -2139,6 +2198,7 @@ int main(void)
     TIMED(test_pass_gives_way);
     TIMED(test_concurrent);
     TIMED(test_concurrent_failure);
+    TIMED(test_source_failure);
     for (int i = 0; i < NSTREAMS; i++)
         stream_free(&streams[i]);
     return check_summary("test_inflate_index");
