@@ -25,6 +25,7 @@
 #include "log.h"
 #include "npy.h"
 #include "npz_core.h"
+#include "npz_shared.h"
 #include "reader.h"
 #include "spill.h"
 
@@ -37,6 +38,8 @@ struct npz {
     struct budget index_mem;
     char index_dir[4096];
     struct sched *sched;
+    struct npz_shared *shared;  /* whose cache (a view), workers and budgets it uses; NULL:
+                                 * its own */
     atomic_bool shutdown;
     atomic_bool save_warned;
     /* Foreground reads decoding right now: the background indexer waits while there are any,
@@ -154,12 +157,29 @@ static int check_password(struct npz *npz, char *msg, size_t msg_len)
     return -EACCES;
 }
 
-static unsigned worker_threads(const struct npz_options *opt)
+unsigned npz_worker_threads(const struct npz_options *opt)
 {
     if (opt && opt->threads)
         return opt->threads;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 2 ? 2 : n > 64 ? 64 : (unsigned)n;
+}
+
+/* The shared set's cache (a view of it), workers and bounds instead of the npz's own. */
+static void use_shared(struct npz *npz)
+{
+    struct npz_shared *s = npz->shared;
+    npz->env.cache = npz_shared_view(s);
+    npz->sched = s->sched;
+    npz->env.cache_bytes = s->cache_bytes;
+    npz->env.threads = s->threads;
+    npz->env.index_mem = &s->index_mem;
+    npz->env.decoder_mem = &s->decoder_mem;
+    /* Nothing of the npz may outlive it on the shared workers, so that closing it never
+     * waits for them (it may happen on one of them): no background indexer, no decode-ahead
+     * jobs. */
+    npz->prefetch = false;
+    npz->env.ahead = NULL;
 }
 
 int npz_open(const char *path, const struct npz_options *opt, struct npz **out, char *msg,
@@ -201,11 +221,10 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     pthread_mutex_init(&npz->idle_lock, NULL);
     pthread_cond_init(&npz->idle, NULL);
     uint64_t n = npz->zip.count ? npz->zip.count : 1;
-    npz->env.cache = cache_new(cache, NPZ_PIECE);
-    npz->sched = sched_new(worker_threads(opt));
     budget_init(&npz->decoder_mem, opt && opt->decoder_mem ? opt->decoder_mem
                                                            : NPZ_DEFAULT_DECODER_MEM);
     npz->env.decoder_mem = &npz->decoder_mem;
+    npz->env.threads = npz_worker_threads(opt);
     npz->env.decoders = archive_decoders_new();
     npz->ops = calloc(n, sizeof *npz->ops);
     npz->state = calloc(n, sizeof *npz->state);
@@ -214,8 +233,14 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     npz->env.ahead = ahead;
     npz->env.ahead_ctx = npz;
     npz->env.password = opt ? opt->password : NULL;
-    npz->env.threads = worker_threads(opt);
-    npz->env.cache_bytes = cache;
+    npz->shared = opt ? opt->shared : NULL;
+    if (npz->shared)
+        use_shared(npz);
+    else {
+        npz->env.cache = cache_new(cache, NPZ_PIECE);
+        npz->sched = sched_new(npz->env.threads);
+        npz->env.cache_bytes = cache;
+    }
     npz->ino_of = calloc(n, sizeof *npz->ino_of);
     npz->npy = calloc(n, sizeof *npz->npy);
     rc = npz->env.cache && npz->env.decoders && npz->sched && npz->ops && npz->state &&
@@ -480,7 +505,7 @@ void npz_shutdown(struct npz *npz)
         pthread_join(npz->indexer, NULL);
         npz->indexing = false;
     }
-    if (!npz->sched)
+    if (!npz->sched || npz->shared)
         return;
     sched_free(npz->sched); /* drains: every job now ends with -EINTR */
     npz->sched = NULL;

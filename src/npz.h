@@ -44,6 +44,9 @@ struct npz_options {
                            * in the index dir (0: default; NPZ_DISK_SPAN_OFF: none) */
     const char *password; /* for encrypted members, borrowed for the npz's life; NULL:
                            * none, and they read -EACCES */
+    struct npz_shared *shared; /* NULL: the npz has its own cache, workers and memory bounds;
+                                * else it uses these (and cache_bytes, index_mem, decoder_mem
+                                * and threads are the ones it was made with) */
 };
 
 #define NPZ_DEFAULT_SPAN (1u << 20)
@@ -59,6 +62,16 @@ struct npz_options {
 #define NPZ_PIECE (128u << 10) /* the unit of decoding and caching: one FUSE readahead */
 
 struct npz;
+
+/* What the archives of one mount share when there are many (a directory of archives): one
+ * chunk cache, one pool of decode workers, one bound of checkpoint index memory and one of
+ * decoder memory, made from opt's bounds (its shared field is ignored). Each npz opened with
+ * it keeps its own cache keys (a cache view), so closing one and opening another is safe at
+ * any time. npz_shared_free comes after every npz that uses it is closed: it drains the
+ * workers. NULL when out of memory. An npz of a shared set runs no background indexer. */
+struct npz_shared;
+struct npz_shared *npz_shared_new(const struct npz_options *opt);
+void npz_shared_free(struct npz_shared *s);
 
 /* Opens and indexes the archive at path (nothing is decompressed yet, except, with a
  * password, the start of one encrypted member: a wrong password fails with -EACCES). */
