@@ -1,5 +1,6 @@
 /*
- * fuse_ops: the thin FUSE low-level adapter over the core (npz.h): it translates the core's
+ * fuse_ops: the thin FUSE low-level adapter over the core (forest.h: one archive, or a tree
+ * of them; npz.h for what they serve): it translates the core's
  * inodes, attributes, entries, reads and extended attributes into libfuse replies, and owns
  * no data of its own but a per-thread reply buffer.
  *
@@ -23,7 +24,7 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "npz.h"
+#include "forest.h"
 
 struct fs_notifier;
 
@@ -31,7 +32,7 @@ struct fs_notifier;
  * archive changed (unless nofollow), and every generation stays open until unmount, so that a
  * node the kernel still holds always finds its own (whose reads fail with EIO once changed). */
 struct fs_gen {
-    struct npz *npz;
+    struct forest *fo;
 };
 
 #define FS_MAX_GENS 64 /* then the mount stays on the last one, reading EIO */

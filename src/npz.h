@@ -72,6 +72,10 @@ struct npz;
 struct npz_shared;
 struct npz_shared *npz_shared_new(const struct npz_options *opt);
 void npz_shared_free(struct npz_shared *s);
+/* Runs every job submitted to the workers until it has finished (the caller makes them
+ * finish, e.g. by shutting their npz down) and stops the workers: nothing can be submitted
+ * any more. */
+void npz_shared_shutdown(struct npz_shared *s);
 
 /* Opens and indexes the archive at path (nothing is decompressed yet, except, with a
  * password, the start of one encrypted member: a wrong password fails with -EACCES). */

@@ -29,14 +29,20 @@ struct npz_shared *npz_shared_new(const struct npz_options *opt)
     return s;
 }
 
+void npz_shared_shutdown(struct npz_shared *s)
+{
+    if (!s || !s->sched)
+        return;
+    sched_free(s->sched); /* drains */
+    s->sched = NULL;
+    cache_set_notify(s->cache, NULL, NULL);
+}
+
 void npz_shared_free(struct npz_shared *s)
 {
     if (!s)
         return;
-    if (s->cache)
-        cache_set_notify(s->cache, NULL, NULL);
-    if (s->sched)
-        sched_free(s->sched); /* drains */
+    npz_shared_shutdown(s);
     cache_free(s->cache);
     free(s);
 }
