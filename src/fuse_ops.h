@@ -12,7 +12,9 @@
  * old version fail instead of going on with its pages; then, unless nofollow, it opens the
  * new version as a new generation and drops the kernel's entries, so that new lookups and
  * opens find it. A FUSE node id carries its generation in its high bits (generation 0: the
- * core's inode number itself); the root is always the current generation's.
+ * core's inode number itself); the root is always the current generation's. A tree of
+ * archives has one generation and no notifier: each archive notices its own change (its reads
+ * fail with EIO), and the tree is not followed.
  */
 #ifndef NPZMOUNT_FUSE_OPS_H
 #define NPZMOUNT_FUSE_OPS_H
