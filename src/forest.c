@@ -332,6 +332,8 @@ void forest_close(struct forest *f)
         free(f);
         return;
     }
+    if (f->shared)
+        forest_shutdown(f); /* no job of an archive may outlive it */
     for (uint32_t i = 0; i < f->nslots; i++)
         close_slot(&f->slots[i]);
     npz_shared_free(f->shared);
@@ -401,13 +403,16 @@ static void lru_push(struct forest *f, uint32_t i)
         f->tail = i;
 }
 
-/* Closes the least recently used idle slots while more than max_open are open. Called with
- * the lock held; returns with it held, but drops it around each close. */
+/* Closes the least recently used idle slots while more than max_open are open. Idle: not
+ * pinned, and no decode-ahead job of its npz on the workers (no reader can start one once the
+ * slot is closed, so the check holds). Called with the lock held; returns with it held, but
+ * drops it around each close. */
 static void trim(struct forest *f)
 {
     while (f->nopen > f->max_open) {
         uint32_t i = f->tail;
-        while (i != NO_SLOT && f->slots[i].pins)
+        while (i != NO_SLOT && (f->slots[i].pins || (f->slots[i].npz &&
+                                                    npz_busy(f->slots[i].npz))))
             i = f->slots[i].prev;
         if (i == NO_SLOT)
             return; /* all in use: the last one to be let go closes */

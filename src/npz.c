@@ -55,6 +55,7 @@ struct npz {
     _Atomic(void *) *state;        /* per member, owned by its reader */
     atomic_bool *logged;           /* per member: failure already reported */
     atomic_uint *ahead_jobs;       /* per member: decode-ahead jobs queued or running */
+    atomic_uint ahead_total;       /* all members' (npz_busy) */
     struct archive_watch *watch;   /* notices the archive changing under us */
     time_t archive_mtime;
     uint64_t *ino_of;              /* per member: its inode, 0 when it has none */
@@ -175,11 +176,9 @@ static void use_shared(struct npz *npz)
     npz->env.threads = s->threads;
     npz->env.index_mem = &s->index_mem;
     npz->env.decoder_mem = &s->decoder_mem;
-    /* Nothing of the npz may outlive it on the shared workers, so that closing it never
-     * waits for them (it may happen on one of them): no background indexer, no decode-ahead
-     * jobs. */
+    /* No background indexer: the shared set's owner decides when an npz runs; its
+     * decode-ahead jobs it sees with npz_busy. */
     npz->prefetch = false;
-    npz->env.ahead = NULL;
 }
 
 int npz_open(const char *path, const struct npz_options *opt, struct npz **out, char *msg,
@@ -363,6 +362,7 @@ static int run_ahead(struct sched_job *sj)
     }
     atomic_fetch_sub(&npz->decoding, 1);
     atomic_fetch_sub(&npz->ahead_jobs[j->idx], 1);
+    atomic_fetch_sub(&npz->ahead_total, 1); /* the last touch of npz: it may go now */
     free(j);
     return 0;
 }
@@ -376,6 +376,7 @@ static int ahead(void *ctx, uint64_t idx, uint64_t off, size_t len, unsigned wid
         atomic_fetch_sub(&npz->ahead_jobs[idx], 1);
         return -EBUSY;
     }
+    atomic_fetch_add(&npz->ahead_total, 1);
     struct ahead_job *j = malloc(sizeof *j);
     int rc = j ? 0 : -ENOMEM;
     if (j) {
@@ -386,7 +387,13 @@ static int ahead(void *ctx, uint64_t idx, uint64_t off, size_t len, unsigned wid
         free(j);
     }
     atomic_fetch_sub(&npz->ahead_jobs[idx], 1);
+    atomic_fetch_sub(&npz->ahead_total, 1);
     return rc;
+}
+
+bool npz_busy(struct npz *npz)
+{
+    return atomic_load(&npz->ahead_total) > 0;
 }
 
 void npz_start(struct npz *npz)

@@ -72,6 +72,12 @@ struct npz;
 struct npz_shared;
 struct npz_shared *npz_shared_new(const struct npz_options *opt);
 void npz_shared_free(struct npz_shared *s);
+/* Whether decode-ahead jobs of npz are queued or running on the workers (which they do for
+ * sequential readers of compressed members; they end on their own, within a few pieces). An
+ * npz of a shared set, whose workers outlive it, may be closed once it is not busy and nothing
+ * else uses it, or once npz_shared_shutdown has returned. */
+bool npz_busy(struct npz *npz);
+
 /* Runs every job submitted to the workers until it has finished (the caller makes them
  * finish, e.g. by shutting their npz down) and stops the workers: nothing can be submitted
  * any more. */
