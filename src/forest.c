@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -164,28 +165,31 @@ static int add_children(struct forest *f, uint64_t dir, struct entry *e, size_t 
 }
 
 /* Adds one more directory entry of interest to *e (directories and regular files; links and
- * special files are left out). Returns 0 or -ENOMEM. */
-static int push_entry(struct entry **e, size_t *n, size_t *cap, const char *dir,
-                      const char *name, const struct stat *st)
+ * special files are left out): name, found at path (which it takes over; NULL: out of
+ * memory). Returns 0 or -ENOMEM. */
+static int push_entry(struct entry **e, size_t *n, size_t *cap, const char *name, char *path,
+                      const struct stat *st)
 {
-    if (!S_ISDIR(st->st_mode) && !S_ISREG(st->st_mode))
-        return 0;
+    if (!path || (!S_ISDIR(st->st_mode) && !S_ISREG(st->st_mode))) {
+        free(path);
+        return path ? 0 : -ENOMEM;
+    }
     if (*n == *cap) {
         size_t c = *cap ? *cap * 2 : 16;
         struct entry *ne = realloc(*e, c * sizeof *ne);
-        if (!ne)
+        if (!ne) {
+            free(path);
             return -ENOMEM;
+        }
         *e = ne;
         *cap = c;
     }
     struct entry *x = &(*e)[*n];
     x->st = *st;
     x->name = strdup(name);
-    x->path = NULL;
-    if (x->name && asprintf(&x->path, "%s/%s", dir, name) < 0)
-        x->path = NULL;
+    x->path = path;
     (*n)++;
-    return x->name && x->path ? 0 : -ENOMEM;
+    return x->name ? 0 : -ENOMEM;
 }
 
 /* Reads directory node dir's entries into the tree. A directory that cannot be read is
@@ -204,16 +208,36 @@ static int scan_dir(struct forest *f, uint64_t dir)
     struct dirent *de;
     while (rc == 0 && (de = readdir(d)) != NULL) {
         struct stat st;
+        char *sub;
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
             fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
             continue;
-        rc = push_entry(&e, &n, &cap, path, de->d_name, &st);
+        rc = push_entry(&e, &n, &cap, de->d_name,
+                        asprintf(&sub, "%s/%s", path, de->d_name) < 0 ? NULL : sub, &st);
     }
     closedir(d);
     if (rc == 0)
         rc = add_children(f, dir, e, n);
     free_entries(e, n);
     return rc;
+}
+
+/* The last component of path (trailing slashes ignored) into name; false when there is none
+ * ("/", ".", "..") or it does not fit. */
+static bool last_component(const char *path, char *name, size_t size)
+{
+    size_t end = strlen(path);
+    while (end > 1 && path[end - 1] == '/')
+        end--;
+    size_t start = end;
+    while (start > 0 && path[start - 1] != '/')
+        start--;
+    size_t len = end - start;
+    if (len == 0 || len >= size)
+        return false;
+    memcpy(name, path + start, len);
+    name[len] = '\0';
+    return strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
 }
 
 /* The root's children: the named paths under their last components. */
@@ -225,21 +249,20 @@ static int add_named(struct forest *f, const char *const *paths, size_t n, char 
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         struct stat st;
-        const char *slash = strrchr(paths[i], '/');
-        const char *name = slash && slash[1] ? slash + 1 : paths[i];
-        if (stat(paths[i], &st) < 0 || (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))) {
-            rc = errno ? -errno : -EINVAL;
+        char name[NAME_MAX + 1];
+        if (stat(paths[i], &st) < 0)
+            rc = -errno;
+        else if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
+            rc = -EINVAL;
+        else if (!last_component(paths[i], name, sizeof name))
+            rc = -ENAMETOOLONG;
+        if (rc < 0) {
             snprintf(msg, msg_len, "%s: %s", paths[i],
-                     rc == -EINVAL ? "not a file or directory" : strerror(-rc));
+                     rc == -EINVAL ? "not a file or directory"
+                     : rc == -ENAMETOOLONG ? "cannot be named in the tree" : strerror(-rc));
             break;
         }
-        /* the entry's path is "./name"-free: push_entry joins dir and name */
-        rc = push_entry(&e, &cnt, &cap, ".", name, &st);
-        if (rc == 0) {
-            free(e[cnt - 1].path);
-            e[cnt - 1].path = strdup(paths[i]);
-            rc = e[cnt - 1].path ? 0 : -ENOMEM;
-        }
+        rc = push_entry(&e, &cnt, &cap, name, strdup(paths[i]), &st);
     }
     if (rc == 0 && (rc = add_children(f, FOREST_ROOT, e, cnt)) == -EEXIST)
         snprintf(msg, msg_len, "two of the archives named have the same name");
