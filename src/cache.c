@@ -53,7 +53,33 @@ struct cache {
     struct cache_entry *head, *tail;
     void (*notify)(void *);
     void *notify_ctx;
+    /* A view (cache_view): every call goes to base, with tag in the high bits of a. */
+    struct cache *base;
+    uint64_t tag;
 };
+
+/* The cache that holds the entries: c itself, or a view's base. */
+static struct cache *own(struct cache *c)
+{
+    return c->base ? c->base : c;
+}
+
+/* Key a as the holding cache sees it. */
+static uint64_t key(const struct cache *c, uint64_t a)
+{
+    return c->base ? a | c->tag << CACHE_TAG_SHIFT : a;
+}
+
+struct cache *cache_view(struct cache *base, uint64_t tag)
+{
+    struct cache *v = calloc(1, sizeof *v);
+    if (v) {
+        v->base = own(base);
+        v->tag = tag;
+        v->piece = v->base->piece;
+    }
+    return v;
+}
 
 struct cache *cache_new(uint64_t max_bytes, size_t piece)
 {
@@ -84,6 +110,8 @@ size_t cache_piece(const struct cache *c)
 
 void cache_set_notify(struct cache *c, void (*fn)(void *ctx), void *ctx)
 {
+    if (c->base)
+        return; /* the base's owner sets it, once for all views */
     pthread_mutex_lock(&c->lock);
     c->notify = fn;
     c->notify_ctx = ctx;
@@ -102,6 +130,7 @@ static void unlock_notify(struct cache *c)
 
 void cache_notify(struct cache *c)
 {
+    c = own(c);
     pthread_mutex_lock(&c->lock);
     unlock_notify(c);
 }
@@ -135,8 +164,10 @@ static int grow_pool(struct cache *c)
 
 void cache_free(struct cache *c)
 {
-    if (!c)
+    if (!c || c->base) {
+        free(c); /* a view owns nothing else */
         return;
+    }
     for (uint64_t i = 0; i <= c->mask; i++) {
         for (struct cache_entry *e = c->buckets[i], *n; e; e = n) {
             n = e->hnext;
@@ -220,6 +251,7 @@ static void evict(struct cache *c, const struct cache_entry *keep)
 
 unsigned char *cache_buffer(struct cache *c)
 {
+    c = own(c);
     pthread_mutex_lock(&c->lock);
     /* At the bound, the least recently used piece nobody reads gives up its buffer. */
     if (!c->spare && (c->ready + 1) * c->piece > c->max_bytes && c->tail && c->tail->refs == 0)
@@ -237,6 +269,7 @@ unsigned char *cache_buffer(struct cache *c)
 
 void cache_unused(struct cache *c, unsigned char *buf)
 {
+    c = own(c);
     pthread_mutex_lock(&c->lock);
     spare_push(c, buf);
     pthread_mutex_unlock(&c->lock);
@@ -275,6 +308,8 @@ static void unref(struct cache *c, struct cache_entry *e)
 int cache_get(struct cache *c, uint64_t a, uint64_t b, enum cache_how how,
               struct cache_entry **out)
 {
+    a = key(c, a);
+    c = own(c);
     int rc;
     struct cache_entry *e;
     pthread_mutex_lock(&c->lock);
@@ -327,6 +362,7 @@ static void make_ready(struct cache *c, struct cache_entry *e, unsigned char *bu
 
 void cache_fill(struct cache *c, struct cache_entry *e, unsigned char *buf, size_t len)
 {
+    c = own(c);
     pthread_mutex_lock(&c->lock);
     if (e->state == READY) /* completed by cache_insert meanwhile */
         spare_push(c, buf);
@@ -348,6 +384,7 @@ static void drop_claim(struct cache *c, struct cache_entry *e, int err)
 
 void cache_fail(struct cache *c, struct cache_entry *e, int err)
 {
+    c = own(c);
     pthread_mutex_lock(&c->lock);
     if (e->state == READY) /* completed by cache_insert: the piece is fine after all */
         unref(c, e);
@@ -358,6 +395,7 @@ void cache_fail(struct cache *c, struct cache_entry *e, int err)
 
 void cache_abandon(struct cache *c, struct cache_entry *e)
 {
+    c = own(c);
     pthread_mutex_lock(&c->lock);
     if (e->state == READY)
         unref(c, e);
@@ -368,6 +406,7 @@ void cache_abandon(struct cache *c, struct cache_entry *e)
 
 void cache_put(struct cache *c, struct cache_entry *e)
 {
+    c = own(c);
     pthread_mutex_lock(&c->lock);
     unref(c, e);
     pthread_mutex_unlock(&c->lock);
@@ -375,6 +414,8 @@ void cache_put(struct cache *c, struct cache_entry *e)
 
 void cache_insert(struct cache *c, uint64_t a, uint64_t b, unsigned char *buf, size_t len)
 {
+    a = key(c, a);
+    c = own(c);
     pthread_mutex_lock(&c->lock);
     struct cache_entry *e = find(c, a, b);
     if (e && e->state == FILLING) {
@@ -392,6 +433,7 @@ void cache_insert(struct cache *c, uint64_t a, uint64_t b, unsigned char *buf, s
 
 bool cache_is_ready(struct cache *c, const struct cache_entry *e)
 {
+    c = own(c);
     pthread_mutex_lock(&c->lock);
     bool ready = e->state == READY;
     pthread_mutex_unlock(&c->lock);
@@ -406,6 +448,7 @@ const unsigned char *cache_data(const struct cache_entry *e, size_t *len)
 
 uint64_t cache_bytes(struct cache *c)
 {
+    c = own(c);
     pthread_mutex_lock(&c->lock);
     uint64_t n = c->ready * c->piece;
     pthread_mutex_unlock(&c->lock);

@@ -55,6 +55,14 @@ void cache_free(struct cache *c);
 
 size_t cache_piece(const struct cache *c);
 
+/* A view of base for one of several archives sharing it: the same entries, bound, pool and
+ * notify function, with tag (nonzero, below 2^24) in the high bits of every key a, which must
+ * stay below 2^CACHE_TAG_SHIFT. Every function takes a view where it takes a cache; freeing a
+ * view (whose entries must all have been put back) leaves base alone, and setting a view's
+ * notify function does nothing. Returns NULL when out of memory. */
+#define CACHE_TAG_SHIFT 40
+struct cache *cache_view(struct cache *base, uint64_t tag);
+
 /* A buffer of cache_piece() bytes for a new piece (recycled when possible), or NULL. */
 unsigned char *cache_buffer(struct cache *c);
 /* Gives back a buffer from cache_buffer that was not handed over. */

@@ -38,7 +38,7 @@ static unsigned current_gen(struct fs *fs)
 /* What a FUSE node id names. */
 struct fnode {
     const struct fs_gen *gen;
-    uint64_t ino; /* in gen's npz */
+    uint64_t ino; /* in gen's forest */
     struct npz_attr attr;
 };
 
@@ -55,7 +55,7 @@ static int resolve(struct fs *fs, fuse_ino_t id, enum want want, struct fnode *f
         return ENOENT;
     f->gen = &fs->gens[g];
     f->ino = id == FUSE_ROOT_ID ? NPZ_ROOT : id & ((UINT64_C(1) << GEN_SHIFT) - 1);
-    if (npz_getattr(f->gen->npz, f->ino, &f->attr) < 0)
+    if (forest_getattr(f->gen->fo, f->ino, &f->attr) < 0)
         return ENOENT;
     if (want == DIR_ONLY && !f->attr.is_dir)
         return ENOTDIR;
@@ -105,10 +105,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     struct fuse_entry_param e;
     int err = resolve(fs, parent, DIR_ONLY, &p);
     uint64_t ino;
-    int rc = err ? -err : npz_lookup(p.gen->npz, p.ino, name, &ino);
+    int rc = err ? -err : forest_lookup(p.gen->fo, p.ino, name, &ino);
     struct npz_attr a;
     if (rc == 0)
-        rc = npz_getattr(p.gen->npz, ino, &a);
+        rc = forest_getattr(p.gen->fo, ino, &a);
     if (rc == -ENOENT && !err) {
         memset(&e, 0, sizeof e); /* a negative entry, cached like the rest */
         e.entry_timeout = TIMEOUT;
@@ -199,8 +199,8 @@ static unsigned char *thread_buffer(size_t len)
 struct read_job {
     struct sched_job sj;
     fuse_req_t req;
-    struct npz *npz;
-    uint64_t ino; /* in npz */
+    struct forest *fo;
+    uint64_t ino; /* in fo */
     size_t size;
     uint64_t off;
     atomic_bool interrupted;
@@ -221,14 +221,14 @@ static void on_interrupt(fuse_req_t req, void *data)
     (void)req;
     struct read_job *j = data;
     atomic_store(&j->interrupted, true);
-    npz_wake(j->npz);
+    forest_wake(j->fo);
 }
 
 static int run_read_job(struct sched_job *sj)
 {
     struct read_job *j = (struct read_job *)sj;
     unsigned char *buf = thread_buffer(j->size);
-    ssize_t got = buf ? npz_read(j->npz, j->ino, buf, j->size, j->off, READ_NOWAIT,
+    ssize_t got = buf ? forest_read(j->fo, j->ino, buf, j->size, j->off, READ_NOWAIT,
                                  &j->interrupted)
                       : -ENOMEM;
     if (got == -EAGAIN)
@@ -244,7 +244,8 @@ static int run_read_job(struct sched_job *sj)
  * would fall back to a fresh buffer per request. */
 #define SPLICE_MAX (512u << 10)
 
-static void reply_stored(fuse_req_t req, ssize_t n, int fd, uint64_t pos)
+static void reply_stored(fuse_req_t req, struct forest *fo, ssize_t n, int fd, uint64_t pos,
+                         struct forest_hold *hold)
 {
     if (n < 0) {
         fuse_reply_err(req, (int)-n);
@@ -255,6 +256,7 @@ static void reply_stored(fuse_req_t req, ssize_t n, int fd, uint64_t pos)
     bv.buf[0].fd = fd;
     bv.buf[0].pos = (off_t)pos;
     fuse_reply_data(req, &bv, 0);
+    forest_release(fo, hold); /* fd may be closed from now on */
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -267,15 +269,16 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         fuse_reply_err(req, err);
         return;
     }
-    struct npz *npz = f.gen->npz;
+    struct forest *fo = f.gen->fo;
     if (size <= SPLICE_MAX) {
         /* A stored member: the kernel moves the archive's bytes into the reply (splice), one
          * copy instead of pread's and writev's. */
         int fd;
         uint64_t pos;
-        ssize_t got = npz_locate(npz, f.ino, size, (uint64_t)off, &fd, &pos);
+        struct forest_hold *hold;
+        ssize_t got = forest_locate(fo, f.ino, size, (uint64_t)off, &fd, &pos, &hold);
         if (got != -ENOTSUP) {
-            reply_stored(req, got, fd, pos);
+            reply_stored(req, fo, got, fd, pos, hold);
             return;
         }
     }
@@ -285,17 +288,17 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         return;
     }
     /* Pieces already decoded are served right here. */
-    ssize_t got = npz_read(npz, f.ino, buf, size, (uint64_t)off, READ_CACHED, NULL);
+    ssize_t got = forest_read(fo, f.ino, buf, size, (uint64_t)off, READ_CACHED, NULL);
     struct read_job *j = got == -EAGAIN ? calloc(1, sizeof *j) : NULL;
     if (got != -EAGAIN || !j) {
         reply_read(req, j || got != -EAGAIN ? got : -ENOMEM, buf);
         return;
     }
-    *j = (struct read_job){.sj.run = run_read_job, .req = req, .npz = npz,
+    *j = (struct read_job){.sj.run = run_read_job, .req = req, .fo = fo,
                            .ino = f.ino, .size = size, .off = (uint64_t)off};
     atomic_init(&j->interrupted, false);
     fuse_req_interrupt_func(req, on_interrupt, j);
-    if (npz_submit(npz, &j->sj) < 0) {
+    if (forest_submit(fo, &j->sj) < 0) {
         fuse_req_interrupt_func(req, NULL, NULL);
         free(j);
         fuse_reply_err(req, EAGAIN);
@@ -315,7 +318,37 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     fuse_reply_open(req, fi);
 }
 
-/* Directory positions are npz_readdir's; an entry's offset is the position after it. */
+/* A readdir reply being filled. */
+struct dirbuf {
+    fuse_req_t req;
+    struct fs *fs;
+    const struct fs_gen *gen;
+    char *buf;
+    size_t size, used;
+    bool plus;
+};
+
+/* Adds one entry; 1 once the reply is full. An entry's offset is the position after it. */
+static int add_entry(void *ctx, uint64_t pos, const char *name, const struct npz_attr *a)
+{
+    struct dirbuf *d = ctx;
+    size_t n, room = d->size - d->used;
+    if (d->plus) {
+        struct fuse_entry_param e;
+        fill_entry(d->fs, d->gen, a, &e);
+        n = fuse_add_direntry_plus(d->req, d->buf + d->used, room, name, &e, (off_t)pos + 1);
+    } else {
+        struct stat st = {.st_ino = node_id(d->fs, d->gen, a->ino),
+                          .st_mode = a->is_dir ? S_IFDIR : S_IFREG};
+        n = fuse_add_direntry(d->req, d->buf + d->used, room, name, &st, (off_t)pos + 1);
+    }
+    if (n > room)
+        return 1;
+    d->used += n;
+    return 0;
+}
+
+/* Directory positions are the core's (forest_readdir). */
 static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
 {
     struct fs *fs = fs_of(req);
@@ -326,26 +359,12 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
         fuse_reply_err(req, err ? err : ENOMEM);
         return;
     }
-    size_t used = 0;
-    const char *name;
-    struct npz_attr a;
-    for (uint64_t pos = (uint64_t)off; npz_readdir(f.gen->npz, f.ino, pos, &name, &a) > 0;
-         pos++) {
-        size_t n;
-        if (plus) {
-            struct fuse_entry_param e;
-            fill_entry(fs, f.gen, &a, &e);
-            n = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)pos + 1);
-        } else {
-            struct stat st = {.st_ino = node_id(fs, f.gen, a.ino),
-                              .st_mode = a.is_dir ? S_IFDIR : S_IFREG};
-            n = fuse_add_direntry(req, buf + used, size - used, name, &st, (off_t)pos + 1);
-        }
-        if (n > size - used)
-            break;
-        used += n;
-    }
-    fuse_reply_buf(req, buf, used);
+    struct dirbuf d = {req, fs, f.gen, buf, size, 0, plus};
+    err = -forest_readdir(f.gen->fo, f.ino, (uint64_t)off, add_entry, &d);
+    if (err)
+        fuse_reply_err(req, err);
+    else
+        fuse_reply_buf(req, buf, d.used);
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -367,7 +386,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
     (void)ino;
     struct fs *fs = fs_of(req);
     struct npz_fsinfo info;
-    npz_statfs(fs->gens[current_gen(fs)].npz, &info);
+    forest_statfs(fs->gens[current_gen(fs)].fo, &info);
     struct statvfs sv = {
         .f_bsize = 4096,
         .f_frsize = 4096,
@@ -396,7 +415,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
     int err = resolve(fs_of(req), ino, ANY, &f);
     char *buf = err || size == 0 ? NULL : (char *)thread_buffer(size);
     ssize_t len = err ? -err : size && !buf ? -ENOMEM
-                : npz_getxattr(f.gen->npz, f.ino, name, buf, size);
+                : forest_getxattr(f.gen->fo, f.ino, name, buf, size);
     reply_xattr(req, size, len, buf);
 }
 
@@ -406,7 +425,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
     int err = resolve(fs_of(req), ino, ANY, &f);
     char *buf = err || size == 0 ? NULL : (char *)thread_buffer(size);
     ssize_t len = err ? -err : size && !buf ? -ENOMEM
-                : npz_listxattr(f.gen->npz, f.ino, buf, size);
+                : forest_listxattr(f.gen->fo, f.ino, buf, size);
     reply_xattr(req, size, len, buf);
 }
 
@@ -506,27 +525,29 @@ static bool wait_change(struct fs_notifier *n, unsigned ms)
 static void drop_pages(struct fs_notifier *n, const struct fs_gen *gen)
 {
     struct npz_fsinfo info;
-    npz_statfs(gen->npz, &info);
+    forest_statfs(gen->fo, &info);
     for (uint64_t ino = NPZ_ROOT; ino <= info.inodes && !notifier_stopping(n); ino++) {
         struct npz_attr a;
-        if (npz_getattr(gen->npz, ino, &a) == 0 && !a.is_dir) /* -ENOENT when the kernel
+        if (forest_getattr(gen->fo, ino, &a) == 0 && !a.is_dir) /* -ENOENT when the kernel
                                                                 * never saw it: nothing cached */
             fuse_lowlevel_notify_inval_inode(n->se, node_id(n->fs, gen, ino), 0, 0);
     }
+}
+
+static int drop_entry(void *ctx, uint64_t pos, const char *name, const struct npz_attr *a)
+{
+    (void)pos, (void)a;
+    struct fs_notifier *n = ctx;
+    fuse_lowlevel_notify_inval_entry(n->se, FUSE_ROOT_ID, name, strlen(name));
+    return notifier_stopping(n);
 }
 
 /* The root's entries under the names of both versions (the old ones lead to old nodes, the
  * new ones may be cached as absent), and its listing and attributes. */
 static void drop_entries(struct fs_notifier *n, const struct fs_gen *old, const struct fs_gen *cur)
 {
-    const struct fs_gen *both[2] = {old, cur};
-    for (int i = 0; i < 2; i++) {
-        const char *name;
-        struct npz_attr a;
-        for (uint64_t pos = 2; npz_readdir(both[i]->npz, NPZ_ROOT, pos, &name, &a) > 0 &&
-                               !notifier_stopping(n); pos++)
-            fuse_lowlevel_notify_inval_entry(n->se, FUSE_ROOT_ID, name, strlen(name));
-    }
+    forest_readdir(old->fo, NPZ_ROOT, 2, drop_entry, n);
+    forest_readdir(cur->fo, NPZ_ROOT, 2, drop_entry, n);
     fuse_lowlevel_notify_inval_inode(n->se, FUSE_ROOT_ID, 0, 0);
 }
 
@@ -538,13 +559,16 @@ static bool open_generation(struct fs_notifier *n, unsigned g)
     unsigned pause = 20;
     for (bool told = false;; told = true) {
         struct npz *npz;
+        struct forest *fo = NULL;
         char msg[256];
         int rc = npz_open(fs->archive, &fs->nopt, &npz, msg, sizeof msg);
+        if (rc == 0 && (rc = forest_wrap(npz, &fo)) < 0)
+            snprintf(msg, sizeof msg, "%s", strerror(-rc));
         if (rc == 0) {
             struct npz_fsinfo info;
-            npz_statfs(npz, &info);
-            fs->gens[g] = (struct fs_gen){npz};
-            npz_start(npz);
+            forest_statfs(fo, &info);
+            fs->gens[g] = (struct fs_gen){fo};
+            forest_start(fo);
             atomic_store_explicit(&fs->current, g, memory_order_release);
             log_error("%s: now serving the new version of the archive (%llu members)",
                       fs->archive, (unsigned long long)info.members);
@@ -561,7 +585,7 @@ static bool open_generation(struct fs_notifier *n, unsigned g)
 
 static void watch_generation(struct fs_notifier *n, unsigned g)
 {
-    int rc = archive_watch_start(npz_watch(n->fs->gens[g].npz), on_archive_change, n);
+    int rc = archive_watch_start(forest_watch(n->fs->gens[g].fo), on_archive_change, n);
     if (rc < 0)
         log_error("cannot watch the archive (%s): a change is noticed at the next read",
                   strerror(-rc));
@@ -591,6 +615,8 @@ static void *notifier_main(void *arg)
 
 void fs_watch_start(struct fs *fs, struct fuse_session *se)
 {
+    if (!forest_watch(fs->gens[0].fo))
+        return; /* a tree of archives: each notices its own changes (forest.h) */
     struct fs_notifier *n = calloc(1, sizeof *n);
     if (!n) {
         log_error("cannot start the change notifier: %s", strerror(ENOMEM));
@@ -631,8 +657,8 @@ void fs_watch_stop(struct fs *fs)
         pthread_mutex_unlock(&n->lock);
         pthread_join(n->thread, NULL);
     }
-    for (unsigned g = 0; g <= current_gen(fs); g++)
-        archive_watch_stop(npz_watch(fs->gens[g].npz)); /* no hook is called after this */
+    for (unsigned g = 0; n && g <= current_gen(fs); g++)
+        archive_watch_stop(forest_watch(fs->gens[g].fo)); /* no hook is called after this */
     if (!n)
         return;
     pthread_cond_destroy(&n->wake);
@@ -644,13 +670,13 @@ void fs_watch_stop(struct fs *fs)
 void fs_shutdown(struct fs *fs)
 {
     for (unsigned g = 0; g <= current_gen(fs); g++)
-        npz_shutdown(fs->gens[g].npz);
+        forest_shutdown(fs->gens[g].fo);
 }
 
 void fs_close(struct fs *fs)
 {
     for (unsigned g = 0; g <= current_gen(fs); g++)
-        npz_close(fs->gens[g].npz);
+        forest_close(fs->gens[g].fo);
     memset(fs->gens, 0, sizeof fs->gens);
     atomic_store(&fs->current, 0);
 }

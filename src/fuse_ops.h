@@ -1,5 +1,6 @@
 /*
- * fuse_ops: the thin FUSE low-level adapter over the core (npz.h): it translates the core's
+ * fuse_ops: the thin FUSE low-level adapter over the core (forest.h: one archive, or a tree
+ * of them; npz.h for what they serve): it translates the core's
  * inodes, attributes, entries, reads and extended attributes into libfuse replies, and owns
  * no data of its own but a per-thread reply buffer.
  *
@@ -11,7 +12,9 @@
  * old version fail instead of going on with its pages; then, unless nofollow, it opens the
  * new version as a new generation and drops the kernel's entries, so that new lookups and
  * opens find it. A FUSE node id carries its generation in its high bits (generation 0: the
- * core's inode number itself); the root is always the current generation's.
+ * core's inode number itself); the root is always the current generation's. A tree of
+ * archives has one generation and no notifier: each archive notices its own change (its reads
+ * fail with EIO), and the tree is not followed.
  */
 #ifndef NPZMOUNT_FUSE_OPS_H
 #define NPZMOUNT_FUSE_OPS_H
@@ -23,7 +26,7 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "npz.h"
+#include "forest.h"
 
 struct fs_notifier;
 
@@ -31,7 +34,7 @@ struct fs_notifier;
  * archive changed (unless nofollow), and every generation stays open until unmount, so that a
  * node the kernel still holds always finds its own (whose reads fail with EIO once changed). */
 struct fs_gen {
-    struct npz *npz;
+    struct forest *fo;
 };
 
 #define FS_MAX_GENS 64 /* then the mount stays on the last one, reading EIO */

@@ -56,6 +56,7 @@ struct config {
     int askpass;
     char *made_mountpoint; /* the directory npzmount created for the mount, removed after */
     int optimize_mode;     /* --optimize IN OUT: the non-option arguments are the two files */
+    unsigned max_open;     /* a tree of archives: how many may be open at once */
     int compress;
     char *chunk_size;
 };
@@ -76,6 +77,7 @@ static const struct fuse_opt opt_spec[] = {
     {"timeout=%s", offsetof(struct config, timeout), 0},
     {"endpoint=%s", offsetof(struct config, endpoint), 0},
     OPT("--sidecar", sidecar),
+    {"max_open=%u", offsetof(struct config, max_open), 0},
     OPT("-h", help), OPT("--help", help), OPT("-V", version), OPT("--version", version),
     OPT("--index", index_mode), OPT("--list", list_mode), OPT("--json", json),
     OPT("--optimize", optimize_mode), OPT("--compress", compress),
@@ -105,6 +107,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: npzmount [options] ARCHIVE [MOUNTPOINT]\n"
+            "       npzmount [options] DIRECTORY MOUNTPOINT\n"
+            "       npzmount [options] ARCHIVE|DIRECTORY... MOUNTPOINT\n"
             "\n"
             "Mount a NumPy .npz (ZIP) archive read-only; every member appears as a plain file,\n"
             "so np.load(MOUNTPOINT/'x.npy', mmap_mode='r') works. Unmount with\n"
@@ -113,6 +117,8 @@ static void usage(FILE *f)
             "ranged requests). Without MOUNTPOINT, the archive's name (a URL's last path\n"
             "segment) without its extension is created in the current directory, and\n"
             "removed again at unmount.\n"
+            "A DIRECTORY, or several archives, are mounted as a tree in which every .npz and\n"
+            ".zip file is a directory of its members and other regular files are as they are.\n"
             "\n"
             "npzmount options:\n"
             "    -h   --help            print this help and exit\n"
@@ -139,6 +145,7 @@ static void usage(FILE *f)
             "    -o noindex             neither load nor save indexes\n"
             "    -o decoder_mem=SIZE    bound of the state of bzip2/LZMA/xz/zstd/PPMd decoders\n"
             "                           (default 320M)\n"
+            "    -o max_open=N          a tree: archives and files open at once (default 64)\n"
             "    -o uid=N,gid=N         owner and group of every file (default: the mounter's)\n"
             "    -o umask=NNN           permission bits (octal) removed from files and\n"
             "                           directories (default 0: files 0444, directories 0555)\n"
@@ -182,19 +189,20 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 {
     (void)outargs;
     struct config *cfg = data;
-    if (key == FUSE_OPT_KEY_NONOPT && (cfg->index_mode || cfg->optimize_mode)) {
-        const char **a = realloc(cfg->archives, (size_t)(cfg->narchives + 1) * sizeof *a);
-        if (!a)
-            return -1;
-        a[cfg->narchives++] = arg;
-        cfg->archives = a;
+    if (key != FUSE_OPT_KEY_NONOPT)
+        return 1;
+    if (!cfg->archive && !cfg->index_mode && !cfg->optimize_mode) {
+        cfg->archive = arg;
         return 0;
     }
-    if (key == FUSE_OPT_KEY_NONOPT && !cfg->archive) {
-        cfg->archive = arg;
-        return 0; /* consumed: the next one is the mountpoint, for libfuse */
-    }
-    return 1;
+    /* --index and --optimize: all the files; a mount: more archives and the mountpoint (see
+     * tree_args) */
+    const char **a = realloc(cfg->archives, (size_t)(cfg->narchives + 1) * sizeof *a);
+    if (!a)
+        return -1;
+    a[cfg->narchives++] = arg;
+    cfg->archives = a;
+    return 0;
 }
 
 /* Reroutes libfuse's own messages ("fuse: ...\n", sometimes written in several pieces) into
@@ -524,7 +532,7 @@ static int index_archives(const struct config *cfg, const struct npz_options *no
 static int list_archive(const struct config *cfg, const struct fuse_args *args,
                         struct npz_options *nopt)
 {
-    if (!cfg->archive || args->argc > 1)
+    if (!cfg->archive || args->argc > 1 || cfg->narchives)
         return error(2, "usage: npzmount --list [--json] [-o OPTIONS] ARCHIVE");
     int status = parse_tuning(cfg, nopt);
     if (status != 0)
@@ -702,6 +710,70 @@ static int get_password(const struct config *cfg, struct secret **out)
     return rc < 0 ? error(1, "%s", msg) : 0;
 }
 
+/* After ARCHIVE, the other non-option arguments: the last is the mountpoint, handed back to
+ * libfuse, and any before it are more archives. Returns 0 or -1 (out of memory). */
+static int tree_args(struct config *cfg, struct fuse_args *args)
+{
+    if (cfg->narchives == 0)
+        return 0;
+    return fuse_opt_add_arg(args, cfg->archives[--cfg->narchives]);
+}
+
+/* A tree is mounted for a directory or for several archives. */
+static bool is_tree(const struct config *cfg)
+{
+    struct stat st;
+    return cfg->narchives > 0 || (stat(cfg->archive, &st) == 0 && S_ISDIR(st.st_mode));
+}
+
+/* A tree's archives and directories must lie outside the mount point: the daemon opens them
+ * on demand, and through its own mount it would wait for itself. Returns 0 or an exit
+ * status. */
+static int check_sources(const struct config *cfg, const char *mountpoint)
+{
+    char mp[PATH_MAX], src[PATH_MAX];
+    if (!is_tree(cfg) || !realpath(mountpoint, mp))
+        return 0;
+    size_t len = strlen(mp);
+    for (int i = -1; i < cfg->narchives; i++) {
+        const char *p = i < 0 ? cfg->archive : cfg->archives[i];
+        if (realpath(p, src) && strncmp(src, mp, len) == 0 &&
+            (src[len] == '/' || src[len] == '\0' || len == 1))
+            return error(2, "%s: inside the mount point %s", p, mountpoint);
+    }
+    return 0;
+}
+
+/* Opens what is mounted, as generation 0: one archive or a tree (with absolute paths, since
+ * the daemon leaves the current directory). Returns 0 or a negative errno with a reason in
+ * msg. */
+static int open_mounted(const struct config *cfg, const struct npz_options *nopt,
+                        struct fs *fs, char *msg, size_t msg_len)
+{
+    if (!is_tree(cfg)) {
+        struct npz *npz;
+        int rc = npz_open(cfg->archive, nopt, &npz, msg, msg_len);
+        if (rc == 0 && (rc = forest_wrap(npz, &fs->gens[0].fo)) < 0)
+            snprintf(msg, msg_len, "%s", strerror(-rc));
+        return rc;
+    }
+    size_t n = (size_t)cfg->narchives + 1;
+    char **paths = calloc(n, sizeof *paths);
+    int rc = paths ? 0 : -ENOMEM;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (!(paths[i] = absolute_path(i ? cfg->archives[i - 1] : cfg->archive)))
+            rc = -ENOMEM;
+    if (rc == 0)
+        rc = forest_open((const char *const *)paths, n, nopt, cfg->max_open, &fs->gens[0].fo,
+                         msg, msg_len);
+    else
+        snprintf(msg, msg_len, "out of memory");
+    for (size_t i = 0; paths && i < n; i++)
+        free(paths[i]);
+    free(paths);
+    return rc;
+}
+
 /* Mounts and serves until unmounted or stopped by SIGHUP, SIGINT or SIGTERM, which is a clean
  * stop too: libfuse's loops then return the signal's number (errors are negative). Returns the
  * exit status. */
@@ -717,7 +789,7 @@ static int run(struct fuse_session *se, struct fuse_cmdline_opts *opts, struct f
         daemon_log_choose();
     if (fuse_daemonize(opts->foreground) != 0)
         goto out_unmount;
-    npz_start(fs->gens[0].npz);
+    forest_start(fs->gens[0].fo);
     fs_watch_start(fs, se);
     status = serve(se, opts) >= 0 ? 0 : 1;
     /* Decodes still running stop within one piece, and their requests are answered while
@@ -785,7 +857,7 @@ int main(int argc, char **argv)
                                : error(2, "--json goes with --list");
         goto out;
     }
-    if (fuse_parse_cmdline(&args, &opts) != 0)
+    if (tree_args(&cfg, &args) != 0 || fuse_parse_cmdline(&args, &opts) != 0)
         goto out;
     if (!cfg.archive) {
         error(2, "usage: npzmount [options] ARCHIVE [MOUNTPOINT] (see --help)");
@@ -817,12 +889,13 @@ int main(int argc, char **argv)
     }
     if (!opts.mountpoint && (status = default_mountpoint(&cfg, &opts.mountpoint)) != 0)
         goto out_session;
-    if ((status = check_mountpoint(opts.mountpoint)) != 0)
+    if ((status = check_mountpoint(opts.mountpoint)) != 0 ||
+        (status = check_sources(&cfg, opts.mountpoint)) != 0)
         goto out_session;
     if ((status = get_password(&cfg, &password)) != 0)
         goto out_session;
     nopt.password = password ? secret_str(password) : NULL;
-    rc = npz_open(cfg.archive, &nopt, &fs.gens[0].npz, msg, sizeof msg);
+    rc = open_mounted(&cfg, &nopt, &fs, msg, sizeof msg);
     if (rc < 0) {
         status = error(1, "%s: %s", cfg.archive, msg);
         goto out_session;

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "npy.h"
 #include "npz_core.h"
+#include "npz_shared.h"
 #include "reader.h"
 #include "spill.h"
 
@@ -37,6 +38,8 @@ struct npz {
     struct budget index_mem;
     char index_dir[4096];
     struct sched *sched;
+    struct npz_shared *shared;  /* whose cache (a view), workers and budgets it uses; NULL:
+                                 * its own */
     atomic_bool shutdown;
     atomic_bool save_warned;
     /* Foreground reads decoding right now: the background indexer waits while there are any,
@@ -52,6 +55,7 @@ struct npz {
     _Atomic(void *) *state;        /* per member, owned by its reader */
     atomic_bool *logged;           /* per member: failure already reported */
     atomic_uint *ahead_jobs;       /* per member: decode-ahead jobs queued or running */
+    atomic_uint ahead_total;       /* all members' (npz_busy) */
     struct archive_watch *watch;   /* notices a local archive changing under us; NULL for
                                     * a remote one, which reports that itself (-ESTALE)... */
     atomic_bool stale;             /* ...latched here */
@@ -175,12 +179,27 @@ static int check_password(struct npz *npz, char *msg, size_t msg_len)
     return -EACCES;
 }
 
-static unsigned worker_threads(const struct npz_options *opt)
+unsigned npz_worker_threads(const struct npz_options *opt)
 {
     if (opt && opt->threads)
         return opt->threads;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 2 ? 2 : n > 64 ? 64 : (unsigned)n;
+}
+
+/* The shared set's cache (a view of it), workers and bounds instead of the npz's own. */
+static void use_shared(struct npz *npz)
+{
+    struct npz_shared *s = npz->shared;
+    npz->env.cache = npz_shared_view(s);
+    npz->sched = s->sched;
+    npz->env.cache_bytes = s->cache_bytes;
+    npz->env.threads = s->threads;
+    npz->env.index_mem = &s->index_mem;
+    npz->env.decoder_mem = &s->decoder_mem;
+    /* No background indexer: the shared set's owner decides when an npz runs; its
+     * decode-ahead jobs it sees with npz_busy. */
+    npz->prefetch = false;
 }
 
 int npz_open(const char *path, const struct npz_options *opt, struct npz **out, char *msg,
@@ -220,11 +239,10 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     pthread_mutex_init(&npz->idle_lock, NULL);
     pthread_cond_init(&npz->idle, NULL);
     uint64_t n = npz->zip.count ? npz->zip.count : 1;
-    npz->env.cache = cache_new(cache, NPZ_PIECE);
-    npz->sched = sched_new(worker_threads(opt));
     budget_init(&npz->decoder_mem, opt && opt->decoder_mem ? opt->decoder_mem
                                                            : NPZ_DEFAULT_DECODER_MEM);
     npz->env.decoder_mem = &npz->decoder_mem;
+    npz->env.threads = npz_worker_threads(opt);
     npz->env.decoders = archive_decoders_new();
     npz->ops = calloc(n, sizeof *npz->ops);
     npz->state = calloc(n, sizeof *npz->state);
@@ -233,8 +251,14 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     npz->env.ahead = ahead;
     npz->env.ahead_ctx = npz;
     npz->env.password = opt ? opt->password : NULL;
-    npz->env.threads = worker_threads(opt);
-    npz->env.cache_bytes = cache;
+    npz->shared = opt ? opt->shared : NULL;
+    if (npz->shared)
+        use_shared(npz);
+    else {
+        npz->env.cache = cache_new(cache, NPZ_PIECE);
+        npz->sched = sched_new(npz->env.threads);
+        npz->env.cache_bytes = cache;
+    }
     npz->ino_of = calloc(n, sizeof *npz->ino_of);
     npz->npy = calloc(n, sizeof *npz->npy);
     rc = npz->env.cache && npz->env.decoders && npz->sched && npz->ops && npz->state &&
@@ -360,6 +384,7 @@ static int run_ahead(struct sched_job *sj)
     }
     atomic_fetch_sub(&npz->decoding, 1);
     atomic_fetch_sub(&npz->ahead_jobs[j->idx], 1);
+    atomic_fetch_sub(&npz->ahead_total, 1); /* the last touch of npz: it may go now */
     free(j);
     return 0;
 }
@@ -373,6 +398,7 @@ static int ahead(void *ctx, uint64_t idx, uint64_t off, size_t len, unsigned wid
         atomic_fetch_sub(&npz->ahead_jobs[idx], 1);
         return -EBUSY;
     }
+    atomic_fetch_add(&npz->ahead_total, 1);
     struct ahead_job *j = malloc(sizeof *j);
     int rc = j ? 0 : -ENOMEM;
     if (j) {
@@ -383,7 +409,13 @@ static int ahead(void *ctx, uint64_t idx, uint64_t off, size_t len, unsigned wid
         free(j);
     }
     atomic_fetch_sub(&npz->ahead_jobs[idx], 1);
+    atomic_fetch_sub(&npz->ahead_total, 1);
     return rc;
+}
+
+bool npz_busy(struct npz *npz)
+{
+    return atomic_load(&npz->ahead_total) > 0;
 }
 
 void npz_start(struct npz *npz)
@@ -510,7 +542,7 @@ void npz_shutdown(struct npz *npz)
         pthread_join(npz->indexer, NULL);
         npz->indexing = false;
     }
-    if (!npz->sched)
+    if (!npz->sched || npz->shared)
         return;
     sched_free(npz->sched); /* drains: every job now ends with -EINTR */
     npz->sched = NULL;

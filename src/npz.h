@@ -46,6 +46,9 @@ struct npz_options {
     const char *password; /* for encrypted members, borrowed for the npz's life; NULL:
                            * none, and they read -EACCES */
     struct source_options remote; /* for an archive given as a URL (source.h) */
+    struct npz_shared *shared; /* NULL: the npz has its own cache, workers and memory bounds;
+                                * else it uses these (and cache_bytes, index_mem, decoder_mem
+                                * and threads are the ones it was made with) */
 };
 
 #define NPZ_DEFAULT_SPAN (1u << 20)
@@ -62,8 +65,29 @@ struct npz_options {
 
 struct npz;
 
-/* Opens and indexes the archive at path, or at a URL (source_is_remote) (nothing is decompressed yet, except, with a
- * password, the start of one encrypted member: a wrong password fails with -EACCES). */
+/* What the archives of one mount share when there are many (a directory of archives): one
+ * chunk cache, one pool of decode workers, one bound of checkpoint index memory and one of
+ * decoder memory, made from opt's bounds (its shared field is ignored). Each npz opened with
+ * it keeps its own cache keys (a cache view), so closing one and opening another is safe at
+ * any time. npz_shared_free comes after every npz that uses it is closed: it drains the
+ * workers. NULL when out of memory. An npz of a shared set runs no background indexer. */
+struct npz_shared;
+struct npz_shared *npz_shared_new(const struct npz_options *opt);
+void npz_shared_free(struct npz_shared *s);
+/* Whether decode-ahead jobs of npz are queued or running on the workers (which they do for
+ * sequential readers of compressed members; they end on their own, within a few pieces). An
+ * npz of a shared set, whose workers outlive it, may be closed once it is not busy and nothing
+ * else uses it, or once npz_shared_shutdown has returned. */
+bool npz_busy(struct npz *npz);
+
+/* Runs every job submitted to the workers until it has finished (the caller makes them
+ * finish, e.g. by shutting their npz down) and stops the workers: nothing can be submitted
+ * any more. */
+void npz_shared_shutdown(struct npz_shared *s);
+
+/* Opens and indexes the archive at path, or at a URL (source_is_remote): nothing is
+ * decompressed yet, except, with a password, the start of one encrypted member (a wrong
+ * password fails with -EACCES). */
 int npz_open(const char *path, const struct npz_options *opt, struct npz **out, char *msg,
              size_t msg_len);
 void npz_close(struct npz *npz);

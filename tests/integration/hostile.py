@@ -461,11 +461,7 @@ def case_garbage_with_end_record(outdir):
                   "random bytes where the end record says the central directory is")
 
 
-@case("refuse")
-def case_directory_as_archive(outdir):
-    d = Path(outdir) / "dir.npz"
-    d.mkdir(exist_ok=True)
-    return refuse(d, "the archive is a directory")
+# A directory given as the archive is no error: it is mounted as a tree (test_forest.py).
 
 
 # --------------------------------------------------------------------------------------------

@@ -95,8 +95,8 @@ ARCHIVE_ERRORS = {
     "truncated_half": _truncated_half,
     "truncated_tail": _truncated_tail,
     "central_directory_cut": _cd_cut,
-    "archive_is_directory": lambda src, dst: dst.mkdir(),
 }
+# A directory is no error: it is mounted as a tree of archives (test_forest.py).
 
 
 @pytest.mark.parametrize("case", list(ARCHIVE_ERRORS))
@@ -148,7 +148,8 @@ def test_bad_option(args, small_npz, tmp_path):
         S.force_unmount(mp)
 
 
-# Without a mount point the archive's name is used (test_unmount.py).
+# Without a mount point the archive's name is used (test_unmount.py). With two before it, the
+# arguments name a tree of archives (test_forest.py), which must not lie in the mount point.
 @pytest.mark.parametrize("which", ["no_arguments", "extra_argument"])
 def test_usage_errors(which, small_npz, tmp_path):
     mp = tmp_path / "mnt"
