@@ -284,8 +284,12 @@ static enum verdict judge_status(const struct http *h, const struct xfer *x, cha
     s3_code(x, code, sizeof code);
     snprintf(msg, msg_len, "HTTP %ld%s%s%s", x->status, x->reason[0] ? " " : "", x->reason,
              code);
-    if (x->status == 412 || (x->status == 416 && h->pinned))
+    if (x->status == 412 || (x->status == 416 && h->pinned)) {
+        char status[sizeof x->reason + 16];
+        snprintf(status, sizeof status, "HTTP %ld %s", x->status, x->reason);
+        snprintf(msg, msg_len, "the object changed (%s)", status);
         return V_STALE;
+    }
     if (x->status == 416 && x->suffix && x->has_total && x->total == 0)
         return V_OK; /* an empty object has no last bytes */
     if (x->status == 408 || x->status == 429 || x->status >= 500)

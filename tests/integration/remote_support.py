@@ -11,6 +11,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -64,7 +65,8 @@ error_log {d}/error.log;
 events {{ worker_connections 256; }}
 http {{
     log_format counted escape=json '{{"uri":"$uri","status":$status,"bytes":$body_bytes_sent,'
-                       '"range":"$http_range","if_match":"$http_if_match"}}';
+                       '"range":"$http_range","if_match":"$http_if_match",'
+                       '"etag":"$sent_http_etag"}}';
     access_log {d}/access.log counted;
     client_body_temp_path {d}/tmp;
     proxy_temp_path {d}/tmp;
@@ -154,6 +156,8 @@ class FaultProxy:
 
     def __exit__(self, *exc):
         self.closing.set()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept()
         self.sock.close()
         with self.lock:
             for s in self.socks:
@@ -286,7 +290,7 @@ class S3rver:
         self._put(bucket, b"")
 
     def put(self, bucket, key, data):
-        self._put(f"{bucket}/{key}", data)
+        self._put(f"{bucket}/{urllib.parse.quote(key)}", data)
 
 
 # ------------------------------------------------------------------------------------------
