@@ -112,6 +112,8 @@ static void check(struct archive_watch *w, bool deep)
 
 bool archive_watch_changed(struct archive_watch *w)
 {
+    if (!w) /* nothing watched: a remote archive */
+        return false;
     if (!atomic_load(&w->changed))
         check(w, false);
     return atomic_load(&w->changed);
@@ -224,6 +226,8 @@ static int open_inotify(struct archive_watch *w)
 
 int archive_watch_start(struct archive_watch *w, archive_watch_hook hook, void *arg)
 {
+    if (!w)
+        return 0;
     pthread_mutex_lock(&w->lock);
     w->hook = hook;
     w->hook_arg = arg;
@@ -247,6 +251,8 @@ int archive_watch_start(struct archive_watch *w, archive_watch_hook hook, void *
 
 void archive_watch_stop(struct archive_watch *w)
 {
+    if (!w)
+        return;
     if (w->running) {
         uint64_t one = 1;
         ssize_t n = write(w->stop_fd, &one, sizeof one);

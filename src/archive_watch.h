@@ -33,6 +33,8 @@ int archive_watch_new(int fd, const char *path, struct archive_watch **out);
 /* Stops the thread if running, and frees. */
 void archive_watch_free(struct archive_watch *w);
 
+/* The functions below accept NULL (no watch: a remote archive), which never changes. */
+
 /* True once the archive is known to have changed. */
 bool archive_watch_changed(struct archive_watch *w);
 

@@ -54,6 +54,7 @@
 
 #include "io.h"
 #include "siphash.h"
+#include "source.h"
 
 #define MAGIC "\x89NPZIDX\n"
 #define MAGIC_LEN 8u
@@ -69,12 +70,34 @@ enum header_field {
     H_NPIECES = 96, H_WINDOWS = 104, H_ZERO2 = 112, H_CRC = 124,
 };
 
+/* A sidecar (ARCHIVE.npzidx): every saved index of one archive in one file.
+ *   header, 64 bytes
+ *       0   8  magic "\x89NPZSCI\n"
+ *       8   4  format version (1)
+ *      12   4  zero
+ *      16  16  archive identity
+ *      32   8  count: entries in the table
+ *      40  20  zero
+ *      60   4  CRC-32 of header bytes 0..59
+ *   table, at 64: count entries of 24 bytes (member index, offset, length), members strictly
+ *     ascending, then the CRC-32 of the entries (4 bytes)
+ *   then the index files, each exactly as saved in an index directory (the format above),
+ *     at the offsets the table gives, back to back.
+ * Each index file inside is checked exactly as a file in a directory is. */
+#define SC_MAGIC "\x89NPZSCI\n"
+#define SC_HEADER_LEN 64u
+#define SC_ENTRY_LEN 24u
+enum sidecar_field { SC_VERSION = 8, SC_ZERO1 = 12, SC_ID = 16, SC_COUNT = 32, SC_ZERO2 = 40,
+                     SC_CRC = 60 };
+
 enum point_field { P_OUT = 0, P_IN = 8, P_WLEN = 16, P_ZLEN = 20, P_ZCRC = 24, P_BITS = 28,
                    P_ZERO = 29 };
 
 struct ixf {
-    int fd;
-    char *path;
+    struct source *src; /* holds the file's bytes: its own file, or a sidecar's (borrowed) */
+    bool own_src;
+    uint64_t base;      /* the file's first byte in src */
+    char *path;         /* for messages; the file to drop when own_src */
     struct ixf_member m;
 };
 
@@ -120,7 +143,7 @@ static void id_u64(struct id_hash *h, uint64_t v)
     id_update(h, b, sizeof b);
 }
 
-static int id_file_range(struct id_hash *h, int fd, uint64_t off, uint64_t len)
+static int id_file_range(struct id_hash *h, struct source *src, uint64_t off, uint64_t len)
 {
     size_t cap = 64u << 10;
     unsigned char *buf = malloc(cap);
@@ -129,7 +152,7 @@ static int id_file_range(struct id_hash *h, int fd, uint64_t off, uint64_t len)
     int rc = 0;
     while (len > 0 && rc == 0) {
         size_t n = len < cap ? (size_t)len : cap;
-        rc = io_read_exact(fd, buf, n, off);
+        rc = source_read(src, buf, n, off);
         id_update(h, buf, n);
         off += n;
         len -= n;
@@ -138,7 +161,7 @@ static int id_file_range(struct id_hash *h, int fd, uint64_t off, uint64_t len)
     return rc;
 }
 
-int ixf_identity_of(int fd, const struct zip_archive *za, struct ixf_identity *out)
+int ixf_identity_of(struct source *src, const struct zip_archive *za, struct ixf_identity *out)
 {
     static const char tag[] = "npzmount archive identity 1";
     struct id_hash h;
@@ -147,7 +170,7 @@ int ixf_identity_of(int fd, const struct zip_archive *za, struct ixf_identity *o
     id_update(&h, tag, sizeof tag);
     id_u64(&h, za->file_size);
     id_u64(&h, za->cd_size);
-    int rc = id_file_range(&h, fd, za->cd_offset, za->cd_size);
+    int rc = id_file_range(&h, src, za->cd_offset, za->cd_size);
     if (rc < 0)
         return rc;
     id_u64(&h, za->count);
@@ -495,28 +518,30 @@ static int check_for_save(const struct ixf_member *m, char *why, size_t len)
     return 0;
 }
 
-int ixf_save(const char *dir, const struct ixf_identity *id, const struct ixf_member *m,
-             char *why, size_t why_len)
+/* Writes path atomically: fill(fd, ctx) writes a new temporary file in path's directory
+ * (".NAME.XXXXXX"), which then replaces path. shared: readable by all (less the umask), for
+ * files other users read; else 0600. */
+static int write_atomic(const char *path, bool shared, int (*fill)(int fd, const void *ctx),
+                        const void *ctx, char *why, size_t why_len)
 {
-    char name[64], path[PATH_MAX], tmp[PATH_MAX];
-    int rc = check_for_save(m, why, why_len);
-    if (rc < 0)
-        return rc;
-    rc = make_dirs(dir, why, why_len);
-    if (rc < 0)
-        return rc;
-    file_name(id, m->member, name);
-    if (fit(path, sizeof path, "%s/%s", dir, name) < 0 ||
-        fit(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, name) < 0)
-        return io_fail(why, why_len, -ENAMETOOLONG, "index directory name too long");
+    char tmp[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    int dir_len = slash ? (int)(slash - path + 1) : 0;
+    if (fit(tmp, sizeof tmp, "%.*s.%s.XXXXXX", dir_len, path, path + dir_len) < 0)
+        return io_fail(why, why_len, -ENAMETOOLONG, "%s: name too long", path);
     /* A name of its own per writer: two daemons saving the same index never share one. */
     int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0)
-        return io_fail(why, why_len, -errno, "cannot create a file in %s: %s", dir,
+        return io_fail(why, why_len, -errno, "cannot create a file next to %s: %s", path,
                     strerror(errno));
+    if (shared) {
+        mode_t mask = umask(0);
+        umask(mask);
+        (void)fchmod(fd, 0666 & ~mask);
+    }
     /* No fsync: a file torn by a crash fails its checksums and is ignored, like any damaged
      * one, and an unmount must not wait for the disk (it has to end within a second). */
-    rc = write_index(fd, id, m);
+    int rc = fill(fd, ctx);
     if (close(fd) < 0 && rc == 0)
         rc = -errno;
     if (rc == 0 && rename(tmp, path) < 0)
@@ -526,6 +551,33 @@ int ixf_save(const char *dir, const struct ixf_identity *id, const struct ixf_me
         return io_fail(why, why_len, rc, "cannot write %s: %s", path, strerror(-rc));
     }
     return 0;
+}
+
+struct index_to_write {
+    const struct ixf_identity *id;
+    const struct ixf_member *m;
+};
+
+static int fill_index(int fd, const void *ctx)
+{
+    const struct index_to_write *w = ctx;
+    return write_index(fd, w->id, w->m);
+}
+
+int ixf_save(const char *dir, const struct ixf_identity *id, const struct ixf_member *m,
+             char *why, size_t why_len)
+{
+    char path[PATH_MAX];
+    int rc = check_for_save(m, why, why_len);
+    if (rc < 0)
+        return rc;
+    rc = make_dirs(dir, why, why_len);
+    if (rc < 0)
+        return rc;
+    if (ixf_path(dir, id, m->member, path, sizeof path) < 0)
+        return io_fail(why, why_len, -ENAMETOOLONG, "index directory name too long");
+    struct index_to_write w = {id, m};
+    return write_atomic(path, false, fill_index, &w, why, why_len);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -538,7 +590,7 @@ static int load_header(struct ixf *f, uint64_t size, const struct ixf_identity *
 {
     unsigned char h[HEADER_LEN];
     size_t got = size < HEADER_LEN ? (size_t)size : HEADER_LEN;
-    int rc = io_read_exact(f->fd, h, got, 0);
+    int rc = source_read(f->src, h, got, f->base);
     if (rc < 0)
         return io_fail(why, len, rc, "%s: cannot read: %s", f->path, strerror(-rc));
     if (got < MAGIC_LEN || memcmp(h, MAGIC, MAGIC_LEN) != 0)
@@ -601,15 +653,11 @@ static int decode_body(struct ixf *f, const unsigned char *body, uint64_t window
     return 0;
 }
 
-static int load_fd(struct ixf *f, const struct ixf_identity *id, const struct zip_member *zm,
-                   uint64_t member, char *why, size_t len)
+/* Loads and checks the index file of `size` bytes at f->base in f->src. */
+static int load_index(struct ixf *f, uint64_t size, const struct ixf_identity *id,
+                      const struct zip_member *zm, uint64_t member, char *why, size_t len)
 {
-    struct stat st;
-    if (fstat(f->fd, &st) < 0)
-        return io_fail(why, len, -errno, "%s: cannot stat: %s", f->path, strerror(errno));
-    if (!S_ISREG(st.st_mode))
-        return io_fail(why, len, -EBADMSG, "%s: not a regular file", f->path);
-    uint64_t size = (uint64_t)st.st_size, windows_len = 0;
+    uint64_t windows_len = 0;
     uint32_t body_crc = 0;
     int rc = load_header(f, size, id, zm, member, &windows_len, &body_crc, why, len);
     if (rc < 0)
@@ -623,7 +671,7 @@ static int load_fd(struct ixf *f, const struct ixf_identity *id, const struct zi
     unsigned char *body = malloc(body_len);
     if (!body)
         return io_fail(why, len, -ENOMEM, "%s: out of memory", f->path);
-    rc = io_read_exact(f->fd, body, body_len, HEADER_LEN);
+    rc = source_read(f->src, body, body_len, f->base + HEADER_LEN);
     if (rc < 0)
         rc = io_fail(why, len, rc, "%s: cannot read: %s", f->path, strerror(-rc));
     else if (crc_of(body, body_len) != body_crc)
@@ -632,6 +680,31 @@ static int load_fd(struct ixf *f, const struct ixf_identity *id, const struct zi
         rc = decode_body(f, body, windows_len, why, len);
     free(body);
     return rc;
+}
+
+/* The one loader: the index file of `size` bytes at base in src, named `name` in messages.
+ * Owns src when own_src, even on failure. */
+static int load_at(struct source *src, bool own_src, uint64_t base, uint64_t size,
+                   const char *name, const struct ixf_identity *id, const struct zip_member *zm,
+                   uint64_t member, struct ixf **out, char *why, size_t why_len)
+{
+    struct ixf *f = calloc(1, sizeof *f);
+    char *copy = strdup(name);
+    if (!f || !copy) {
+        if (own_src)
+            source_close(src);
+        free(f);
+        free(copy);
+        return io_fail(why, why_len, -ENOMEM, "out of memory");
+    }
+    *f = (struct ixf){.src = src, .own_src = own_src, .base = base, .path = copy};
+    int rc = load_index(f, size, id, zm, member, why, why_len);
+    if (rc < 0) {
+        ixf_close(f);
+        return rc;
+    }
+    *out = f;
+    return 0;
 }
 
 int ixf_load(const char *dir, const struct ixf_identity *id, const struct zip_member *zm,
@@ -645,23 +718,12 @@ int ixf_load(const char *dir, const struct ixf_identity *id, const struct zip_me
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0)
         return io_fail(why, why_len, -errno, "%s: %s", path, strerror(errno));
-    struct ixf *f = calloc(1, sizeof *f);
-    char *copy = strdup(path);
-    if (!f || !copy) {
-        close(fd);
-        free(f);
-        free(copy);
-        return io_fail(why, why_len, -ENOMEM, "out of memory");
-    }
-    f->fd = fd;
-    f->path = copy;
-    int rc = load_fd(f, id, zm, member, why, why_len);
-    if (rc < 0) {
-        ixf_close(f);
-        return rc;
-    }
-    *out = f;
-    return 0;
+    struct source *src;
+    int rc = source_from_fd(fd, path, &src);
+    if (rc < 0)
+        return io_fail(why, why_len, rc == -EINVAL ? -EBADMSG : rc, "%s: %s", path,
+                       rc == -EINVAL ? "not a regular file" : strerror(-rc));
+    return load_at(src, true, 0, src->size, path, id, zm, member, out, why, why_len);
 }
 
 const struct ixf_member *ixf_get(const struct ixf *f)
@@ -678,7 +740,7 @@ int ixf_read_window(const struct ixf *f, uint64_t k, unsigned char *zbuf, size_t
         return -ENOBUFS;
     if (p->zlen == 0)
         return 0;
-    int rc = io_read_exact(f->fd, zbuf, p->zlen, p->file_off);
+    int rc = source_read(f->src, zbuf, p->zlen, f->base + p->file_off);
     if (rc < 0)
         return rc;
     return crc_of(zbuf, p->zlen) == p->zcrc ? (int)p->zlen : -EBADMSG;
@@ -688,7 +750,8 @@ void ixf_close(struct ixf *f)
 {
     if (!f)
         return;
-    close(f->fd);
+    if (f->own_src)
+        source_close(f->src);
     free(f->path);
     free(f->m.pts);
     free(f->m.piece_crc);
@@ -706,9 +769,227 @@ int ixf_drop(const char *dir, const struct ixf_identity *id, uint64_t member)
 int ixf_drop_loaded(const struct ixf *f)
 {
     struct stat mine, now;
-    if (fstat(f->fd, &mine) < 0 || stat(f->path, &now) < 0)
+    if (!f->own_src) /* inside a sidecar, which is not ours to change */
+        return -EROFS;
+    if (fstat(f->src->fd, &mine) < 0 || stat(f->path, &now) < 0)
         return -errno;
     if (mine.st_dev != now.st_dev || mine.st_ino != now.st_ino)
         return -ESTALE;
     return unlink(f->path) < 0 ? -errno : 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* sidecars */
+
+struct sidecar_entry {
+    uint64_t member, off, len;
+};
+
+struct ixf_sidecar {
+    struct source *src;
+    uint64_t count;
+    struct sidecar_entry *e; /* members strictly ascending */
+};
+
+/* The table's bytes for count entries, its CRC-32 included. */
+static uint64_t table_length(uint64_t count)
+{
+    return count * SC_ENTRY_LEN + 4;
+}
+
+/* The sidecar being written: the index files found, and where each goes. */
+struct sidecar_plan {
+    const char *dir;
+    const struct ixf_identity *id;
+    const struct zip_archive *za;
+    uint64_t count;
+    struct sidecar_entry *e;
+};
+
+/* Copies the index file f (already checked by ixf_load) into fd at off. */
+static int copy_index(const struct ixf *f, int fd, uint64_t off)
+{
+    unsigned char *buf = malloc(WRITE_BUF);
+    int rc = buf ? 0 : -ENOMEM;
+    for (uint64_t at = 0; rc == 0 && at < f->src->size;) {
+        size_t n = f->src->size - at < WRITE_BUF ? (size_t)(f->src->size - at) : WRITE_BUF;
+        rc = source_read(f->src, buf, n, at);
+        if (rc == 0)
+            rc = io_write_exact(fd, buf, n, off + at);
+        at += n;
+    }
+    free(buf);
+    return rc;
+}
+
+static void encode_sidecar_header(unsigned char *h, const struct ixf_identity *id,
+                                  uint64_t count)
+{
+    memset(h, 0, SC_HEADER_LEN);
+    memcpy(h, SC_MAGIC, MAGIC_LEN);
+    put_le32(h + SC_VERSION, FORMAT_VERSION);
+    memcpy(h + SC_ID, id->id, sizeof id->id);
+    put_le64(h + SC_COUNT, count);
+    put_le32(h + SC_CRC, crc_of(h, SC_CRC));
+}
+
+/* Writes the planned index files, then the table and the header. An index file that changed
+ * since it was planned (another writer saved a new one) fails the whole: -EAGAIN. */
+static int fill_sidecar(int fd, const void *ctx)
+{
+    const struct sidecar_plan *p = ctx;
+    unsigned char *table = malloc(table_length(p->count));
+    int rc = table ? 0 : -ENOMEM;
+    for (uint64_t i = 0; rc == 0 && i < p->count; i++) {
+        struct sidecar_entry *e = &p->e[i];
+        struct ixf *f;
+        char why[256];
+        if (ixf_load(p->dir, p->id, &p->za->members[e->member], e->member, &f, why,
+                     sizeof why) < 0) {
+            rc = -EAGAIN;
+            break;
+        }
+        rc = f->src->size == e->len ? copy_index(f, fd, e->off) : -EAGAIN;
+        ixf_close(f);
+        unsigned char *t = table + i * SC_ENTRY_LEN;
+        put_le64(t, e->member);
+        put_le64(t + 8, e->off);
+        put_le64(t + 16, e->len);
+    }
+    if (rc == 0) {
+        put_le32(table + p->count * SC_ENTRY_LEN, crc_of(table, p->count * SC_ENTRY_LEN));
+        rc = io_write_exact(fd, table, table_length(p->count), SC_HEADER_LEN);
+    }
+    free(table);
+    unsigned char h[SC_HEADER_LEN];
+    encode_sidecar_header(h, p->id, p->count);
+    return rc == 0 ? io_write_exact(fd, h, sizeof h, 0) : rc;
+}
+
+/* Finds the members with a valid index file in p->dir, and places them after the table. */
+static int plan_sidecar(struct sidecar_plan *p)
+{
+    p->e = malloc((p->za->count ? p->za->count : 1) * sizeof *p->e);
+    if (!p->e)
+        return -ENOMEM;
+    for (uint64_t i = 0; i < p->za->count; i++) {
+        struct ixf *f;
+        char why[256];
+        if (ixf_load(p->dir, p->id, &p->za->members[i], i, &f, why, sizeof why) == 0) {
+            p->e[p->count++] = (struct sidecar_entry){i, 0, f->src->size};
+            ixf_close(f);
+        }
+    }
+    uint64_t off = SC_HEADER_LEN + table_length(p->count);
+    for (uint64_t i = 0; i < p->count; i++) {
+        p->e[i].off = off;
+        off += p->e[i].len;
+    }
+    return 0;
+}
+
+int ixf_sidecar_write(const char *path, const char *dir, const struct ixf_identity *id,
+                      const struct zip_archive *za, char *why, size_t why_len)
+{
+    struct sidecar_plan p = {.dir = dir, .id = id, .za = za};
+    int rc = plan_sidecar(&p);
+    if (rc < 0)
+        rc = io_fail(why, why_len, rc, "out of memory");
+    else if (p.count == 0)
+        rc = io_fail(why, why_len, -ENOENT, "no member has an index to share");
+    else
+        rc = write_atomic(path, true, fill_sidecar, &p, why, why_len);
+    free(p.e);
+    return rc;
+}
+
+/* Checks the header and reads the table: the whole is bounded by the sidecar's size. */
+static int read_sidecar(struct ixf_sidecar *sc, const struct ixf_identity *id, char *why,
+                        size_t len)
+{
+    unsigned char h[SC_HEADER_LEN];
+    const char *name = sc->src->name;
+    uint64_t size = sc->src->size;
+    if (size < SC_HEADER_LEN + 4 || source_read(sc->src, h, sizeof h, 0) < 0 ||
+        memcmp(h, SC_MAGIC, MAGIC_LEN) != 0)
+        return io_fail(why, len, -EBADMSG, "%s: not an npzmount sidecar index", name);
+    if (le32(h + SC_VERSION) != FORMAT_VERSION)
+        return io_fail(why, len, -ESTALE, "%s: format version %u (this build reads %u)", name,
+                    le32(h + SC_VERSION), FORMAT_VERSION);
+    if (crc_of(h, SC_CRC) != le32(h + SC_CRC) || !all_zero(h + SC_ZERO1, 4) ||
+        !all_zero(h + SC_ZERO2, SC_CRC - SC_ZERO2))
+        return io_fail(why, len, -EBADMSG, "%s: corrupt header", name);
+    if (memcmp(h + SC_ID, id->id, sizeof id->id) != 0)
+        return io_fail(why, len, -ESTALE, "%s: made for another archive", name);
+    sc->count = le64(h + SC_COUNT);
+    if (sc->count > (size - SC_HEADER_LEN - 4) / SC_ENTRY_LEN)
+        return io_fail(why, len, -EBADMSG, "%s: truncated", name);
+    unsigned char *t = malloc(table_length(sc->count));
+    sc->e = malloc((sc->count ? sc->count : 1) * sizeof *sc->e);
+    int rc = t && sc->e ? source_read(sc->src, t, table_length(sc->count), SC_HEADER_LEN)
+                        : -ENOMEM;
+    if (rc == 0 && crc_of(t, sc->count * SC_ENTRY_LEN) != le32(t + sc->count * SC_ENTRY_LEN))
+        rc = -EBADMSG;
+    uint64_t data = SC_HEADER_LEN + table_length(sc->count);
+    for (uint64_t i = 0; rc == 0 && i < sc->count; i++) {
+        const unsigned char *r = t + i * SC_ENTRY_LEN;
+        sc->e[i] = (struct sidecar_entry){le64(r), le64(r + 8), le64(r + 16)};
+        if ((i > 0 && sc->e[i].member <= sc->e[i - 1].member) || sc->e[i].off < data ||
+            sc->e[i].off > size || sc->e[i].len > size - sc->e[i].off)
+            rc = -EBADMSG;
+    }
+    free(t);
+    if (rc < 0)
+        return io_fail(why, len, rc, "%s: %s", name,
+                    rc == -EBADMSG ? "corrupt table" : strerror(-rc));
+    return 0;
+}
+
+int ixf_sidecar_open(struct source *src, const struct ixf_identity *id,
+                     struct ixf_sidecar **out, char *why, size_t why_len)
+{
+    struct ixf_sidecar *sc = calloc(1, sizeof *sc);
+    if (!sc) {
+        source_close(src);
+        return io_fail(why, why_len, -ENOMEM, "out of memory");
+    }
+    sc->src = src;
+    int rc = read_sidecar(sc, id, why, why_len);
+    if (rc < 0) {
+        ixf_sidecar_close(sc);
+        return rc;
+    }
+    *out = sc;
+    return 0;
+}
+
+int ixf_sidecar_load(const struct ixf_sidecar *sc, const struct ixf_identity *id,
+                     const struct zip_member *zm, uint64_t member, struct ixf **out, char *why,
+                     size_t why_len)
+{
+    uint64_t lo = 0, hi = sc->count;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (sc->e[mid].member < member)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *out = NULL;
+    if (lo == sc->count || sc->e[lo].member != member)
+        return io_fail(why, why_len, -ENOENT, "%s: no index of member %llu", sc->src->name,
+                    (unsigned long long)member);
+    char name[PATH_MAX];
+    snprintf(name, sizeof name, "%s (member %llu)", sc->src->name, (unsigned long long)member);
+    return load_at(sc->src, false, sc->e[lo].off, sc->e[lo].len, name, id, zm, member, out,
+                   why, why_len);
+}
+
+void ixf_sidecar_close(struct ixf_sidecar *sc)
+{
+    if (!sc)
+        return;
+    source_close(sc->src);
+    free(sc->e);
+    free(sc);
 }

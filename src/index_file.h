@@ -26,7 +26,7 @@
  * corrupt, other values for I/O failures. ixf_save gives -EINVAL for an inconsistent index and
  * the errno of the failing call otherwise.
  *
- * Threads: no global state; a loaded struct ixf is read-only after ixf_load, so any number of
+ * Threads: no global state; a sidecar is read-only after ixf_sidecar_open; a loaded struct ixf is read-only after ixf_load, so any number of
  * threads may call ixf_get and ixf_read_window on it concurrently (ixf_close excepted).
  */
 #ifndef NPZMOUNT_INDEX_FILE_H
@@ -49,9 +49,12 @@ struct ixf_identity {
     unsigned char id[16];
 };
 
-/* The identity of the archive za read from fd: its size, the bytes of its central directory,
- * and each member's CRC-32, sizes and method. Reads the central directory again. */
-int ixf_identity_of(int fd, const struct zip_archive *za, struct ixf_identity *out);
+/* The identity of the archive za read from src: its size, the bytes of its central directory,
+ * and each member's CRC-32, sizes and method, all read through the source (never the file's
+ * inode or times), so that a local copy and a remote object get the same one. Reads the
+ * central directory again. */
+struct source;
+int ixf_identity_of(struct source *src, const struct zip_archive *za, struct ixf_identity *out);
 
 /* A zran checkpoint: decoding restarts at compressed byte `in` (with `bits` bits of the byte
  * before it still unread) producing output from `out`, given the window of output before. */
@@ -123,6 +126,32 @@ const struct ixf_member *ixf_get(const struct ixf *f);
 int ixf_read_window(const struct ixf *f, uint64_t k, unsigned char *zbuf, size_t cap);
 
 void ixf_close(struct ixf *f);
+
+/* Sidecars: every saved index of one archive in one file (ARCHIVE.npzidx), which a cluster
+ * shares next to the archive. Each index inside is the file ixf_save writes, and is loaded and
+ * checked exactly like one in a directory; the index files found in a sidecar are never
+ * dropped (ixf_drop_loaded gives -EROFS). */
+struct ixf_sidecar;
+
+/* Writes the sidecar at path from the index files of archive za (identity id) that ixf_load
+ * accepts in dir, atomically (a temporary file next to path, then rename), readable by all
+ * less the umask. -ENOENT when there are none; -EAGAIN when one changed meanwhile. */
+int ixf_sidecar_write(const char *path, const char *dir, const struct ixf_identity *id,
+                      const struct zip_archive *za, char *why, size_t why_len);
+
+/* Checks the sidecar in src (a local file or a remote object, owned from now on, closed on
+ * failure too) against the archive id and reads its table: -EBADMSG when corrupt, -ESTALE when
+ * made for another archive or format version. */
+int ixf_sidecar_open(struct source *src, const struct ixf_identity *id,
+                     struct ixf_sidecar **out, char *why, size_t why_len);
+
+/* ixf_load from the sidecar: -ENOENT when it holds no index of the member. The result reads
+ * through the sidecar, which must be closed after it. */
+int ixf_sidecar_load(const struct ixf_sidecar *sc, const struct ixf_identity *id,
+                     const struct zip_member *zm, uint64_t member, struct ixf **out, char *why,
+                     size_t why_len);
+
+void ixf_sidecar_close(struct ixf_sidecar *sc);
 
 /* Removes the index file of (id, member); -ENOENT when there was none. */
 int ixf_drop(const char *dir, const struct ixf_identity *id, uint64_t member);

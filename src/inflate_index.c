@@ -27,6 +27,7 @@
 
 #include "inflater.h"
 #include "io.h"
+#include "source.h"
 #include "spill.h"
 #include "window.h"
 
@@ -174,7 +175,7 @@ static int input_byte(struct decoder *d, const struct zindex_source *src, uint64
         *byte = d->buf[at - d->in];
         return 0;
     }
-    return io_read_exact(src->fd, byte, 1, src->offset + at);
+    return source_read(src->archive, byte, 1, src->offset + at);
 }
 
 /* Positions d at a block boundary: input offset in (bits leftover bits of byte in - 1),
@@ -244,7 +245,7 @@ static int decoder_step(struct decoder *d, const struct zindex_source *src, unsi
     if (d->pos == d->have && d->in + d->have < src->csize) {
         uint64_t at = d->in + d->have;
         size_t n = src->csize - at < IN_BUF ? (size_t)(src->csize - at) : IN_BUF;
-        int rc = io_read_exact(src->fd, d->buf, n, src->offset + at);
+        int rc = source_read(src->archive, d->buf, n, src->offset + at);
         if (rc < 0)
             return rc;
         d->in = at;

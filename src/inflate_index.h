@@ -45,8 +45,10 @@
 #define ZINDEX_WINDOW 32768u
 
 /* Where the compressed stream lives and what the central directory promises about it. */
+struct source;
+
 struct zindex_source {
-    int fd;
+    struct source *archive;
     uint64_t offset; /* first byte of the deflate stream in the file */
     uint64_t csize;
     uint64_t usize;

@@ -36,6 +36,8 @@ struct config {
     char *index_dir;
     int noindex;
     int index_mode;        /* --index: the non-option arguments are all archives */
+    int sidecar;           /* --index --sidecar: ...and each gets ARCHIVE.npzidx */
+    char *block, *remote_cache, *timeout, *endpoint; /* remote archives (source.h) */
     int list_mode;         /* --list [--json] ARCHIVE */
     int json;
     const char **archives;
@@ -69,6 +71,11 @@ static const struct fuse_opt opt_spec[] = {
     {"index_dir=%s", offsetof(struct config, index_dir), 0},
     {"noindex", offsetof(struct config, noindex), 1},
     {"decoder_mem=%s", offsetof(struct config, decoder_mem), 0},
+    {"block=%s", offsetof(struct config, block), 0},
+    {"remote_cache=%s", offsetof(struct config, remote_cache), 0},
+    {"timeout=%s", offsetof(struct config, timeout), 0},
+    {"endpoint=%s", offsetof(struct config, endpoint), 0},
+    OPT("--sidecar", sidecar),
     OPT("-h", help), OPT("--help", help), OPT("-V", version), OPT("--version", version),
     OPT("--index", index_mode), OPT("--list", list_mode), OPT("--json", json),
     OPT("--optimize", optimize_mode), OPT("--compress", compress),
@@ -102,14 +109,19 @@ static void usage(FILE *f)
             "Mount a NumPy .npz (ZIP) archive read-only; every member appears as a plain file,\n"
             "so np.load(MOUNTPOINT/'x.npy', mmap_mode='r') works. Unmount with\n"
             "'fusermount3 -u MOUNTPOINT' ('fusermount3 -uz' while files are still in use).\n"
-            "Without MOUNTPOINT, the archive's name without its extension is created in the\n"
-            "current directory, and removed again at unmount.\n"
+            "ARCHIVE is a file, or a URL: http://, https:// or s3://BUCKET/KEY (read with\n"
+            "ranged requests). Without MOUNTPOINT, the archive's name (a URL's last path\n"
+            "segment) without its extension is created in the current directory, and\n"
+            "removed again at unmount.\n"
             "\n"
             "npzmount options:\n"
             "    -h   --help            print this help and exit\n"
             "    -V   --version         print the version and exit\n"
             "    --list [--json] ARCHIVE  list the members (key, path, size, dtype, shape...)\n"
             "                           without mounting; --json: as one JSON array\n"
+            "    --index [--sidecar] ARCHIVE...  build and save the indexes without mounting;\n"
+            "                           --sidecar: also into ARCHIVE.npzidx next to each (local)\n"
+            "                           archive, which every mount of it then uses first\n"
             "    -f                     foreground: do not detach, log to stderr\n"
             "    -d   -o debug          foreground, with a trace of every FUSE request\n"
             "    -s                     single-threaded\n"
@@ -136,6 +148,13 @@ static void usage(FILE *f)
             "    -o nofollow            once the archive changed, read EIO instead of switching\n"
             "                           to its new version\n"
             "    -o noauto_unmount      leave the mount behind (stale) if the daemon is killed\n"
+            "    -o block=SIZE          remote archives: unit of ranged requests (default 1M)\n"
+            "    -o remote_cache=SIZE   remote archives: bound of the cache of fetched blocks\n"
+            "                           (default 64M)\n"
+            "    -o timeout=SECONDS     remote archives: the longest a read waits, retries\n"
+            "                           included, before it fails with EIO (default 30)\n"
+            "    -o endpoint=URL        s3:// archives: the S3 endpoint (default\n"
+            "                           $AWS_ENDPOINT_URL, else AWS)\n"
             "    -o password_file=PATH  password of encrypted members (ZipCrypto, WinZip AES):\n"
             "                           the one line of PATH\n"
             "    -o askpass             ask for that password on the terminal\n"
@@ -288,7 +307,7 @@ static int check_mountpoint(const char *mp)
 static char *absolute_path(const char *path)
 {
     char cwd[PATH_MAX];
-    if (path[0] == '/' || !getcwd(cwd, sizeof cwd))
+    if (path[0] == '/' || source_is_remote(path) || !getcwd(cwd, sizeof cwd))
         return strdup(path);
     size_t len = strlen(cwd) + strlen(path) + 2;
     char *out = malloc(len);
@@ -303,10 +322,19 @@ static char *absolute_path(const char *path)
  * leaves the current directory. Returns 0 or an exit status. */
 static int default_mountpoint(struct config *cfg, char **out)
 {
-    const char *base = strrchr(cfg->archive, '/');
-    base = base ? base + 1 : cfg->archive;
-    const char *dot = strrchr(base, '.');
-    size_t stem = dot && dot > base ? (size_t)(dot - base) : strlen(base);
+    /* a URL's path ends before its query or fragment */
+    size_t end = source_is_remote(cfg->archive) ? strcspn(cfg->archive, "?#")
+                                                 : strlen(cfg->archive);
+    const char *base = cfg->archive, *dot = NULL;
+    for (const char *p = cfg->archive; p < cfg->archive + end; p++) {
+        if (*p == '/') {
+            base = p + 1;
+            dot = NULL;
+        } else if (*p == '.') {
+            dot = p;
+        }
+    }
+    size_t stem = dot && dot > base ? (size_t)(dot - base) : (size_t)(cfg->archive + end - base);
     char name[NAME_MAX + 1];
     if (stem == 0 || snprintf(name, sizeof name, "%.*s%s", (int)stem, base,
                               dot && dot > base ? "" : ".d") >= (int)sizeof name)
@@ -368,6 +396,28 @@ static int parse_owner(const struct config *cfg, struct fs *fs)
     return 0;
 }
 
+/* -o block=, remote_cache=, timeout=, endpoint=: how remote archives are read. */
+static int parse_remote(const struct config *cfg, struct source_options *r)
+{
+    if (cfg->block && (parse_size(cfg->block, &r->block) < 0 || r->block < 4096 ||
+                       r->block > (64u << 20)))
+        return error(2, "block=%s: expected a size from 4k to 64M", cfg->block);
+    if (cfg->remote_cache &&
+        (parse_size(cfg->remote_cache, &r->cache_bytes) < 0 || r->cache_bytes == 0))
+        return error(2, "remote_cache=%s: expected a size such as 64M", cfg->remote_cache);
+    if (cfg->timeout) {
+        unsigned long s;
+        if (parse_number(cfg->timeout, 10, 86400, &s) < 0 || s == 0)
+            return error(2, "timeout=%s: expected a number of seconds from 1 to 86400",
+                         cfg->timeout);
+        r->timeout_s = (unsigned)s;
+    }
+    if (cfg->endpoint && !source_is_remote(cfg->endpoint))
+        return error(2, "endpoint=%s: expected an http:// or https:// URL", cfg->endpoint);
+    r->endpoint = cfg->endpoint;
+    return 0;
+}
+
 static int parse_tuning(const struct config *cfg, struct npz_options *o)
 {
     if (cfg->span && (parse_size(cfg->span, &o->span) < 0 || o->span < NPZ_MIN_SPAN ||
@@ -398,7 +448,7 @@ static int parse_tuning(const struct config *cfg, struct npz_options *o)
     if (cfg->decoder_mem &&
         (parse_size(cfg->decoder_mem, &o->decoder_mem) < 0 || o->decoder_mem == 0))
         return error(2, "decoder_mem=%s: expected a size such as 64M", cfg->decoder_mem);
-    return 0;
+    return parse_remote(cfg, &o->remote);
 }
 
 /* --index progress on a terminal: bytes, rate, time left, redrawn at most 5 times a second. */
@@ -426,6 +476,17 @@ static void show_progress(void *ctx, uint64_t done, uint64_t total)
             rate > 0 ? (double)(total - done) / rate : 0.0);
 }
 
+/* ARCHIVE.npzidx next to archive, from the indexes npz_index_all just saved. */
+static int write_sidecar(struct npz *npz, const char *archive, char *msg, size_t len)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s" NPZ_SIDECAR_SUFFIX, archive) >= (int)sizeof path) {
+        snprintf(msg, len, "name too long for a sidecar");
+        return -ENAMETOOLONG;
+    }
+    return npz_write_sidecar(npz, path, msg, len);
+}
+
 /* npzmount --index ARCHIVE...: builds and saves every compressed member's index, without
  * mounting. Returns the exit status: 0 when every archive was indexed. */
 static int index_archives(const struct config *cfg, const struct npz_options *nopt)
@@ -436,12 +497,19 @@ static int index_archives(const struct config *cfg, const struct npz_options *no
         return error(2, "usage: npzmount --index [-o OPTIONS] ARCHIVE...");
     for (int i = 0; i < cfg->narchives; i++) {
         struct npz *npz;
-        char msg[512];
+        char msg[PATH_MAX + 512];
         struct progress p = {.name = cfg->archives[i]};
         clock_gettime(CLOCK_MONOTONIC, &p.start);
-        int rc = npz_open(cfg->archives[i], nopt, &npz, msg, sizeof msg);
+        int rc = -EINVAL;
+        if (cfg->sidecar && source_is_remote(cfg->archives[i]))
+            snprintf(msg, sizeof msg, "--sidecar needs a local archive (write it next to a "
+                                      "local copy, then upload ARCHIVE.npzidx next to the object)");
+        else
+            rc = npz_open(cfg->archives[i], nopt, &npz, msg, sizeof msg);
         if (rc == 0) {
             rc = npz_index_all(npz, tty ? show_progress : NULL, &p, msg, sizeof msg);
+            if (rc == 0 && cfg->sidecar)
+                rc = write_sidecar(npz, cfg->archives[i], msg, sizeof msg);
             npz_close(npz);
         }
         if (tty)
@@ -707,6 +775,10 @@ int main(int argc, char **argv)
                                    : index_archives(&cfg, &nopt);
         goto out;
     }
+    if (cfg.sidecar) {
+        status = error(2, "--sidecar goes with --index");
+        goto out;
+    }
     if (cfg.list_mode || cfg.json) {
         status = cfg.list_mode ? list_archive(&cfg, &args, &nopt)
                                : error(2, "--json goes with --list");
@@ -775,6 +847,10 @@ out:
     free(cfg.index_dir);
     free(cfg.archives);
     free(cfg.decoder_mem);
+    free(cfg.block);
+    free(cfg.remote_cache);
+    free(cfg.timeout);
+    free(cfg.endpoint);
     free(cfg.uid);
     free(cfg.gid);
     free(cfg.umask);

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <time.h>
@@ -52,7 +53,9 @@ struct npz {
     _Atomic(void *) *state;        /* per member, owned by its reader */
     atomic_bool *logged;           /* per member: failure already reported */
     atomic_uint *ahead_jobs;       /* per member: decode-ahead jobs queued or running */
-    struct archive_watch *watch;   /* notices the archive changing under us */
+    struct archive_watch *watch;   /* notices a local archive changing under us; NULL for
+                                    * a remote one, which reports that itself (-ESTALE)... */
+    atomic_bool stale;             /* ...latched here */
     time_t archive_mtime;
     uint64_t *ino_of;              /* per member: its inode, 0 when it has none */
     _Atomic(struct npy_slot *) *npy; /* per member: its npy header, once read */
@@ -71,9 +74,27 @@ static void npy_slot_free(struct npy_slot *slot)
     free(slot);
 }
 
+/* The archive's sidecar (ARCHIVE.npzidx, local or next to a remote object), if it has a
+ * valid one: missing is silent, unusable one log line. */
+static void open_sidecar(struct npz *npz, const char *path, const struct npz_options *opt)
+{
+    char name[PATH_MAX + 16], why[PATH_MAX + 256];
+    struct source *src;
+    if (snprintf(name, sizeof name, "%s" NPZ_SIDECAR_SUFFIX, path) >= (int)sizeof name)
+        return;
+    int rc = source_open(name, opt ? &opt->remote : NULL, &src, why, sizeof why);
+    if (rc == -ENOENT) /* a remote source says so for a 404 */
+        return;
+    if (rc < 0)
+        log_error("shared index ignored: %s: %s", name, why);
+    else if (ixf_sidecar_open(src, &npz->env.id, &npz->env.sidecar, why, sizeof why) < 0)
+        log_error("shared index ignored: %s", why);
+}
+
 /* Where indexes go, and the archive's identity that names them. A failure here only costs
  * the saved indexes, with one warning. */
-static void setup_saved_indexes(struct npz *npz, const struct npz_options *opt)
+static void setup_saved_indexes(struct npz *npz, const char *path,
+                                const struct npz_options *opt)
 {
     if (opt && opt->no_index)
         return;
@@ -87,12 +108,13 @@ static void setup_saved_indexes(struct npz *npz, const struct npz_options *opt)
                             (int)sizeof npz->index_dir ? 0 : -ENAMETOOLONG)
                  : ixf_default_dir(npz->index_dir, sizeof npz->index_dir);
     if (rc == 0)
-        rc = ixf_identity_of(npz->env.fd, &npz->zip, &npz->env.id);
+        rc = ixf_identity_of(npz->env.src, &npz->zip, &npz->env.id);
     if (rc < 0) {
         log_error("saved indexes disabled: %s", strerror(-rc));
         return;
     }
     npz->env.index_dir = npz->index_dir;
+    open_sidecar(npz, path, opt);
     /* Fine checkpoints need somewhere to put their windows; without it, only coarse ones. */
     uint64_t fine = opt && opt->disk_span ? opt->disk_span : NPZ_DEFAULT_DISK_SPAN;
     if (fine != NPZ_DISK_SPAN_OFF && fine < npz->env.span &&
@@ -170,21 +192,19 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
         snprintf(msg, msg_len, "out of memory");
         return -ENOMEM;
     }
-    npz->env.fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not hang us */
-    if (npz->env.fd < 0) {
-        int err = -errno;
-        snprintf(msg, msg_len, "%s", strerror(errno));
+    int rc = source_open(path, opt ? &opt->remote : NULL, &npz->env.src, msg, msg_len);
+    if (rc < 0) {
         free(npz);
-        return err;
+        return rc;
     }
-    int rc = archive_watch_new(npz->env.fd, path, &npz->watch);
-    if (rc == 0)
-        rc = zip_open(npz->env.fd, &npz->zip, msg, msg_len);
-    else
+    /* A local file is watched for changes; a remote object reports its own (-ESTALE). */
+    if (!npz->env.src->remote && (rc = archive_watch_new(npz->env.src->fd, path, &npz->watch)) < 0)
         snprintf(msg, msg_len, "%s", strerror(-rc));
+    else
+        rc = zip_open(npz->env.src, &npz->zip, msg, msg_len);
     if (rc < 0) {
         archive_watch_free(npz->watch);
-        close(npz->env.fd);
+        source_close(npz->env.src);
         free(npz);
         return rc;
     }
@@ -194,7 +214,7 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     budget_init(&npz->index_mem, opt && opt->index_mem ? opt->index_mem : NPZ_DEFAULT_INDEX_MEM);
     npz->env.index_mem = &npz->index_mem;
     npz->env.members = npz->zip.members;
-    setup_saved_indexes(npz, opt);
+    setup_saved_indexes(npz, path, opt);
     atomic_init(&npz->shutdown, false);
     atomic_init(&npz->decoding, 0);
     npz->prefetch = !(opt && opt->no_prefetch);
@@ -235,7 +255,10 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
             npz->ino_of[m] = ino;
     }
     struct stat st;
-    npz->archive_mtime = fstat(npz->env.fd, &st) == 0 ? st.st_mtime : 0;
+    if (npz->env.src->remote)
+        npz->archive_mtime = time(NULL); /* an object's time is not worth a request */
+    else
+        npz->archive_mtime = fstat(npz->env.src->fd, &st) == 0 ? st.st_mtime : 0;
     cache_set_notify(npz->env.cache, sched_event, npz->sched);
     rc = check_password(npz, msg, msg_len);
     if (rc < 0) {
@@ -400,6 +423,13 @@ int npz_index_all(struct npz *npz, void (*progress)(void *ctx, uint64_t done, ui
     return rc;
 }
 
+int npz_write_sidecar(struct npz *npz, const char *path, char *msg, size_t msg_len)
+{
+    if (!npz->env.index_dir)
+        return io_fail(msg, msg_len, -ENOENT, "no member has an index to share");
+    return ixf_sidecar_write(path, npz->index_dir, &npz->env.id, &npz->zip, msg, msg_len);
+}
+
 void npz_close(struct npz *npz)
 {
     if (!npz)
@@ -425,6 +455,7 @@ void npz_close(struct npz *npz)
     free((void *)npz->npy);
     free(npz->ino_of);
     spill_close(npz->env.spill); /* after the indexes that read it */
+    ixf_sidecar_close(npz->env.sidecar); /* likewise */
     free(npz->ops);
     free((void *)npz->state);
     free(npz->logged);
@@ -436,7 +467,7 @@ void npz_close(struct npz *npz)
     ns_free(npz->ns);
     zip_close(&npz->zip);
     archive_watch_free(npz->watch);
-    close(npz->env.fd);
+    source_close(npz->env.src);
     free(npz);
 }
 
@@ -488,6 +519,13 @@ void npz_shutdown(struct npz *npz)
         cache_set_notify(npz->env.cache, NULL, NULL);
 }
 
+/* Whether the archive is known to be no longer what was mounted: then every read fails rather
+ * than serve bytes of another version. */
+static bool changed(struct npz *npz)
+{
+    return atomic_load(&npz->stale) || (npz->watch && archive_watch_changed(npz->watch));
+}
+
 /* Clips a request to member idx: the bytes to serve (0 at or past the end), or an error. */
 static ssize_t clip(struct npz *npz, uint64_t idx, size_t len, uint64_t off)
 {
@@ -500,7 +538,7 @@ static ssize_t clip(struct npz *npz, uint64_t idx, size_t len, uint64_t off)
         len = (size_t)(zm->usize - off);
     /* The archive must not change while mounted; once it has, every read fails rather than
      * serve bytes of another file (archive_watch.h). */
-    if (archive_watch_changed(npz->watch))
+    if (changed(npz))
         return -EIO;
     return (ssize_t)len;
 }
@@ -529,11 +567,11 @@ ssize_t npz_locate(struct npz *npz, uint64_t ino, size_t len, uint64_t off, int 
     int64_t idx = file_member(npz, ino);
     if (idx < 0)
         return idx;
-    if (npz->ops[idx] != &reader_stored)
+    if (npz->ops[idx] != &reader_stored || npz->env.src->remote) /* splice needs a file */
         return -ENOTSUP;
     ssize_t n = clip(npz, (uint64_t)idx, len, off);
     if (n > 0) {
-        *fd = npz->env.fd;
+        *fd = npz->env.src->fd;
         *pos = npz->zip.members[idx].data_off + off;
     }
     return n;
@@ -560,7 +598,9 @@ ssize_t npz_read_member(struct npz *npz, uint64_t idx, void *buf, size_t len, ui
         n = npz->ops[idx]->read(&npz->env, &m, buf, len, off, &ctl);
     if (decodes)
         atomic_fetch_sub(&npz->decoding, 1);
-    if (archive_watch_changed(npz->watch)) /* it changed during this read */
+    if (n == -ESTALE && !atomic_exchange(&npz->stale, true))
+        log_error("%s changed while mounted: its reads fail from now on", npz->env.src->name);
+    if (changed(npz)) /* it changed during this read */
         return -EIO;
     if (n < 0 && (n == -EIO || n == -EACCES || n == -ENOMEM) &&
         !atomic_exchange(&npz->logged[idx], true))

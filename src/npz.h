@@ -1,6 +1,6 @@
 /*
- * npz: the mounted archive as the core sees it, with no FUSE in it. It owns the archive
- * descriptor, the member table (zipdir), the tree (namespace), one reader per member (reader.h),
+ * npz: the mounted archive as the core sees it, with no FUSE in it. It owns the archive's
+ * source (source.h), the member table (zipdir), the tree (namespace), one reader per member (reader.h),
  * the decoded-data cache shared by all deflated members (cache.h), and the budget and list of
  * the archive's libarchive decoders.
  *
@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include "sched.h"
+#include "source.h"
 #include "stop.h"
 
 struct npz_options {
@@ -44,6 +45,7 @@ struct npz_options {
                            * in the index dir (0: default; NPZ_DISK_SPAN_OFF: none) */
     const char *password; /* for encrypted members, borrowed for the npz's life; NULL:
                            * none, and they read -EACCES */
+    struct source_options remote; /* for an archive given as a URL (source.h) */
 };
 
 #define NPZ_DEFAULT_SPAN (1u << 20)
@@ -60,7 +62,7 @@ struct npz_options {
 
 struct npz;
 
-/* Opens and indexes the archive at path (nothing is decompressed yet, except, with a
+/* Opens and indexes the archive at path, or at a URL (source_is_remote) (nothing is decompressed yet, except, with a
  * password, the start of one encrypted member: a wrong password fails with -EACCES). */
 int npz_open(const char *path, const struct npz_options *opt, struct npz **out, char *msg,
              size_t msg_len);
@@ -71,6 +73,14 @@ void npz_close(struct npz *npz);
  * error with a one-line reason in msg. For `npzmount --index`. */
 int npz_index_all(struct npz *npz, void (*progress)(void *ctx, uint64_t done, uint64_t total),
                   void *ctx, char *msg, size_t msg_len);
+
+/* The sidecar of archive ARCHIVE (a file or a URL) is ARCHIVE NPZ_SIDECAR_SUFFIX: a mount
+ * uses a valid one before the index dir. */
+#define NPZ_SIDECAR_SUFFIX ".npzidx"
+
+/* Writes the indexes npz_index_all saved, all in one file at path (see index_file.h, sidecars),
+ * for `npzmount --index --sidecar`. Returns 0, or a negative errno with a reason in msg. */
+int npz_write_sidecar(struct npz *npz, const char *path, char *msg, size_t msg_len);
 
 /* Starts the background work (indexing compressed members) unless disabled: after a daemon
  * has forked, since threads do not survive fork. */
@@ -119,8 +129,9 @@ int npz_readdir(struct npz *npz, uint64_t dir, uint64_t pos, const char **name,
 ssize_t npz_listxattr(struct npz *npz, uint64_t ino, char *buf, size_t size);
 ssize_t npz_getxattr(struct npz *npz, uint64_t ino, const char *name, char *buf, size_t size);
 
-/* What notices the archive changing while mounted (archive_watch.h); owned by npz. Reads fail
- * with -EIO once it has. */
+/* What notices a local archive changing while mounted (archive_watch.h); owned by npz; NULL
+ * for a remote archive, whose source reports a changed object itself. Reads fail with -EIO
+ * once either has. */
 struct archive_watch;
 struct archive_watch *npz_watch(struct npz *npz);
 
@@ -129,14 +140,14 @@ struct archive_watch *npz_watch(struct npz *npz);
  * that cannot be served, -EISDIR, -ENOENT). mode is as in reader.h: READ_CACHED never decodes,
  * READ_NOWAIT never waits for another thread (-EAGAIN: run it as a job, see npz_submit).
  * cancel, when not NULL, is a flag that makes a long decode give up with -EINTR; so does
- * npz_shutdown. Never allocates for stored members. */
+ * npz_shutdown. Never allocates for stored members of a local archive. */
 ssize_t npz_read(struct npz *npz, uint64_t ino, void *buf, size_t len, uint64_t off,
                  enum read_mode mode, const atomic_bool *cancel);
 
 /* For a stored member, where [off, off + len) of file ino lies in the archive, so that an
  * adapter can have the kernel copy it (splice) instead of reading it through a buffer: sets
  * *fd and *pos and returns the bytes to serve (0 at the end), or an error as npz_read would,
- * or -ENOTSUP for members that are not stored. The archive is checked for changes first, but
+ * or -ENOTSUP for members that are not stored and for a remote archive. The archive is checked for changes first, but
  * the caller's own read of *fd comes after that check. */
 ssize_t npz_locate(struct npz *npz, uint64_t ino, size_t len, uint64_t off, int *fd,
                    uint64_t *pos);

@@ -24,6 +24,7 @@
 
 #include "inflater.h"
 #include "io.h"
+#include "source.h"
 #include "zipdir.h"
 #include "zipwrite.h"
 
@@ -179,8 +180,8 @@ static struct job *pool_retire(struct pool *p)
 /* ---------------------------------------------------------------------------------------- */
 /* A member's uncompressed bytes, read in order */
 
-struct source {
-    int fd;
+struct stream {
+    struct source *in;
     uint64_t off, left;                /* compressed bytes not yet read, and where */
     const struct inflater_ops *ops;    /* NULL: stored */
     struct inflater *inf;
@@ -188,12 +189,12 @@ struct source {
     size_t have, pos;
 };
 
-static int src_fill(struct source *s)
+static int src_fill(struct stream *s)
 {
     if (s->pos < s->have || s->left == 0)
         return 0;
     size_t n = s->left < COPY_BUF ? (size_t)s->left : COPY_BUF;
-    int rc = io_read_exact(s->fd, s->buf, n, s->off);
+    int rc = source_read(s->in, s->buf, n, s->off);
     if (rc < 0)
         return rc;
     s->off += n;
@@ -204,12 +205,12 @@ static int src_fill(struct source *s)
 }
 
 /* Reads exactly len bytes; -EIO when the member's data ends first or is corrupt. */
-static int src_read(struct source *s, unsigned char *out, size_t len)
+static int src_read(struct stream *s, unsigned char *out, size_t len)
 {
     if (!s->ops) {
         if (s->left < len)
             return -EIO;
-        int rc = io_read_exact(s->fd, out, len, s->off);
+        int rc = source_read(s->in, out, len, s->off);
         s->off += len;
         s->left -= len;
         return rc;
@@ -234,7 +235,7 @@ static int src_read(struct source *s, unsigned char *out, size_t len)
 
 /* Whether the member's data ends here: a deflate stream must reach its final block with
  * nothing more to give. */
-static int src_finish(struct source *s)
+static int src_finish(struct stream *s)
 {
     unsigned char extra;
     for (;;) {
@@ -262,7 +263,8 @@ struct ctx {
     const struct optimize_options *opt;
     size_t chunk;
     struct zip_archive za;
-    int in_fd, out_fd;
+    struct source *in;
+    int out_fd;
     const char *in_path, *out_path;
     unsigned char *copy_buf;           /* COPY_BUF bytes, also the source's input buffer */
     unsigned char *cd;                 /* the input's central directory */
@@ -341,7 +343,7 @@ static void drain(struct ctx *c)
 }
 
 /* Deflates the member behind src as SOZip chunks at the cursor; sets *crc. */
-static int deflate_member(struct ctx *c, struct source *src, uint64_t usize, uint32_t *crc)
+static int deflate_member(struct ctx *c, struct stream *src, uint64_t usize, uint32_t *crc)
 {
     uint64_t data_start = c->cursor;
     int rc = 0;
@@ -375,7 +377,7 @@ static int copy_member(struct ctx *c, const struct zip_member *m)
         if (cancelled(c))
             return -EINTR;
         size_t n = m->csize - pos < COPY_BUF ? (size_t)(m->csize - pos) : COPY_BUF;
-        int rc = io_read_exact(c->in_fd, c->copy_buf, n, m->data_off + pos);
+        int rc = source_read(c->in, c->copy_buf, n, m->data_off + pos);
         if (rc < 0)
             return rc;
         if ((rc = put(c, c->copy_buf, n)) < 0)
@@ -471,7 +473,7 @@ static int describe(struct ctx *c, const struct zip_member *m, const unsigned ch
 {
     uint16_t nlen = le16(ce + 28), xlen = le16(ce + 30), clen = le16(ce + 32);
     uint64_t hlen = m->data_off - m->header_off;
-    int rc = io_read_exact(c->in_fd, c->local, (size_t)hlen, m->header_off);
+    int rc = source_read(c->in, c->local, (size_t)hlen, m->header_off);
     if (rc < 0)
         return rc;
     size_t lx = zw_strip_zip64(c->extra_l, c->local + ZW_LOCAL_LEN + le16(c->local + 26),
@@ -504,8 +506,8 @@ static int write_data(struct ctx *c, const struct zip_member *m, struct zw_entry
 {
     if (!recompressed(c, m))
         return copy_member(c, m);
-    struct source src = {
-        .fd = c->in_fd, .off = m->data_off, .left = m->csize, .buf = c->copy_buf,
+    struct stream src = {
+        .in = c->in, .off = m->data_off, .left = m->csize, .buf = c->copy_buf,
         .ops = m->method == ZIP_METHOD_DEFLATED ? inflater_find("isal") : NULL,
     };
     if (m->method == ZIP_METHOD_DEFLATED && !src.ops)
@@ -571,11 +573,11 @@ static int read_comment(struct ctx *c, unsigned char **comment, uint16_t *len)
     *comment = NULL;
     *len = 0;
     for (int i = 0; i < 3; i++) {
-        if (io_read_exact(c->in_fd, rec, sizeof rec, at) < 0)
+        if (source_read(c->in, rec, sizeof rec, at) < 0)
             return 0;
         if (le32(rec) == 0x06064b50u) {
             unsigned char size[8];
-            if (io_read_exact(c->in_fd, size, 8, at + 4) < 0)
+            if (source_read(c->in, size, 8, at + 4) < 0)
                 return 0;
             at += 12 + le64(size);
         } else if (le32(rec) == 0x07064b50u) {
@@ -585,7 +587,7 @@ static int read_comment(struct ctx *c, unsigned char **comment, uint16_t *len)
             *comment = malloc(*len ? *len : 1);
             if (!*comment)
                 return -ENOMEM;
-            return io_read_exact(c->in_fd, *comment, *len, at + 22) < 0 ? (*len = 0) : 0;
+            return source_read(c->in, *comment, *len, at + 22) < 0 ? (*len = 0) : 0;
         }
     }
     return 0;
@@ -607,7 +609,7 @@ static int write_directory(struct ctx *c)
 
 static int rewrite_all(struct ctx *c)
 {
-    int rc = io_read_exact(c->in_fd, c->cd, (size_t)c->za.cd_size, c->za.cd_offset);
+    int rc = source_read(c->in, c->cd, (size_t)c->za.cd_size, c->za.cd_offset);
     if (rc < 0)
         return io_fail(c->msg, c->msg_len, rc, "%s: %s", c->in_path, strerror(-rc));
     for (uint64_t i = 0; i < c->za.count; i++)
@@ -627,10 +629,10 @@ static int rewrite_all(struct ctx *c)
 static int open_input(struct ctx *c)
 {
     char why[256];
-    c->in_fd = open(c->in_path, O_RDONLY | O_CLOEXEC);
-    if (c->in_fd < 0)
-        return io_fail(c->msg, c->msg_len, -errno, "%s: %s", c->in_path, strerror(errno));
-    int rc = zip_open(c->in_fd, &c->za, why, sizeof why);
+    int rc = source_open(c->in_path, NULL, &c->in, why, sizeof why);
+    if (rc < 0)
+        return io_fail(c->msg, c->msg_len, rc, "%s: %s", c->in_path, why);
+    rc = zip_open(c->in, &c->za, why, sizeof why);
     if (rc < 0)
         return io_fail(c->msg, c->msg_len, rc, "%s: %s", c->in_path, why);
     c->copy_buf = malloc(COPY_BUF);
@@ -684,8 +686,7 @@ static int finish_output(struct ctx *c, const char *tmp)
 static void release(struct ctx *c)
 {
     zip_close(&c->za);
-    if (c->in_fd >= 0)
-        close(c->in_fd);
+    source_close(c->in);
     if (c->out_fd >= 0)
         close(c->out_fd);
     free(c->copy_buf);
@@ -710,7 +711,7 @@ int optimize_run(const char *in, const char *out, const struct optimize_options 
 {
     struct ctx c = {
         .opt = opt, .chunk = opt->chunk_size ? opt->chunk_size : OPTIMIZE_DEFAULT_CHUNK,
-        .in_fd = -1, .out_fd = -1, .in_path = in, .out_path = out,
+        .out_fd = -1, .in_path = in, .out_path = out,
         .progress = progress, .progress_ctx = pctx, .msg = msg, .msg_len = msg_len,
     };
     char tmp[PATH_MAX + 16] = "";

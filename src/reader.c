@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "log.h"
+
 const struct reader_ops *reader_for(const struct zip_member *zm, bool have_password)
 {
     if (zm->err)
@@ -36,6 +38,19 @@ int reader_attach(const struct reader_ops *ops, const struct reader_env *env,
         m->state = expected;
     }
     return 0;
+}
+
+int reader_load_index(const struct reader_env *env, const struct zip_member *zm, uint64_t idx,
+                      struct ixf **out, char *why, size_t why_len)
+{
+    if (env->sidecar) {
+        int rc = ixf_sidecar_load(env->sidecar, &env->id, zm, idx, out, why, why_len);
+        if (rc == 0)
+            return 0;
+        if (rc != -ENOENT)
+            log_error("%s: shared index ignored: %s", zm->name, why);
+    }
+    return ixf_load(env->index_dir, &env->id, zm, idx, out, why, why_len);
 }
 
 enum cache_how reader_cache_how(const struct read_ctl *ctl)

@@ -36,6 +36,7 @@
 #include "budget.h"
 #include "cache.h"
 #include "index_file.h"
+#include "source.h"
 #include "stop.h"
 #include "zipdir.h"
 
@@ -43,7 +44,7 @@ struct archive_decoders;
 
 /* What readers share, owned by npz. */
 struct reader_env {
-    int fd;
+    struct source *src;       /* the archive's bytes (source.h) */
     const struct zip_member *members; /* the member table, to tell a member's index */
     struct cache *cache;      /* decoded pieces; its piece size is every reader's unit */
     uint64_t span;            /* deflate checkpoint spacing */
@@ -52,6 +53,7 @@ struct reader_env {
     struct budget *index_mem; /* checkpoint windows and tables */
     const char *index_dir;    /* where indexes are saved and loaded; NULL: nowhere */
     struct ixf_identity id;   /* the archive's content identity, valid with index_dir */
+    struct ixf_sidecar *sidecar; /* the archive's shared indexes, tried first; NULL: none */
     /* Asks for [off, off + len) of member idx to be decoded into the cache by a worker,
      * soon, unless that would have to wait (a sequential reader's next pieces, decoded while
      * the kernel handles the current reply), with at most `width` such jobs of the member at
@@ -127,6 +129,11 @@ ssize_t reader_copy_cached(const struct reader_env *env, const struct reader_mem
 /* The same from a ready entry of piece q that the caller holds. */
 ssize_t reader_copy_entry(const struct reader_env *env, const struct cache_entry *e, uint64_t q,
                           unsigned char *buf, size_t len, uint64_t off);
+
+/* Loads member idx's saved index: from the sidecar when it holds one (an unusable one is
+ * logged and passed over), else from index_dir. As ixf_load. */
+int reader_load_index(const struct reader_env *env, const struct zip_member *zm, uint64_t idx,
+                      struct ixf **out, char *why, size_t why_len);
 
 /* The cache mode that matches a read mode. */
 enum cache_how reader_cache_how(const struct read_ctl *ctl);

@@ -61,7 +61,7 @@
 #define DECRYPT_COST (256u * KIB)
 
 struct feed {
-    int fd;
+    struct source *src;
     uint64_t data_off, csize, usize;
     bool lzma;          /* method 14 in the clear: its dictionary claim is capped */
     uint64_t pos;       /* bytes of header + data handed to libarchive */
@@ -324,7 +324,7 @@ static la_ssize_t feed_read(struct archive *a, void *ctx, const void **out)
         return (la_ssize_t)(f->tail_len - past);
     }
     size_t n = f->csize - at < FEED_BUF ? (size_t)(f->csize - at) : FEED_BUF;
-    int rc = io_read_exact(f->fd, f->buf, n, f->data_off + at);
+    int rc = source_read(f->src, f->buf, n, f->data_off + at);
     if (rc < 0) {
         archive_set_error(a, -rc, "read error in the archive");
         return -1;
@@ -498,7 +498,7 @@ static int estimate(struct cursor *c, const struct zip_member *zm)
         n = 0;
         method = zm->method == ZIP_METHOD_AES ? zm->aes_method : zm->method;
     }
-    int rc = io_read_exact(c->feed.fd, head, n, c->feed.data_off);
+    int rc = source_read(c->feed.src, head, n, c->feed.data_off);
     if (rc < 0)
         return rc;
     c->method = "unknown";
@@ -708,7 +708,7 @@ static void *archive_member_new(const struct reader_env *env, const struct zip_m
     pthread_mutex_init(&c->lock, NULL);
     c->mem = env->decoder_mem;
     c->set = env->decoders;
-    c->feed.fd = env->fd;
+    c->feed.src = env->src;
     c->feed.data_off = zm->data_off;
     c->feed.csize = zm->csize;
     c->feed.usize = zm->usize;

@@ -63,7 +63,7 @@ static void load_saved(const struct reader_env *env, const struct zip_member *zm
 {
     char why[256];
     struct ixf *f;
-    int rc = ixf_load(env->index_dir, &env->id, zm, idx, &f, why, sizeof why);
+    int rc = reader_load_index(env, zm, idx, &f, why, sizeof why);
     if (rc == -ENOENT)
         return;
     if (rc < 0) {
@@ -99,7 +99,7 @@ static void *deflate_new_for(const struct reader_env *env, const struct zip_memb
     if (!st)
         return NULL;
     struct zindex_source src = {
-        .fd = env->fd,
+        .archive = env->src,
         .offset = zm->data_off,
         .csize = zm->csize,
         .usize = zm->usize,

@@ -108,7 +108,7 @@ static void *sozip_new(const struct reader_env *env, const struct zip_member *zm
     st->crc32 = zm->crc32;
     st->ops = &inflater_isal;
     pthread_mutex_init(&st->lock, NULL);
-    int rc = sozip_load(env->fd, zm, st->mem, &st->ix, st->ignored, sizeof st->ignored);
+    int rc = sozip_load(env->src, zm, st->mem, &st->ix, st->ignored, sizeof st->ignored);
     if (rc == 0)
         rc = make_tables(st, env, st->ignored, sizeof st->ignored);
     if (rc == 0)
@@ -216,7 +216,7 @@ static int input_at(struct run *r, uint64_t at, uint64_t to, const unsigned char
     if (at < r->in_at || at >= r->in_at + r->in_have) {
         uint64_t end = r->st->ix.off[r->g.c1 + 1]; /* the group's input ends there */
         size_t len = end - at < IN_BUF ? (size_t)(end - at) : IN_BUF;
-        if (at >= end || io_read_exact(r->env->fd, r->in, len, r->m->zm->data_off + at) < 0)
+        if (at >= end || source_read(r->env->src, r->in, len, r->m->zm->data_off + at) < 0)
             return -EIO;
         r->in_at = at;
         r->in_have = len;
@@ -235,7 +235,7 @@ static bool marker_before(struct run *r, uint64_t at)
         return false;
     if (at - SOZIP_MARKER_LEN >= r->in_at && at <= r->in_at + r->in_have)
         memcpy(b, r->in + (at - SOZIP_MARKER_LEN - r->in_at), sizeof b);
-    else if (io_read_exact(r->env->fd, b, sizeof b, r->m->zm->data_off + at - sizeof b) < 0)
+    else if (source_read(r->env->src, b, sizeof b, r->m->zm->data_off + at - sizeof b) < 0)
         return false;
     return memcmp(b, sozip_marker, sizeof b) == 0;
 }

@@ -1,15 +1,14 @@
 /*
  * reader_stored: method 0. The member's bytes are the archive's bytes, so a read is one pread
- * at data_off + off on the shared descriptor: no state, no allocation, no lock, never a wait.
+ * at data_off + off from the shared source: no state, no allocation, no lock, never a wait.
  */
-#include "io.h"
 #include "reader.h"
 
 static ssize_t stored_read(const struct reader_env *env, const struct reader_member *m,
                            void *buf, size_t len, uint64_t off, const struct read_ctl *ctl)
 {
     (void)ctl;
-    int rc = io_read_exact(env->fd, buf, len, m->zm->data_off + off);
+    int rc = source_read(env->src, buf, len, m->zm->data_off + off);
     return rc < 0 ? rc : (ssize_t)len;
 }
 

@@ -9,9 +9,9 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "io.h"
+#include "source.h"
 
 #define LOCAL_SIG 0x04034b50u
 #define LOCAL_LEN 30
@@ -80,11 +80,11 @@ int sozip_index_name(const char *name, size_t name_len, char *out, size_t cap)
 
 /* Where the hidden file's data starts when a valid local header for it is at `at`; 0 when the
  * header is not there (not an error: the next candidate may hold it). */
-static uint64_t hidden_data(int fd, uint64_t at, const char *want, size_t want_len,
+static uint64_t hidden_data(struct source *src, uint64_t at, const char *want, size_t want_len,
                             uint64_t *stored_len)
 {
     unsigned char h[LOCAL_LEN + 512];
-    if (want_len > sizeof h - LOCAL_LEN || io_read_exact(fd, h, LOCAL_LEN + want_len, at) < 0)
+    if (want_len > sizeof h - LOCAL_LEN || source_read(src, h, LOCAL_LEN + want_len, at) < 0)
         return 0;
     if (le32(h) != LOCAL_SIG || le16(h + 8) != ZIP_METHOD_STORED || (le16(h + 6) & 1) ||
         le16(h + 26) != want_len || memcmp(h + LOCAL_LEN, want, want_len) != 0)
@@ -94,7 +94,7 @@ static uint64_t hidden_data(int fd, uint64_t at, const char *want, size_t want_l
 }
 
 /* The hidden index's data offset in the file, or 0 when there is none. */
-static uint64_t find_hidden(int fd, const struct zip_member *zm, uint64_t *stored_len)
+static uint64_t find_hidden(struct source *src, const struct zip_member *zm, uint64_t *stored_len)
 {
     char want[512];
     int wl = sozip_index_name(zm->name, zm->name_len, want, sizeof want);
@@ -104,9 +104,9 @@ static uint64_t find_hidden(int fd, const struct zip_member *zm, uint64_t *store
     static const unsigned descriptor[] = {16, 24, 12, 20, 0};
     uint64_t end = zm->data_off + zm->csize;
     if (!(zm->flags & ZIP_FLAG_DESCRIPTOR))
-        return hidden_data(fd, end, want, (size_t)wl, stored_len);
+        return hidden_data(src, end, want, (size_t)wl, stored_len);
     for (size_t i = 0; i < sizeof descriptor / sizeof *descriptor; i++) {
-        uint64_t at = hidden_data(fd, end + descriptor[i], want, (size_t)wl, stored_len);
+        uint64_t at = hidden_data(src, end + descriptor[i], want, (size_t)wl, stored_len);
         if (at)
             return at;
     }
@@ -122,7 +122,7 @@ void sozip_index_free(struct sozip_index *ix, struct budget *mem)
 }
 
 /* Reads and checks the offsets behind header h, which starts at `at`. */
-static int load_offsets(int fd, uint64_t at, uint64_t file_size, const struct sozip_header *h,
+static int load_offsets(struct source *src, uint64_t at, uint64_t file_size, const struct sozip_header *h,
                         struct budget *mem, struct sozip_index *out, char *why, size_t why_len)
 {
     uint64_t n = sozip_entries(h);
@@ -135,7 +135,7 @@ static int load_offsets(int fd, uint64_t at, uint64_t file_size, const struct so
     out->bytes = mem ? (n + 2) * sizeof *out->off : 0;
     out->off = malloc((n + 2) * sizeof *out->off);
     unsigned char *raw = malloc(n * h->offset_size + 1);
-    int rc = out->off && raw ? io_read_exact(fd, raw, (size_t)(n * h->offset_size), from)
+    int rc = out->off && raw ? source_read(src, raw, (size_t)(n * h->offset_size), from)
                              : -ENOMEM;
     if (rc < 0)
         rc = io_fail(why, why_len, rc, rc == -ENOMEM ? "out of memory" : "index unreadable");
@@ -151,19 +151,18 @@ static int load_offsets(int fd, uint64_t at, uint64_t file_size, const struct so
     return 0;
 }
 
-int sozip_load(int fd, const struct zip_member *zm, struct budget *mem, struct sozip_index *out,
+int sozip_load(struct source *src, const struct zip_member *zm, struct budget *mem, struct sozip_index *out,
                char *why, size_t why_len)
 {
     *out = (struct sozip_index){0};
     if (zm->method != ZIP_METHOD_DEFLATED || zm->err)
         return -ENOENT;
     uint64_t stored_len = 0;
-    uint64_t at = find_hidden(fd, zm, &stored_len);
+    uint64_t at = find_hidden(src, zm, &stored_len);
     if (!at)
         return -ENOENT;
-    struct stat sb;
     unsigned char h[SOZIP_HEADER];
-    if (fstat(fd, &sb) < 0 || io_read_exact(fd, h, sizeof h, at) < 0)
+    if (source_read(src, h, sizeof h, at) < 0)
         return io_fail(why, why_len, -EINVAL, "index truncated");
     struct sozip_header hd;
     int rc = sozip_parse_header(h, zm->csize, zm->usize, &hd, why, why_len);
@@ -172,5 +171,5 @@ int sozip_load(int fd, const struct zip_member *zm, struct budget *mem, struct s
     uint64_t need = SOZIP_HEADER + (uint64_t)hd.skip + sozip_entries(&hd) * hd.offset_size;
     if (stored_len != 0xffffffffu && stored_len < need)
         return io_fail(why, why_len, -EINVAL, "index truncated");
-    return load_offsets(fd, at, (uint64_t)sb.st_size, &hd, mem, out, why, why_len);
+    return load_offsets(src, at, src->size, &hd, mem, out, why, why_len);
 }

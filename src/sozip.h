@@ -60,10 +60,11 @@ int sozip_parse_offsets(const struct sozip_header *h, const unsigned char *raw, 
  * when it does not fit out[0..cap). */
 int sozip_index_name(const char *name, size_t name_len, char *out, size_t cap);
 
-/* Finds, reads and checks member zm's index in the archive fd, charging its table to mem
+/* Finds, reads and checks member zm's index in the archive src, charging its table to mem
  * (NULL: unbounded). Returns 0 with *out set (free with sozip_index_free), -ENOENT when the
  * member has none, or another negative errno with a reason in why. */
-int sozip_load(int fd, const struct zip_member *zm, struct budget *mem, struct sozip_index *out,
+struct source;
+int sozip_load(struct source *src, const struct zip_member *zm, struct budget *mem, struct sozip_index *out,
                char *why, size_t why_len);
 
 void sozip_index_free(struct sozip_index *ix, struct budget *mem);

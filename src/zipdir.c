@@ -12,10 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "io.h"
+#include "source.h"
 
 #define SIG_EOCD 0x06054b50u
 #define SIG_LOC64 0x07064b50u
@@ -60,13 +60,13 @@ static int64_t find_eocd(const unsigned char *tail, uint64_t tail_len, uint64_t 
     return loose;
 }
 
-static int read_zip64_end(int fd, uint64_t eocd_pos, struct cd_location *cd, char *msg,
+static int read_zip64_end(struct source *src, uint64_t eocd_pos, struct cd_location *cd, char *msg,
                           size_t len)
 {
     unsigned char loc[LOC64_LEN], rec[EOCD64_LEN];
     if (eocd_pos < LOC64_LEN)
         return 0;
-    if (io_read_exact(fd, loc, sizeof loc, eocd_pos - LOC64_LEN) < 0 || le32(loc) != SIG_LOC64)
+    if (source_read(src, loc, sizeof loc, eocd_pos - LOC64_LEN) < 0 || le32(loc) != SIG_LOC64)
         return 0; /* no locator: the classic record is all there is */
     if (le32(loc + 4) != 0 || le32(loc + 16) > 1)
         return io_fail(msg, len, -EINVAL, "multi-disk archives are not supported");
@@ -80,7 +80,7 @@ static int read_zip64_end(int fd, uint64_t eocd_pos, struct cd_location *cd, cha
         uint64_t at = candidates[i];
         if (at > eocd_pos - LOC64_LEN || eocd_pos - LOC64_LEN - at < EOCD64_LEN)
             continue;
-        if (io_read_exact(fd, rec, sizeof rec, at) < 0 || le32(rec) != SIG_EOCD64)
+        if (source_read(src, rec, sizeof rec, at) < 0 || le32(rec) != SIG_EOCD64)
             continue;
         if (le32(rec + 16) != 0 || le32(rec + 20) != 0 || le64(rec + 24) != le64(rec + 32))
             return io_fail(msg, len, -EINVAL, "multi-disk archives are not supported");
@@ -96,14 +96,14 @@ static int read_zip64_end(int fd, uint64_t eocd_pos, struct cd_location *cd, cha
     return io_fail(msg, len, -EINVAL, "ZIP64 end record is missing or corrupt");
 }
 
-static int locate_cd(int fd, uint64_t file_size, struct cd_location *cd, char *msg, size_t len)
+static int locate_cd(struct source *src, uint64_t file_size, struct cd_location *cd, char *msg, size_t len)
 {
     uint64_t tail_len = file_size < MAX_COMMENT + EOCD_LEN ? file_size : MAX_COMMENT + EOCD_LEN;
     uint64_t tail_off = file_size - tail_len;
     unsigned char *tail = malloc(tail_len ? tail_len : 1);
     if (!tail)
         return io_fail(msg, len, -ENOMEM, "out of memory");
-    int rc = io_read_exact(fd, tail, tail_len, tail_off);
+    int rc = source_read(src, tail, tail_len, tail_off);
     if (rc < 0) {
         free(tail);
         return io_fail(msg, len, rc, "cannot read: %s", strerror(-rc));
@@ -119,7 +119,7 @@ static int locate_cd(int fd, uint64_t file_size, struct cd_location *cd, char *m
     uint64_t size = le32(e + 12), offset = le32(e + 16);
     free(tail);
 
-    rc = read_zip64_end(fd, (uint64_t)pos, cd, msg, len);
+    rc = read_zip64_end(src, (uint64_t)pos, cd, msg, len);
     if (rc < 0)
         return rc;
     if (rc == 1)
@@ -391,7 +391,7 @@ struct local_scratch {
  * central ones. The local name must match the central one (else the offset is suspect), and
  * the data range must end before the central directory. data_off stays 0 when there is no
  * local header to be found. */
-static void resolve_data(int fd, struct zip_member *m, uint64_t limit, struct local_scratch *s)
+static void resolve_data(struct source *src, struct zip_member *m, uint64_t limit, struct local_scratch *s)
 {
     if (m->header_off > limit || limit - m->header_off < LOCAL_LEN) {
         member_error(m, -EIO, "local header outside the archive");
@@ -400,13 +400,13 @@ static void resolve_data(int fd, struct zip_member *m, uint64_t limit, struct lo
     /* One read covers the header and any name up to 1 KiB. */
     uint64_t avail = limit - m->header_off;
     size_t got = avail < LOCAL_LEN + 1024 ? (size_t)avail : LOCAL_LEN + 1024;
-    if (io_read_exact(fd, s->raw, got, m->header_off) < 0 || le32(s->raw) != SIG_LOCAL) {
+    if (source_read(src, s->raw, got, m->header_off) < 0 || le32(s->raw) != SIG_LOCAL) {
         member_error(m, -EIO, "bad local header signature");
         return;
     }
     uint32_t nlen = le16(s->raw + 26);
     if (LOCAL_LEN + nlen > avail ||
-        (LOCAL_LEN + nlen > got && io_read_exact(fd, s->raw + got, LOCAL_LEN + nlen - got,
+        (LOCAL_LEN + nlen > got && source_read(src, s->raw + got, LOCAL_LEN + nlen - got,
                                                  m->header_off + got) < 0)) {
         member_error(m, -EIO, "local header outside the archive");
         return;
@@ -456,21 +456,16 @@ static int check_overlaps(struct zip_archive *za)
     return 0;
 }
 
-int zip_open(int fd, struct zip_archive *za, char *msg, size_t len)
+int zip_open(struct source *src, struct zip_archive *za, char *msg, size_t len)
 {
-    struct stat st;
     struct cd_location cd = {0};
     memset(za, 0, sizeof *za);
-    za->fd = fd;
-    if (fstat(fd, &st) < 0)
-        return io_fail(msg, len, -errno, "cannot stat: %s", strerror(errno));
-    if (!S_ISREG(st.st_mode))
-        return io_fail(msg, len, -EINVAL, "not a regular file");
-    za->file_size = (uint64_t)st.st_size;
+    za->src = src;
+    za->file_size = src->size;
     if (za->file_size == 0)
         return io_fail(msg, len, -EINVAL, "not a ZIP archive (empty file)");
 
-    int rc = locate_cd(fd, za->file_size, &cd, msg, len);
+    int rc = locate_cd(src, za->file_size, &cd, msg, len);
     if (rc < 0)
         return rc;
     za->prefix = cd.prefix;
@@ -480,7 +475,7 @@ int zip_open(int fd, struct zip_archive *za, char *msg, size_t len)
     unsigned char *buf = malloc(cd.size ? cd.size : 1);
     if (!buf)
         return io_fail(msg, len, -ENOMEM, "out of memory");
-    rc = io_read_exact(fd, buf, cd.size, cd.offset);
+    rc = source_read(src, buf, cd.size, cd.offset);
     if (rc < 0)
         rc = io_fail(msg, len, rc, "cannot read the central directory: %s", strerror(-rc));
     else
@@ -502,7 +497,7 @@ int zip_open(int fd, struct zip_archive *za, char *msg, size_t len)
         else
             m->header_off += cd.prefix;
         check_method(m);
-        resolve_data(fd, m, cd.offset, scratch);
+        resolve_data(src, m, cd.offset, scratch);
     }
     free(scratch);
     if (check_overlaps(za) < 0) {

@@ -1,7 +1,7 @@
 /*
  * zipdir: the ZIP container reader.
  *
- * Turns an archive (an open, seekable file descriptor) into an immutable table of members:
+ * Turns an archive (a source, source.h) into an immutable table of members:
  * it finds the end record (searching back over an archive comment of up to 65,535 bytes),
  * prefers the ZIP64 end record whenever its locator is present, walks the central directory,
  * and reads every member's local header to find where its data starts (the local extra field
@@ -16,7 +16,7 @@
  * the member is kept with zip_member.err < 0 and a static reason in zip_member.why.
  *
  * Ownership and threads: zip_open is not thread-safe while it runs; afterwards the table is
- * read-only and any thread may read it. zip_close frees the table but never closes the fd.
+ * read-only and any thread may read it. zip_close frees the table but never closes the source.
  * Nothing here knows about FUSE or decompression.
  */
 #ifndef NPZMOUNT_ZIPDIR_H
@@ -69,8 +69,10 @@ struct zip_member {
     const char *why;     /* static one-line reason when err != 0 */
 };
 
+struct source;
+
 struct zip_archive {
-    int fd;
+    struct source *src; /* borrowed */
     uint64_t file_size;
     uint64_t prefix;     /* bytes of prepended data before the archive proper */
     uint64_t cd_offset;  /* the central directory, in file coordinates (prefix applied) */
@@ -80,11 +82,11 @@ struct zip_archive {
     char *name_pool;     /* storage behind every zip_member.name */
 };
 
-/* Reads the archive behind fd into za; returns 0, or a negative errno with a one-line reason
+/* Reads the archive src into za; returns 0, or a negative errno with a one-line reason
  * (no trailing newline) in msg. On failure za holds nothing that needs zip_close. */
-int zip_open(int fd, struct zip_archive *za, char *msg, size_t msg_len);
+int zip_open(struct source *src, struct zip_archive *za, char *msg, size_t msg_len);
 
-/* Frees the member table (not the fd). Safe on a zeroed or already closed za. */
+/* Frees the member table (not the source). Safe on a zeroed or already closed za. */
 void zip_close(struct zip_archive *za);
 
 #endif

@@ -27,6 +27,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "source.h"
+
 static FILE *fz_diag;
 
 static inline void fz_diag_open(void)
@@ -92,6 +94,19 @@ static inline void fz_memfd_open(const char *name)
         perror("memfd_create");
         abort();
     }
+}
+
+/* A source over the memfd as it holds now (its size is taken now); close it with
+ * source_close. */
+static inline struct source *fz_source(void)
+{
+    struct source *s = NULL;
+    int fd = dup(fz_memfd);
+    if (fd < 0 || source_from_fd(fd, "fuzz input", &s) < 0) {
+        perror("fz_source");
+        abort();
+    }
+    return s;
 }
 
 /* Makes the memfd hold exactly off + len bytes, the last len of them data. Bytes before off keep

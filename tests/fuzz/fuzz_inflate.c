@@ -378,7 +378,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     budget_init(&mem, limit_mem);
     struct expect e = {.piece = piece, .mem = limit_mem ? &mem : NULL, .want = UINT64_MAX,
                        .stop = &stop_flag};
-    struct zindex_source src = {.fd = fz_memfd, .offset = prefix};
+    struct zindex_source src = {.offset = prefix};
     unsigned char *stream = NULL;
     size_t slen;
     uint64_t limit; /* reads stay below this */
@@ -452,9 +452,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(stream);
 
     struct zindex_params par = {.span = span, .piece = piece, .mem = e.mem};
+    src.archive = fz_source();
     struct zindex *zi = zindex_new(&src, &par);
-    if (!zi)
+    if (!zi) {
+        source_close(src.archive);
         return 0;
+    }
     int failed = 0; /* the first error seen, if any */
     bool swept = limit > 0;
     uint64_t npc = (src.usize + piece - 1) / piece;
@@ -559,6 +562,7 @@ out:
     free(e.memo);
     FZ_CHECK(e.outstanding == 0, "%ld sink buffers never handed back", e.outstanding);
     zindex_free(zi);
+    source_close(src.archive);
     FZ_CHECK(budget_used(&mem) == 0, "%llu bytes of budget not given back",
              (unsigned long long)budget_used(&mem));
     return 0;

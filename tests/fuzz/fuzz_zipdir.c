@@ -503,7 +503,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     struct zip_archive za;
     char msg[256] = "";
-    int rc = zip_open(fz_memfd, &za, msg, sizeof msg);
+    struct source *src = fz_source();
+    int rc = zip_open(src, &za, msg, sizeof msg);
+    source_close(src); /* only zip_open reads through it */
+    za.src = NULL;
     if (rc < 0) {
         FZ_CHECK(is_errno(rc), "zip_open returned %d", rc);
         FZ_CHECK(msg[0] != '\0', "zip_open failed (%d) without a reason", rc);

@@ -31,6 +31,7 @@
 #include <zlib.h>
 
 #include "check.h"
+#include "source.h"
 #include "zipdir.h"
 
 #define KiB 1024u
@@ -947,12 +948,12 @@ static bool identity_of(const char *path, const unsigned char *buf, size_t len,
     char msg[256];
     if (!CHECK(write_whole(path, buf, len)))
         return false;
-    int fd = open(path, O_RDONLY);
-    bool ok = CHECK(fd >= 0) && CHECK_EQ_I64(zip_open(fd, za, msg, sizeof msg), 0) &&
-              CHECK_EQ_I64(ixf_identity_of(fd, za, id), 0);
+    struct source *src = NULL;
+    bool ok = CHECK_EQ_I64(source_open(path, NULL, &src, msg, sizeof msg), 0) &&
+              CHECK_EQ_I64(zip_open(src, za, msg, sizeof msg), 0) &&
+              CHECK_EQ_I64(ixf_identity_of(src, za, id), 0);
     zip_close(za);
-    if (fd >= 0)
-        close(fd);
+    source_close(src);
     return ok;
 }
 

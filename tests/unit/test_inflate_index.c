@@ -25,6 +25,8 @@
 #include <zlib.h>
 
 #include "check.h"
+#include "source.h"
+#include "fd_source.h"
 #include "index_file.h"
 #include "spill.h"
 
@@ -127,7 +129,7 @@ struct stream {
     unsigned char *comp;
     size_t csize;
     uint32_t crc;
-    int fd;
+    struct source *src;
     uint64_t offset;     /* where comp starts in fd */
     uint64_t *bounds;    /* output offsets of the ends of non-last blocks, from zlib */
     size_t nbounds;
@@ -234,8 +236,9 @@ static void scan_blocks(struct stream *st)
     st->maxblock = maxblock;
 }
 
-/* Writes junk, the stream, junk to an unlinked temp file; returns the fd, *offset the start. */
-static int make_file(const unsigned char *comp, size_t clen, uint64_t *offset)
+/* Writes junk, the stream, junk to an unlinked temp file; returns it as a source (the stream
+ * read through it), *offset the start. */
+static struct source *file_source(const unsigned char *comp, size_t clen, uint64_t *offset)
 {
     const char *dir = getenv("TMPDIR");
     char path[4096];
@@ -255,7 +258,12 @@ static int make_file(const unsigned char *comp, size_t clen, uint64_t *offset)
     }
     free(junk);
     *offset = pre;
-    return fd;
+    struct source *src;
+    if (source_from_fd(fd, path, &src) < 0) {
+        perror("source_from_fd");
+        abort();
+    }
+    return src;
 }
 
 /* Fills in st for a stream made elsewhere (comp, clen), and checks with zlib that it decodes to
@@ -269,7 +277,7 @@ static void stream_finish(struct stream *st, const char *name, unsigned char *da
     st->comp = comp;
     st->csize = clen;
     st->crc = (uint32_t)crc32(0L, data, (uInt)len);
-    st->fd = make_file(st->comp, st->csize, &st->offset);
+    st->src = file_source(st->comp, st->csize, &st->offset);
     st->nrandom = nrandom;
     check_context("setup %s", name);
     scan_blocks(st);
@@ -289,13 +297,13 @@ static void stream_free(struct stream *st)
     free(st->data);
     free(st->comp);
     free(st->bounds);
-    close(st->fd);
+    source_close(st->src);
 }
 
 static struct zindex_source stream_src(const struct stream *st)
 {
     struct zindex_source src = {
-        .fd = st->fd,
+        .archive = st->src,
         .offset = st->offset,
         .csize = st->csize,
         .usize = st->usize,
@@ -1157,7 +1165,7 @@ static void test_corrupt(void)
             check_context("corrupt %s at %zu (%d bytes), piece %zu", st->name, at, nflip,
                           piece);
             struct zindex_source src = stream_src(st);
-            src.fd = make_file(comp, st->csize, &src.offset);
+            src.archive = file_source(comp, st->csize, &src.offset);
             struct zindex_params par = {.span = c % 2 ? 32 * KiB : 64 * KiB, .piece = piece};
             struct zindex *zi = zindex_new(&src, &par);
             struct tsink ts;
@@ -1194,7 +1202,7 @@ static void test_corrupt(void)
             zindex_free(zi);
             ts_done(&ts);
             CHECK_EQ_I64(ts.outstanding, 0);
-            close(src.fd);
+            source_close(src.archive);
             free(comp);
         }
     }
@@ -1651,7 +1659,7 @@ static void test_changed_file(void)
     const struct stream *st = &streams[S_STORED];
     size_t piece = 16 * KiB;
     struct zindex_source src = stream_src(st);
-    src.fd = make_file(st->comp, st->csize, &src.offset);
+    src.archive = file_source(st->comp, st->csize, &src.offset);
     struct zindex_params par = {.span = 64 * KiB, .piece = piece};
     struct zindex *zi = zindex_new(&src, &par);
     struct tsink ts;
@@ -1662,7 +1670,7 @@ static void test_changed_file(void)
     /* inside the second stored block's payload (blocks are 5 + 65535 bytes) */
     unsigned char junk[100];
     memset(junk, 0x5A, sizeof junk);
-    CHECK(pwrite(src.fd, junk, sizeof junk, (off_t)(src.offset + 70000)) == sizeof junk);
+    CHECK(pwrite(src.archive->fd, junk, sizeof junk, (off_t)(src.offset + 70000)) == sizeof junk);
     int rc = 0;
     for (uint64_t q = 0; q < npc / 2 && rc == 0; q++) {
         rc = produce(zi, &ts, q, NULL, false);
@@ -1672,7 +1680,7 @@ static void test_changed_file(void)
     check_stays_failed(zi, &ts, st, "CRC");
     CHECK_SINK(&ts);
     zindex_free(zi);
-    close(src.fd);
+    source_close(src.archive);
 }
 
 /* Whether thread tid is asleep (blocked), from /proc. */

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fd_source.h"
 #include "namespace.h"
 #include "zipdir.h"
 
@@ -49,7 +50,6 @@ static struct zip_archive make_za(const struct spec *specs, size_t n, size_t cap
 {
     struct zip_archive za;
     memset(&za, 0, sizeof za);
-    za.fd = -1;
     za.members = calloc(cap > n ? cap : n ? n : 1, sizeof *za.members);
     if (!za.members)
         abort();
@@ -874,7 +874,7 @@ static void test_corpus(const char *dir)
             continue;
         struct zip_archive za;
         char msg[256];
-        if (zip_open(fd, &za, msg, sizeof msg) == 0) {
+        if (zip_open_fd(fd, &za, msg, sizeof msg) == 0) {
             struct ns *ns = NULL;
             check_context("corpus %s", de->d_name);
             if (CHECK_EQ_I64(ns_build(&za, &ns), 0)) {

@@ -93,7 +93,7 @@ static void test_is_remote(void)
 int main(void)
 {
     if (!CHECK(mkdtemp(dir)))
-        return check_summary("source");
+        return check_summary("test_source");
     snprintf(path, sizeof path, "%s/a.bin", dir);
     write_file();
     RUN_TEST(test_local);
@@ -101,5 +101,5 @@ int main(void)
     RUN_TEST(test_is_remote);
     unlink(path);
     rmdir(dir);
-    return check_summary("source");
+    return check_summary("test_source");
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fd_source.h"
 #include "io.h"
 #include "sozip.h"
 
@@ -161,7 +162,9 @@ static int load(const struct layout *l, uint16_t flags, struct budget *mem,
     char name[] = "dir/m.npy", why[128] = "";
     struct zip_member zm = {.name = name, .name_len = 9, .method = ZIP_METHOD_DEFLATED,
                             .flags = flags, .csize = CSIZE, .usize = USIZE, .data_off = 0};
-    int rc = sozip_load(fd, &zm, mem, ix, why, sizeof why);
+    struct source *src = fd_source(fd);
+    int rc = src ? sozip_load(src, &zm, mem, ix, why, sizeof why) : -EBADF;
+    source_close(src);
     CHECK(rc == 0 || rc == -ENOENT || why[0]);
     close(fd);
     return rc;

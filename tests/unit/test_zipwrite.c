@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fd_source.h"
 #include "io.h"
 #include "zipdir.h"
 #include "zipwrite.h"
@@ -70,7 +71,7 @@ static void test_small_archive_has_no_zip64(void)
     put_directory(fd, &e, 1, data + 5, "archive");
     struct zip_archive za;
     char msg[256];
-    if (CHECK(zip_open(fd, &za, msg, sizeof msg) == 0)) {
+    if (CHECK(zip_open_fd(fd, &za, msg, sizeof msg) == 0)) {
         CHECK_EQ_U64(za.count, 1);
         CHECK_EQ_STR(za.members[0].name, "dir/a.txt");
         CHECK_EQ_U64(za.members[0].data_off, data);
@@ -124,7 +125,7 @@ static void test_zip64_past_4gib(void)
     check_local_zip64(fd, &e[0]);
     struct zip_archive za;
     char msg[256];
-    if (CHECK(zip_open(fd, &za, msg, sizeof msg) == 0)) {
+    if (CHECK(zip_open_fd(fd, &za, msg, sizeof msg) == 0)) {
         CHECK_EQ_U64(za.count, 2);
         CHECK_EQ_U64(za.members[0].usize, 5 * GiB);
         CHECK_EQ_U64(za.members[0].csize, 4 * GiB + 7);
