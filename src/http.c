@@ -431,6 +431,14 @@ static enum verdict attempt(struct http *h, struct conn *c, struct xfer *x, uint
     return judge_body(h, x, off, msg, msg_len);
 }
 
+/* A refusal as an errno: a missing object is not an I/O error (a sidecar may be absent). */
+static int status_errno(long status)
+{
+    return status == 404 || status == 410 ? -ENOENT
+           : status == 401 || status == 403 ? -EACCES
+                                             : -EIO;
+}
+
 static void backoff(long *ms, const struct timespec *deadline)
 {
     long left = ms_left(deadline);
@@ -465,7 +473,7 @@ long http_get(struct http *h, uint64_t off, size_t len, bool suffix, void *buf,
         }
         if (v != V_RETRY) {
             snprintf(msg, msg_len, "%s", last);
-            return v == V_STALE ? -ESTALE : -EIO;
+            return v == V_STALE ? -ESTALE : v == V_FAIL ? status_errno(x.status) : -EIO;
         }
         backoff(&wait, deadline);
     }

@@ -2,7 +2,8 @@
  * http: ranged GETs of one remote object through libcurl, with the retry policy of remote
  * sources: transient failures (5xx, 408, 429, dropped or stalled connections, short bodies) are
  * retried with exponential backoff until a deadline, then -EIO; an object that changed (412 to
- * If-Match, another ETag, another size, 416) is -ESTALE; any other answer is -EIO.
+ * If-Match, another ETag, another size, 416) is -ESTALE; 404 is -ENOENT, 401 and 403 -EACCES,
+ * any other answer -EIO.
  *
  * Ownership: http_new copies the configuration; http_free frees the client and its pooled
  * connections, after every other user is done.

@@ -64,7 +64,9 @@ struct http_source {
     pthread_t workers[WORKERS];
     unsigned nworkers;
     bool stopping;
-    uint64_t seq_next;          /* the block after the last read's last one */
+    uint64_t seq_end;           /* where the last read ended */
+    uint64_t seq_block;         /* the last read's last block */
+    uint64_t streak;            /* blocks entered by reads that went on where the last ended */
     char name[];
 };
 
@@ -188,7 +190,7 @@ static void fill(struct http_source *hs, struct block *b, const struct timespec 
                       first_stale ? "; every read fails from now on" : "");
         hs->stale |= n == -ESTALE;
         b->state = B_FAILED;
-        b->err = (int)n;
+        b->err = n == -ESTALE || n == -ENOMEM ? (int)n : -EIO; /* source.h's promise */
         unhash(hs, b);
     } else {
         b->state = B_READY;
@@ -285,18 +287,25 @@ static void schedule(struct http_source *hs, uint64_t idx)
     pthread_cond_signal(&hs->work);
 }
 
-/* The blocks of a read past its first load in parallel; a reader that goes on where the last
- * read ended also gets the blocks after this read. */
-static void plan(struct http_source *hs, uint64_t first, uint64_t last)
+/* The blocks of a read past its first load in parallel. A reader that goes on where the last
+ * read ended, into a new block, also gets blocks after this read: one more for each block it
+ * has so gone on into (up to AHEAD_MAX), so that a short run (a random read through an index
+ * decodes one span) costs little more than itself and a long one keeps requests in flight. */
+static void plan(struct http_source *hs, uint64_t off, uint64_t first, uint64_t last,
+                 uint64_t end)
 {
     uint64_t cache_blocks = hs->cache_bytes / hs->block;
-    uint64_t ahead = cache_blocks / 4 < AHEAD_MAX ? cache_blocks / 4 : AHEAD_MAX;
+    uint64_t most = cache_blocks / 4 < AHEAD_MAX ? cache_blocks / 4 : AHEAD_MAX;
     pthread_mutex_lock(&hs->mu);
-    bool sequential = hs->seq_next && (first == hs->seq_next || first + 1 == hs->seq_next);
-    hs->seq_next = last + 1;
+    bool onward = off == hs->seq_end && off > 0;
+    bool crossed = onward && last > hs->seq_block;
+    hs->streak = !onward ? 0 : crossed ? hs->streak + 1 : hs->streak;
+    hs->seq_end = end;
+    hs->seq_block = last;
     for (uint64_t i = first + 1; i <= last; i++)
         schedule(hs, i);
-    for (uint64_t i = 1; sequential && !hs->stale && i <= ahead; i++)
+    uint64_t ahead = crossed ? (hs->streak < most ? hs->streak : most) : 0;
+    for (uint64_t i = 1; !hs->stale && i <= ahead; i++)
         schedule(hs, last + i);
     pthread_mutex_unlock(&hs->mu);
 }
@@ -323,7 +332,7 @@ static ssize_t http_source_pread(struct source *s, void *buf, size_t len, uint64
     struct timespec deadline;
     http_deadline(&deadline, hs->timeout_s);
     uint64_t first = off / hs->block, last = (off + len - 1) / hs->block;
-    plan(hs, first, last);
+    plan(hs, off, first, last, off + len);
     for (uint64_t i = first; i <= last; i++) {
         struct block *b;
         int rc = acquire(hs, i, &deadline, &b);

@@ -64,7 +64,7 @@ pid {d}/nginx.pid;
 error_log {d}/error.log;
 events {{ worker_connections 256; }}
 http {{
-    log_format counted escape=json '{{"uri":"$uri","status":$status,"bytes":$body_bytes_sent,'
+    log_format counted escape=json '{{"uri":"$uri","conn":$connection,"status":$status,"bytes":$body_bytes_sent,'
                        '"range":"$http_range","if_match":"$http_if_match",'
                        '"etag":"$sent_http_etag"}}';
     access_log {d}/access.log counted;
