@@ -105,7 +105,7 @@ check-asan: $(UNITS_ASAN) $(BA)/npzmount
 
 PYTEST = $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
-check-integration: npzmount $(B)/remote_cat
+check-integration: npzmount $(B)/remote_cat $(BT)/remote_cat
 	NPZMOUNT=$(CURDIR)/npzmount $(PYTEST)
 
 # The same suite against a daemon built with ASan/UBSan. The daemon's stderr is gone once it

@@ -36,6 +36,7 @@ struct http {
     uint64_t size;
     pthread_mutex_t mu; /* guards idle */
     struct conn *idle;
+    int cancelled;      /* atomic: http_cancel was called */
 };
 
 /* One attempt: where the body goes and what the headers said. */
@@ -350,6 +351,23 @@ static enum verdict judge_transport(CURLcode rc, bool connect_retry, const struc
     }
 }
 
+static bool is_cancelled(struct http *h)
+{
+    return __atomic_load_n(&h->cancelled, __ATOMIC_ACQUIRE);
+}
+
+void http_cancel(struct http *h)
+{
+    __atomic_store_n(&h->cancelled, 1, __ATOMIC_RELEASE);
+}
+
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return is_cancelled(ud); /* non-zero aborts the transfer */
+}
+
 static struct conn *conn_get(struct http *h)
 {
     pthread_mutex_lock(&h->mu);
@@ -374,6 +392,9 @@ static struct conn *conn_get(struct http *h)
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(e, CURLOPT_XFERINFODATA, h);
     if (h->sigv4) {
         curl_easy_setopt(e, CURLOPT_AWS_SIGV4, h->sigv4);
         if (h->userpwd)
@@ -458,7 +479,7 @@ long http_get(struct http *h, uint64_t off, size_t len, bool suffix, void *buf,
     long wait = BACKOFF_FIRST_MS, ms;
     if (len == 0)
         return 0;
-    while ((ms = ms_left(deadline)) > 0) {
+    while ((ms = ms_left(deadline)) > 0 && !is_cancelled(h)) {
         struct conn *c = conn_get(h);
         if (!c)
             return -ENOMEM;
@@ -477,6 +498,9 @@ long http_get(struct http *h, uint64_t off, size_t len, bool suffix, void *buf,
         }
         backoff(&wait, deadline);
     }
-    snprintf(msg, msg_len, "timed out after %u s (last: %s)", h->timeout_s, last);
+    if (is_cancelled(h))
+        snprintf(msg, msg_len, "cancelled");
+    else
+        snprintf(msg, msg_len, "timed out after %u s (last: %s)", h->timeout_s, last);
     return -EIO;
 }

@@ -51,6 +51,10 @@ long http_get(struct http *h, uint64_t off, size_t len, bool suffix, void *buf,
               const struct timespec *deadline, bool connect_retry, struct http_reply *r,
               char *msg, size_t msg_len);
 
+/* Makes every http_get in flight or to come fail soon with -EIO (a closing source must not
+ * wait for a stalled server). Any thread, any time before http_free. */
+void http_cancel(struct http *h);
+
 /* Zeroes a string that holds a secret, then frees it; NULL is fine. */
 void http_wipe_free(char *s);
 

@@ -185,7 +185,7 @@ static void fill(struct http_source *hs, struct block *b, const struct timespec 
     pthread_mutex_lock(&hs->mu);
     if (n < 0) {
         bool first_stale = n == -ESTALE && !hs->stale;
-        if (n != -ESTALE || first_stale)
+        if (!hs->stopping && (n != -ESTALE || first_stale))
             log_error("%s: %s%s", hs->name, msg,
                       first_stale ? "; every read fails from now on" : "");
         hs->stale |= n == -ESTALE;
@@ -355,6 +355,8 @@ static void http_source_close(struct source *s)
     hs->stopping = true;
     pthread_cond_broadcast(&hs->work);
     pthread_mutex_unlock(&hs->mu);
+    if (hs->http)
+        http_cancel(hs->http); /* workers loading ahead stop now, not at their deadline */
     for (unsigned i = 0; i < hs->nworkers; i++)
         pthread_join(hs->workers[i], NULL);
     for (size_t i = 0; i < hs->nbuckets; i++)

@@ -19,6 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 REMOTE_CAT = Path(os.environ.get("REMOTE_CAT", REPO / "build" / "remote_cat"))
+REMOTE_CAT_TSAN = REPO / "build-tsan" / "remote_cat"
 NGINX = "/usr/sbin/nginx"
 S3RVER_VERSION = "3.7"
 S3RVER_DIR = Path(os.environ.get("NPZMOUNT_S3RVER_DIR",
@@ -297,12 +298,13 @@ class S3rver:
 # the reader under test
 
 
-def remote_cat(url, *ranges, options=(), env=None, timeout=60, stdin=None):
-    """Runs build/remote_cat; returns the CompletedProcess (stdout bytes, stderr text)."""
-    if not REMOTE_CAT.exists():
-        pytest.fail(f"{REMOTE_CAT} is missing (make build/remote_cat)", pytrace=False)
+def remote_cat(url, *ranges, options=(), env=None, timeout=60, stdin=None, tool=REMOTE_CAT):
+    """Runs build/remote_cat (or tool); returns the CompletedProcess (stdout bytes, stderr
+    text)."""
+    if not tool.exists():
+        pytest.fail(f"{tool} is missing (make {tool.relative_to(REPO)})", pytrace=False)
     full_env = dict(os.environ, **(env or {}))
-    r = subprocess.run([str(REMOTE_CAT), *options, url, *ranges], capture_output=True,
+    r = subprocess.run([str(tool), *options, url, *ranges], capture_output=True,
                        env=full_env, timeout=timeout, input=stdin)
     r.stderr = r.stderr.decode(errors="replace")
     return r

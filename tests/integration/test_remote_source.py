@@ -92,6 +92,20 @@ def test_random_ranges_from_many_threads(served):
     assert len(ranges_fetched) == len(set(ranges_fetched))
 
 
+def test_threads_evictions_and_faults_under_tsan(served):
+    """Many readers over a cache of 8 blocks (so blocks are evicted while others load) through
+    dropped connections and 500s, with ThreadSanitizer watching the source's locking."""
+    nginx, _, data = served
+    ranges = random_ranges(random.Random(2), SIZE, 150, 300_000)
+    with R.FaultProxy(nginx.port) as proxy:
+        proxy.faults = ["pass", "drop", "500"] * 8
+        r = R.remote_cat(proxy.url("x.npz"), *[f"{o}:{n}" for o, n in ranges],
+                         options=["-b", str(BLOCK), "-c", str(8 * BLOCK), "-j", "8", "-t", "20"],
+                         env={"TSAN_OPTIONS": "halt_on_error=1"}, tool=R.REMOTE_CAT_TSAN)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"".join(data[o:o + n] for o, n in ranges)
+
+
 def test_one_small_read_costs_one_block_and_carries_if_match(served):
     nginx, _, data = served
     before = len(nginx.log())
