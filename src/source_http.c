@@ -59,6 +59,7 @@ struct http_source {
     struct block *lru_head, *lru_tail;
     uint64_t used;              /* bytes of hashed blocks, loading ones included */
     bool stale;
+    bool failing;               /* the last load failed (and was logged) */
     uint64_t queue[QUEUE_MAX];  /* blocks to load ahead, a ring */
     unsigned qhead, qlen;
     pthread_t workers[WORKERS];
@@ -184,15 +185,16 @@ static void fill(struct http_source *hs, struct block *b, const struct timespec 
         snprintf(msg, sizeof msg, "%s", strerror(ENOMEM));
     pthread_mutex_lock(&hs->mu);
     if (n < 0) {
-        bool first_stale = n == -ESTALE && !hs->stale;
-        if (!hs->stopping && (n != -ESTALE || first_stale))
-            log_error("%s: %s%s", hs->name, msg,
-                      first_stale ? "; every read fails from now on" : "");
+        /* The first failure of a run is logged; a change is the caller's to report. */
+        if (!hs->stopping && !hs->failing && n != -ESTALE)
+            log_error("%s: %s", hs->name, msg);
+        hs->failing = true;
         hs->stale |= n == -ESTALE;
         b->state = B_FAILED;
         b->err = n == -ESTALE || n == -ENOMEM ? (int)n : -EIO; /* source.h's promise */
         unhash(hs, b);
     } else {
+        hs->failing = false;
         b->state = B_READY;
         lru_front(hs, b);
         evict(hs);

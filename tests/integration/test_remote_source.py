@@ -196,8 +196,7 @@ def test_changed_object_is_estale_for_every_later_read(served):
         assert reader.read(BLOCK + 5, 50) == (None, ESTALE)
         assert reader.read(SIZE - 10, 10) == (None, ESTALE)
     finally:
-        log = reader.close()
-    assert "changed" in log
+        reader.close()
 
 
 # ------------------------------------------------------------------------------------------
