@@ -395,7 +395,11 @@ static struct conn *conn_get(struct http *h)
     curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(e, CURLOPT_XFERINFODATA, h);
-    if (h->sigv4) {
+    if (!h->sigv4) { /* a signature is for one URL: S3 redirects are errors to report */
+        curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+        curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
+        curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    } else {
         curl_easy_setopt(e, CURLOPT_AWS_SIGV4, h->sigv4);
         if (h->userpwd)
             curl_easy_setopt(e, CURLOPT_USERPWD, h->userpwd);

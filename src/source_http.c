@@ -7,7 +7,8 @@
  * fetched by the open's one request (which also learns the size and ETag), are kept apart: the
  * ZIP end records and usually the central directory are in them. A reader that goes on where
  * the last read ended gets the next few blocks loaded ahead by worker threads, started on the
- * first need (not at open: a daemon forks after opening, and threads do not survive a fork).
+ * first need; a fork (a daemon detaching after its mount-time reads) first stops them, since
+ * threads do not survive one, and the child starts its own on its first need.
  * Once a GET says the object changed, every later read fails with -ESTALE.
  */
 #include "source.h"
@@ -65,6 +66,7 @@ struct http_source {
     pthread_t workers[WORKERS];
     unsigned nworkers;
     bool stopping;
+    struct http_source *live_next; /* in the list of live sources (live_mu) */
     uint64_t seq_end;           /* where the last read ended */
     uint64_t seq_block;         /* the last read's last block */
     uint64_t streak;            /* blocks entered by reads that went on where the last ended */
@@ -279,7 +281,7 @@ static void schedule(struct http_source *hs, uint64_t idx)
     if (idx * hs->block >= hs->s.size || hs->qlen == QUEUE_MAX || lookup(hs, idx) ||
         queued(hs, idx))
         return;
-    while (hs->nworkers < WORKERS &&
+    while (!hs->stopping && hs->nworkers < WORKERS &&
            pthread_create(&hs->workers[hs->nworkers], NULL, worker, hs) == 0)
         hs->nworkers++;
     if (hs->nworkers == 0)
@@ -350,17 +352,72 @@ static ssize_t http_source_pread(struct source *s, void *buf, size_t len, uint64
     return (ssize_t)len;
 }
 
-static void http_source_close(struct source *s)
+/* Ends the workers (after their loads in flight); for_good leaves them ended. */
+static void stop_workers(struct http_source *hs, bool for_good)
 {
-    struct http_source *hs = (struct http_source *)s;
     pthread_mutex_lock(&hs->mu);
     hs->stopping = true;
     pthread_cond_broadcast(&hs->work);
+    unsigned n = hs->nworkers;
     pthread_mutex_unlock(&hs->mu);
+    for (unsigned i = 0; i < n; i++)
+        pthread_join(hs->workers[i], NULL);
+    pthread_mutex_lock(&hs->mu);
+    hs->nworkers = 0;
+    hs->stopping = for_good;
+    pthread_mutex_unlock(&hs->mu);
+}
+
+/* ---- forks: every live source's workers stop before one ---- */
+
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct http_source *live;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void before_fork(void)
+{
+    pthread_mutex_lock(&live_mu);
+    for (struct http_source *hs = live; hs; hs = hs->live_next)
+        stop_workers(hs, false);
+}
+
+static void after_fork(void)
+{
+    pthread_mutex_unlock(&live_mu);
+}
+
+static void install_atfork(void)
+{
+    pthread_atfork(before_fork, after_fork, after_fork);
+}
+
+static void live_add(struct http_source *hs)
+{
+    pthread_once(&atfork_once, install_atfork);
+    pthread_mutex_lock(&live_mu);
+    hs->live_next = live;
+    live = hs;
+    pthread_mutex_unlock(&live_mu);
+}
+
+static void live_remove(struct http_source *hs)
+{
+    pthread_mutex_lock(&live_mu);
+    struct http_source **p = &live;
+    while (*p && *p != hs)
+        p = &(*p)->live_next;
+    if (*p)
+        *p = hs->live_next;
+    pthread_mutex_unlock(&live_mu);
+}
+
+static void http_source_close(struct source *s)
+{
+    struct http_source *hs = (struct http_source *)s;
+    live_remove(hs);
     if (hs->http)
         http_cancel(hs->http); /* workers loading ahead stop now, not at their deadline */
-    for (unsigned i = 0; i < hs->nworkers; i++)
-        pthread_join(hs->workers[i], NULL);
+    stop_workers(hs, true);
     for (size_t i = 0; i < hs->nbuckets; i++)
         while (hs->table[i]) {
             struct block *b = hs->table[i];
@@ -484,6 +541,7 @@ int source_http_open(const char *url, const struct source_options *o, struct sou
         http_source_close(&hs->s);
         return rc;
     }
+    live_add(hs);
     *out = &hs->s;
     return 0;
 }

@@ -78,6 +78,7 @@ http {{
         listen 127.0.0.1:{port};
         root {root};
         location /forbidden/ {{ return 403; }}
+        location /moved/ {{ rewrite ^/moved/(.*)$ /$1 redirect; }}
     }}
 }}
 """

@@ -67,6 +67,13 @@ def test_whole_object_each_block_fetched_once(served):
     assert sum(e["bytes"] for e in entries) <= SIZE + 65536
 
 
+def test_redirect_is_followed(served):
+    nginx, _, data = served
+    r = R.remote_cat(nginx.url("moved/x.npz"), f"{SIZE // 2}:1000", options=["-b", str(BLOCK)])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == data[SIZE // 2:SIZE // 2 + 1000]
+
+
 def test_small_object_is_one_request(served):
     nginx, _, data = served
     before = len(nginx.log())
