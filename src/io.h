@@ -1,6 +1,7 @@
 /*
- * io: small helpers around pread(2) and pwrite(2) shared by the ZIP reader, the member
- * readers and the index files, and two for the places the daemon keeps files in. All return
+ * io: small helpers around pread(2) and pwrite(2) for the local files the daemon keeps (index
+ * files, the spill, --optimize's output; the archive itself is read through source.h), two
+ * for the places it keeps them in, and the little-endian codecs of the parsers. All return
  * 0 or a negative errno; a short read (the file ended early) is -EIO.
  * Thread-safe: they only use pread on a caller-owned descriptor.
  */

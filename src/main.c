@@ -623,7 +623,8 @@ static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)
 static int add_mount_options(struct fuse_args *args, const char *archive, bool auto_unmount)
 {
     char *o = NULL;
-    char *abs = realpath(archive, NULL); /* df(1) run elsewhere must find it */
+    /* df(1) run elsewhere must find it; a URL is shown as given */
+    char *abs = source_is_remote(archive) ? NULL : realpath(archive, NULL);
     if (abs)
         archive = abs;
     size_t len = strlen(archive) + sizeof "fsname=";

@@ -1,6 +1,7 @@
 /*
- * reader_stored: method 0. The member's bytes are the archive's bytes, so a read is one pread
- * at data_off + off from the shared source: no state, no allocation, no lock, never a wait.
+ * reader_stored: method 0. The member's bytes are the archive's bytes, so a read is one read
+ * at data_off + off from the shared source: no state, and for a local archive no allocation,
+ * no lock, never a wait (a remote one may wait for its blocks).
  */
 #include "reader.h"
 

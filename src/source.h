@@ -49,8 +49,10 @@ struct source_options {
 /* Whether spec names a remote object (http://, https:// or s3://) rather than a path. */
 bool source_is_remote(const char *spec);
 
-/* Opens spec (a path, or a URL when source_is_remote) for reading and learns its size; for a
- * remote object, fails (403, 404, unreachable) with a one-line reason in msg. */
+/* Opens spec (a path, or a URL when source_is_remote) for reading and learns its size, or
+ * fails with a one-line reason in msg (callers prefix it with spec). -ENOENT means there is no
+ * such file or object (404), which callers probing for an optional one (a sidecar index) take
+ * as "none"; -EACCES a refusal (403); -EINVAL a local path that is not a regular file. */
 int source_open(const char *spec, const struct source_options *o, struct source **out,
                 char *msg, size_t msg_len);
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import npz_support as S
+from index_check import decoded, tail_read
 
 SPAN = 256 << 10
 MEMBERS = ("f.npy", "i.npy")
@@ -51,19 +52,6 @@ def place(archive, tmp_path, data):
 
 def opts(index_dir, log):
     return ["-o", f"index_dir={index_dir},span={SPAN // 1024}k,noprefetch,logfile={log}"]
-
-
-def decoded(path):
-    return int(os.getxattr(path, "user.npzmount.decoded"))
-
-
-def tail_read(path, length):
-    """The last 4 KiB, read first: without an index this decodes the whole member."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.pread(fd, 4096, length - 4096)
-    finally:
-        os.close(fd)
 
 
 def ignored_lines(log):

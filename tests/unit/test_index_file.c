@@ -1280,6 +1280,103 @@ static void test_default_dir(void)
     free(home);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* sidecars */
+
+#define SC_DATA (64u + 24u + 4u) /* header and a one-entry table: the index file starts here */
+
+/* A sidecar opened from path for identity id: 0 or the error of source_open/ixf_sidecar_open. */
+static int sidecar_open(const char *path, const struct ixf_identity *id, struct ixf_sidecar **sc)
+{
+    struct source *src;
+    char why[512] = "";
+    int rc = source_open(path, NULL, &src, why, sizeof why);
+    if (rc == 0)
+        rc = ixf_sidecar_open(src, id, sc, why, sizeof why);
+    CHECK(rc == 0 || one_line(why));
+    return rc;
+}
+
+/* The standard fixture's index, saved in a directory, goes into a sidecar verbatim behind its
+ * table; loading it back from there gives what ixf_load gives, windows included; a sidecar
+ * damaged anywhere in its header or table, cut short, or made for another archive is refused. */
+static void test_sidecar(void)
+{
+    struct saved sv;
+    if (!saved_open(&sv))
+        return;
+    const struct fixture *fx = sv.fx;
+    struct zip_member members[6] = {{0}};
+    uint64_t me = fx->m.member;
+    if (!CHECK(me < 5)) {
+        saved_close(&sv);
+        return;
+    }
+    members[me] = fx->zm; /* the others have no index in the directory */
+    struct zip_archive za = {.count = 6, .members = members};
+    char *path = NULL, why[512] = "";
+    if (asprintf(&path, "%s/a.npz.npzidx", sv.dir) < 0)
+        abort();
+    if (!CHECK_EQ_I64(ixf_sidecar_write(path, sv.dir, &fx->id, &za, why, sizeof why), 0))
+        printf("    sidecar: %s\n", why);
+    size_t len = 0;
+    unsigned char *b = read_whole(path, &len);
+    if (!CHECK(b != NULL) || !CHECK_EQ_U64(len, SC_DATA + sv.len))
+        goto out;
+    CHECK_EQ_MEM(b + SC_DATA, sv.len, sv.bytes, sv.len);
+    CHECK_EQ_U64(get64(b + SC_DATA - 4 - 24), me);
+    CHECK_EQ_U64(get64(b + SC_DATA - 4 - 16), SC_DATA);
+    CHECK_EQ_U64(get64(b + SC_DATA - 4 - 8), sv.len);
+
+    struct ixf_sidecar *sc = NULL;
+    struct ixf *f = NULL;
+    if (CHECK_EQ_I64(sidecar_open(path, &fx->id, &sc), 0)) {
+        if (CHECK_EQ_I64(ixf_sidecar_load(sc, &fx->id, &fx->zm, me, &f, why, sizeof why), 0)) {
+            check_loaded(f, fx);
+            CHECK_EQ_I64(ixf_drop_loaded(f), -EROFS); /* a shared file is not ours to drop */
+            ixf_close(f);
+        }
+        f = (struct ixf *)1;
+        CHECK_EQ_I64(ixf_sidecar_load(sc, &fx->id, &members[me + 1], me + 1, &f, why,
+                                      sizeof why), -ENOENT);
+        CHECK(f == NULL);
+        ixf_sidecar_close(sc);
+    }
+    CHECK(access(path, F_OK) == 0);
+
+    struct ixf_identity other = fx->id;
+    other.id[3] ^= 1;
+    CHECK_EQ_I64(sidecar_open(path, &other, &sc), -ESTALE);
+    for (size_t at = 0; at < SC_DATA; at++) { /* every byte of the header and the table */
+        check_context("flip at %zu", at);
+        b[at] ^= 0x04;
+        CHECK(write_whole(path, b, len));
+        CHECK(sidecar_open(path, &fx->id, &sc) < 0);
+        b[at] ^= 0x04;
+    }
+    for (size_t cut = 0; cut < len; cut += cut < SC_DATA ? 1 : 997) {
+        check_context("cut at %zu", cut);
+        CHECK(write_whole(path, b, cut));
+        if (sidecar_open(path, &fx->id, &sc) < 0)
+            continue;
+        CHECK(cut >= SC_DATA); /* the table stands: the index inside must be refused */
+        CHECK(ixf_sidecar_load(sc, &fx->id, &fx->zm, me, &f, why, sizeof why) < 0);
+        ixf_sidecar_close(sc);
+    }
+    check_context("%s", "");
+
+    /* nothing to share: no file */
+    CHECK(unlink(path) == 0);
+    CHECK(unlink(sv.path) == 0);
+    CHECK_EQ_I64(ixf_sidecar_write(path, sv.dir, &fx->id, &za, why, sizeof why), -ENOENT);
+    CHECK(one_line(why));
+    CHECK(access(path, F_OK) < 0);
+out:
+    free(b);
+    free(path);
+    saved_close(&sv);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1296,5 +1393,6 @@ int main(void)
     RUN_TEST(test_drop);
     RUN_TEST(test_save_rejects);
     RUN_TEST(test_default_dir);
+    RUN_TEST(test_sidecar);
     return check_summary("test_index_file");
 }
