@@ -150,11 +150,11 @@ int s3_resolve(const char *s3url, const char *endpoint, struct s3_target *t, cha
     const char *bucket = s3url + strlen("s3://");
     const char *slash = strchr(bucket, '/');
     if (slash == bucket || !bucket[0]) {
-        snprintf(msg, msg_len, "%s: no bucket in the URL (s3://BUCKET/KEY)", s3url);
+        snprintf(msg, msg_len, "no bucket in the URL (s3://BUCKET/KEY)");
         return -EINVAL;
     }
     if (!slash || !slash[1]) {
-        snprintf(msg, msg_len, "%s: no key in the URL (s3://BUCKET/KEY)", s3url);
+        snprintf(msg, msg_len, "no key in the URL (s3://BUCKET/KEY)");
         return -EINVAL;
     }
     const char *region = env("AWS_REGION") ? env("AWS_REGION")
@@ -164,7 +164,7 @@ int s3_resolve(const char *s3url, const char *endpoint, struct s3_target *t, cha
     t->url = build_url(ep, region, bucket, (size_t)(slash - bucket), slash + 1);
     int rc = t->url ? set_credentials(t, region) : -ENOMEM;
     if (rc < 0) {
-        snprintf(msg, msg_len, "%s: %s", s3url, strerror(-rc));
+        snprintf(msg, msg_len, "%s", strerror(-rc));
         s3_target_free(t);
     }
     return rc;

@@ -8,7 +8,7 @@
  *
  * Ownership: s3_resolve fills t with heap strings that s3_target_free wipes and frees.
  * Threads: reads the environment; call it from one thread.
- * Errors: negative errno, with one line in msg (never a credential).
+ * Errors: negative errno, with one line in msg (without the URL; never a credential).
  */
 #ifndef NPZMOUNT_S3AUTH_H
 #define NPZMOUNT_S3AUTH_H

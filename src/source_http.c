@@ -495,7 +495,7 @@ static int connect_client(struct http_source *hs, const char *url, const char *e
     int rc = http_new(&c, &hs->http);
     s3_target_free(&t);
     if (rc < 0)
-        snprintf(msg, msg_len, "%s: %s", hs->name, strerror(-rc));
+        snprintf(msg, msg_len, "%s", strerror(-rc));
     return rc;
 }
 
@@ -511,7 +511,7 @@ static int fetch_tail(struct http_source *hs, char *msg, size_t msg_len)
                                  why, sizeof why)
                       : -ENOMEM;
     if (n < 0) {
-        snprintf(msg, msg_len, "%s: %s", hs->name, n == -ENOMEM ? strerror(ENOMEM) : why);
+        snprintf(msg, msg_len, "%s", n == -ENOMEM ? strerror(ENOMEM) : why);
         return (int)n;
     }
     hs->s.size = r.total;
@@ -519,7 +519,7 @@ static int fetch_tail(struct http_source *hs, char *msg, size_t msg_len)
     hs->tail_len = (size_t)n;
     int rc = http_pin(hs->http, r.etag, r.total);
     if (rc < 0)
-        snprintf(msg, msg_len, "%s: %s", hs->name, strerror(-rc));
+        snprintf(msg, msg_len, "%s", strerror(-rc));
     return rc;
 }
 
@@ -531,7 +531,7 @@ int source_http_open(const char *url, const struct source_options *o, struct sou
     display_name(url, name, sizeof name);
     struct http_source *hs = source_new(name, o ? o : &defaults);
     if (!hs) {
-        snprintf(msg, msg_len, "%s: %s", name, strerror(ENOMEM));
+        snprintf(msg, msg_len, "%s", strerror(ENOMEM));
         return -ENOMEM;
     }
     int rc = connect_client(hs, url, o ? o->endpoint : NULL, msg, msg_len);

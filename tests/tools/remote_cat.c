@@ -7,7 +7,7 @@
  * each range by one); without, writes the whole object, read front to back in 128 KiB reads.
  * With the single range "-", serves lines "OFF LEN" from stdin, answering each with
  * "OK <hex>" or "ERR <errno> <message>" (so a test can change the object between reads).
- * Exit status: 0; 3 when the open fails (its message on stderr); 4 when a read fails.
+ * Exit status: 0; 3 when the open fails (its message on stderr, one line); 4 when a read fails.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -140,7 +140,7 @@ int main(int argc, char **argv)
     char msg[512];
     struct source *src;
     if (source_open(argv[optind], &o, &src, msg, sizeof msg) < 0) {
-        fprintf(stderr, "%s\n", msg);
+        fprintf(stderr, "remote_cat: open: %s\n", msg); /* not the URL: it may hold a password */
         return 3;
     }
     fprintf(stderr, "remote_cat: size %" PRIu64 "\n", src->size);

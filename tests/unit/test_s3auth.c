@@ -100,7 +100,7 @@ static void test_refused(void)
         char msg[256] = "";
         check_context("%s", bad[i]);
         CHECK_EQ_I64(s3_resolve(bad[i], NULL, &t, msg, sizeof msg), -EINVAL);
-        CHECK(strncmp(msg, bad[i], strlen(bad[i])) == 0 && !strchr(msg, '\n'));
+        CHECK(!strchr(msg, '\n'));
         CHECK(strstr(msg, i < 2 ? "no bucket" : "no key"));
     }
     check_context("%s", "");
