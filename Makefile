@@ -20,7 +20,7 @@ PYTHON    := /usr/bin/python3
 ISAL_PC   := $(shell pkg-config --exists libisal 2>/dev/null && echo libisal)
 # The core is compiled without fuse3's include path: the build itself proves that only the
 # adapter (FUSE_SRC) knows about FUSE.
-CORE_PKGS := zlib libarchive $(ISAL_PC)
+CORE_PKGS := zlib libarchive libcurl $(ISAL_PC)
 PKGS      := fuse3 $(CORE_PKGS)
 CORE_DEP_CFLAGS = $(shell pkg-config --cflags $(CORE_PKGS) 2>/dev/null)
 DEP_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -58,6 +58,8 @@ $(1)/%.o: src/%.c | $(1)
 $(1)/libnpzcore.a: $$(CORE_SRC:src/%.c=$(1)/%.o)
 	ar rcs $$@ $$^
 $(1)/unit_%: tests/unit/%.c $(1)/libnpzcore.a
+	$$(CC) $$(ALL_CFLAGS) $$(FLAGS_$(1)) -Isrc $$(LDFLAGS) -o $$@ $$< $(1)/libnpzcore.a $$(LIBS)
+$(1)/remote_cat: tests/tools/remote_cat.c $(1)/libnpzcore.a
 	$$(CC) $$(ALL_CFLAGS) $$(FLAGS_$(1)) -Isrc $$(LDFLAGS) -o $$@ $$< $(1)/libnpzcore.a $$(LIBS)
 $(1):
 	mkdir -p $$@
@@ -103,13 +105,13 @@ check-asan: $(UNITS_ASAN) $(BA)/npzmount
 
 PYTEST = $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
-check-integration: npzmount
+check-integration: npzmount $(B)/remote_cat $(BT)/remote_cat
 	NPZMOUNT=$(CURDIR)/npzmount $(PYTEST)
 
 # The same suite against a daemon built with ASan/UBSan. The daemon's stderr is gone once it
 # detaches, so sanitizer reports go to files, and any such file fails the run.
 SAN_LOG = $(CURDIR)/$(BA)/daemon-report
-check-integration-asan: $(BA)/npzmount
+check-integration-asan: $(BA)/npzmount $(B)/remote_cat
 	rm -f $(SAN_LOG).*
 	NPZMOUNT=$(CURDIR)/$(BA)/npzmount \
 	ASAN_OPTIONS=log_path=$(SAN_LOG):detect_leaks=1 \

@@ -1,0 +1,110 @@
+"""Mounting remote archives: `npzmount http://127.0.0.1:PORT/x.npz MP` against a real nginx and
+`npzmount s3://bkt/x.npz MP` against s3rver. Members equal zipfile, np.load(mmap_mode='r')
+random reads equal numpy's, and with a saved index (a sidecar next to the object) one random
+read fetches about one span of compressed data, counted from nginx's access log. (A changed
+object, and local indexes serving remote mounts: test_remote_index.py.)"""
+
+import os
+import random
+import subprocess
+import zipfile
+
+import numpy as np
+import pytest
+
+import npz_support as S
+import remote_support as R
+
+BLOCK = 64 << 10
+SPAN = 256 << 10
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    rng = np.random.default_rng(21)
+    return {"f": rng.standard_normal(1_500_000).astype(np.float32),
+            "i": np.arange(1_000_000, dtype=np.int64),
+            "s": rng.integers(0, 255, 300_000, dtype=np.uint8)}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, arrays):
+    """nginx serving x.npz (two deflated members and a stored one) and its sidecar index."""
+    d = tmp_path_factory.mktemp("remote_mount")
+    root = d / "root"
+    root.mkdir()
+    path = root / "x.npz"
+    np.savez_compressed(path, f=arrays["f"], i=arrays["i"])
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_STORED) as z, z.open("s.npy", "w") as out:
+        np.lib.format.write_array(out, arrays["s"])
+    res = subprocess.run([S.BIN, "--index", "--sidecar", "-o",
+                          f"index_dir={d / 'idx'},span={SPAN // 1024}k", str(path)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and (root / "x.npz.npzidx").is_file(), res.stderr
+    with R.Nginx(root, d / "nginx") as nginx:
+        yield nginx, path
+
+
+def remote_opts(tmp_path, *extra):
+    return ["-o", ",".join([f"block={BLOCK // 1024}k", "timeout=20",
+                            f"index_dir={tmp_path / 'idx'}", *extra])]
+
+
+def test_http_mount_equals_zipfile(served, mount, tmp_path):
+    nginx, path = served
+    with mount(nginx.url("x.npz"), *remote_opts(tmp_path)) as mnt:
+        S.check_mount(mnt, S.Reference(path), mtimes=False)  # an object has no mtime
+
+
+def test_http_mmap_random_reads_equal_numpy(served, mount, tmp_path, arrays):
+    nginx, _ = served
+    rng = random.Random(5)
+    with mount(nginx.url("x.npz"), *remote_opts(tmp_path)) as mnt:
+        for name, ref in arrays.items():
+            a = np.load(mnt / f"{name}.npy", mmap_mode="r")
+            idx = [rng.randrange(len(ref)) for _ in range(200)]
+            assert np.array_equal(a[idx], ref[idx]), name
+            del a
+
+
+def test_saved_index_random_read_fetches_about_one_span(served, mount, tmp_path, arrays):
+    nginx, path = served
+    with zipfile.ZipFile(path) as z:
+        csize = z.getinfo("f.npy").compress_size
+    ref = arrays["f"].tobytes()
+    at = len(ref) * 3 // 5 + 12345
+    with mount(nginx.url("x.npz"), *remote_opts(tmp_path, "noprefetch")) as mnt:
+        fd = os.open(mnt / "f.npy", os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            before = len(nginx.log())
+            got = os.pread(fd, 4096, size - len(ref) + at)
+        finally:
+            os.close(fd)
+    assert got == ref[at:at + 4096]
+    # Counted once the daemon is gone: requests loaded ahead have ended by then too.
+    fetched = [e for e in nginx.log()[before:] if e["uri"] == "/x.npz"]
+    total = sum(e["bytes"] for e in fetched)
+    # One span of compressed data, rounded out to blocks, plus a few blocks loaded ahead.
+    assert total <= SPAN + 6 * BLOCK < csize // 4, (total, csize)
+    assert len(fetched) <= SPAN // BLOCK + 6
+
+
+def test_s3_mount_equals_zipfile(served, mount, tmp_path):
+    _, path = served
+    with R.S3rver(tmp_path / "s3") as store:
+        store.make_bucket("bkt")
+        store.put("bkt", "data/x.npz", path.read_bytes())
+        env = dict(os.environ, AWS_ACCESS_KEY_ID="S3RVER", AWS_SECRET_ACCESS_KEY="S3RVER",
+                   AWS_ENDPOINT_URL=store.endpoint)
+        with mount("s3://bkt/data/x.npz", *remote_opts(tmp_path), env=env) as mnt:
+            S.check_mount(mnt, S.Reference(path), mtimes=False)  # an object has no mtime
+        for url, word in [("s3://bkt/data/missing.npz", "NoSuchKey"),
+                          ("s3://nobucket/data/x.npz", "NoSuchBucket")]:
+            (tmp_path / "mp").mkdir(exist_ok=True)
+            res = S.run_npzmount(["-o", "timeout=5", url, tmp_path / "mp"], env=env,
+                                 timeout=60)
+            lines = res.stderr.strip().splitlines()
+            assert res.returncode != 0 and len(lines) == 1 and word in lines[0], res
+            assert "S3RVER" not in res.stderr
+            assert not S.is_mountpoint(tmp_path / "mp")
