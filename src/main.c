@@ -185,6 +185,15 @@ static int error(int code, const char *fmt, ...)
     return code;
 }
 
+/* An archive as messages show it (source_display): no credentials of a URL. One buffer: each
+ * message shows one archive. */
+static const char *shown(const char *spec)
+{
+    static char buf[PATH_MAX + 64];
+    source_display(spec, buf, sizeof buf);
+    return buf;
+}
+
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
     (void)outargs;
@@ -346,7 +355,7 @@ static int default_mountpoint(struct config *cfg, char **out)
     char name[NAME_MAX + 1];
     if (stem == 0 || snprintf(name, sizeof name, "%.*s%s", (int)stem, base,
                               dot && dot > base ? "" : ".d") >= (int)sizeof name)
-        return error(2, "%s: cannot name a mount point after it; give one", cfg->archive);
+        return error(2, "%s: cannot name a mount point after it; give one", shown(cfg->archive));
     bool made = mkdir(name, 0755) == 0;
     if (!made && errno != EEXIST)
         return error(1, "%s: cannot create the mount point: %s", name, strerror(errno));
@@ -523,7 +532,7 @@ static int index_archives(const struct config *cfg, const struct npz_options *no
         if (tty)
             fputc('\n', stderr);
         if (rc < 0)
-            status = error(1, "%s: %s", cfg->archives[i], msg);
+            status = error(1, "%s: %s", shown(cfg->archives[i]), msg);
     }
     return status;
 }
@@ -543,7 +552,7 @@ static int list_archive(const struct config *cfg, const struct fuse_args *args,
     char msg[512];
     int rc = npz_open(cfg->archive, nopt, &npz, msg, sizeof msg);
     if (rc < 0)
-        return error(1, "%s: %s", cfg->archive, msg);
+        return error(1, "%s: %s", shown(cfg->archive), msg);
     rc = listing_write(npz, stdout, cfg->json);
     npz_close(npz);
     return rc < 0 ? error(1, "--list: cannot write the listing: %s", strerror(errno)) : 0;
@@ -697,14 +706,14 @@ static void daemon_log_choose(void)
  * *out stays NULL. Returns 0 or an exit status. */
 static int get_password(const struct config *cfg, struct secret **out)
 {
-    char msg[PATH_MAX + 128], prompt[PATH_MAX + 32];
+    char msg[PATH_MAX + 128], prompt[PATH_MAX + 96];
     int rc = 0;
     if (cfg->password_file && cfg->askpass)
         return error(2, "-o password_file= and -o askpass: give one of them");
     if (cfg->password_file)
         rc = secret_from_file(cfg->password_file, out, msg, sizeof msg);
     if (cfg->askpass) {
-        snprintf(prompt, sizeof prompt, "Password for %s: ", cfg->archive);
+        snprintf(prompt, sizeof prompt, "Password for %s: ", shown(cfg->archive));
         rc = secret_from_tty(prompt, out, msg, sizeof msg);
     }
     return rc < 0 ? error(1, "%s", msg) : 0;
@@ -897,7 +906,7 @@ int main(int argc, char **argv)
     nopt.password = password ? secret_str(password) : NULL;
     rc = open_mounted(&cfg, &nopt, &fs, msg, sizeof msg);
     if (rc < 0) {
-        status = error(1, "%s: %s", cfg.archive, msg);
+        status = error(1, "%s: %s", shown(cfg.archive), msg);
         goto out_session;
     }
     fs.max_read = cfg.max_read;

@@ -83,13 +83,17 @@ static void open_sidecar(struct npz *npz, const char *path, const struct npz_opt
 {
     char name[PATH_MAX + 16], why[PATH_MAX + 256];
     struct source *src;
-    if (snprintf(name, sizeof name, "%s" NPZ_SIDECAR_SUFFIX, path) >= (int)sizeof name)
+    /* next to a remote object: not with its query, whose signature is for the object */
+    int len = source_is_remote(path) ? (int)strcspn(path, "?#") : (int)strlen(path);
+    if (snprintf(name, sizeof name, "%.*s" NPZ_SIDECAR_SUFFIX, len, path) >= (int)sizeof name)
         return;
     int rc = source_open(name, opt ? &opt->remote : NULL, &src, why, sizeof why);
     if (rc == -ENOENT) /* a remote source says so for a 404 */
         return;
+    char shown[PATH_MAX + 16];
+    source_display(name, shown, sizeof shown);
     if (rc < 0)
-        log_error("shared index ignored: %s: %s", name, why);
+        log_error("shared index ignored: %s: %s", shown, why);
     else if (ixf_sidecar_open(src, &npz->env.id, &npz->env.sidecar, why, sizeof why) < 0)
         log_error("shared index ignored: %s", why);
 }

@@ -42,6 +42,22 @@ static void local_close(struct source *s)
 
 static const struct source_ops local_ops = {local_pread, local_close};
 
+void source_display(const char *spec, char *out, size_t len)
+{
+    if (!source_is_remote(spec)) {
+        snprintf(out, len, "%s", spec);
+        return;
+    }
+    const char *auth = strstr(spec, "://") + 3;
+    size_t alen = strcspn(auth, "/?#");
+    const char *at = NULL; /* the last '@' of the authority ends the user info */
+    for (const char *p = auth; p < auth + alen; p++)
+        if (*p == '@')
+            at = p;
+    const char *host = at ? at + 1 : auth;
+    snprintf(out, len, "%.*s%.*s", (int)(auth - spec), spec, (int)strcspn(host, "?#"), host);
+}
+
 bool source_is_remote(const char *spec)
 {
     static const char *const schemes[] = {"http://", "https://", "s3://"};

@@ -49,6 +49,10 @@ struct source_options {
 /* Whether spec names a remote object (http://, https:// or s3://) rather than a path. */
 bool source_is_remote(const char *spec);
 
+/* spec as messages show it: a URL without user:password@ and without its query and fragment
+ * (a presigned URL's signature is a credential); a path as it is. Truncated to fit len. */
+void source_display(const char *spec, char *out, size_t len);
+
 /* Opens spec (a path, or a URL when source_is_remote) for reading and learns its size, or
  * fails with a one-line reason in msg (callers prefix it with spec). -ENOENT means there is no
  * such file or object (404), which callers probing for an optional one (a sidecar index) take

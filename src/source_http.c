@@ -435,20 +435,6 @@ static void http_source_close(struct source *s)
 
 static const struct source_ops http_source_ops = {http_source_pread, http_source_close};
 
-/* The URL for messages: without user:password@ and without a query (a presigned URL's
- * signature is a credential). */
-static void display_name(const char *url, char *out, size_t out_len)
-{
-    const char *auth = strstr(url, "://");
-    auth = auth ? auth + 3 : url;
-    size_t alen = strcspn(auth, "/?#");
-    const char *at = memchr(auth, '@', alen);
-    while (at && memchr(at + 1, '@', alen - (size_t)(at + 1 - auth)))
-        at = memchr(at + 1, '@', alen - (size_t)(at + 1 - auth));
-    const char *host = at ? at + 1 : auth;
-    snprintf(out, out_len, "%.*s%.*s", (int)(auth - url), url, (int)strcspn(host, "?#"), host);
-}
-
 static struct http_source *source_new(const char *name, const struct source_options *o)
 {
     uint64_t block = o->block ? o->block : SOURCE_DEFAULT_BLOCK;
@@ -528,7 +514,7 @@ int source_http_open(const char *url, const struct source_options *o, struct sou
 {
     static const struct source_options defaults;
     char name[1024];
-    display_name(url, name, sizeof name);
+    source_display(url, name, sizeof name);
     struct http_source *hs = source_new(name, o ? o : &defaults);
     if (!hs) {
         snprintf(msg, msg_len, "%s", strerror(ENOMEM));

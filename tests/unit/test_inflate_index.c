@@ -1798,6 +1798,9 @@ static void test_pass_gives_way(void)
         struct tsink ts;
         ts_init(&ts, st, piece);
         uint64_t q = at / piece + 2;
+        /* on a loaded machine this thread may be descheduled until the pass is through: then
+         * no reader asked while it ran, and there is nothing to check about giving way */
+        bool late = zindex_indexed(zi) >= st->usize / 2;
         int rc = produce(zi, &ts, q, NULL, nowait);
         if (nowait && rc == -EAGAIN) {
             pthread_join(th, NULL); /* the pass gave way (or ended): the frontier is free */
@@ -1808,7 +1811,7 @@ static void test_pass_gives_way(void)
         CHECK_EQ_I64(rc, 0);
         ts_done(&ts);
         /* a liveness bound: the reader asked with three quarters of 32 MiB to go */
-        if (CHECK(at > 0) && at < st->usize / 4) {
+        if (CHECK(at > 0) && at < st->usize / 4 && !late) {
             if (!CHECK(a.rc == -EAGAIN || a.rc == 0))
                 printf("    the pass went on to the end (%d) though a reader asked at %llu\n",
                        a.rc, (unsigned long long)at);

@@ -90,6 +90,27 @@ static void test_is_remote(void)
     CHECK(!source_is_remote(NULL));
 }
 
+/* Messages never show a URL's user info, query or fragment; paths stay as they are. */
+static void test_display(void)
+{
+    static const char *const cases[][2] = {
+        {"https://user:pw@host.example/a/b.npz", "https://host.example/a/b.npz"},
+        {"http://u:p@ss@host:8080/x.npz?X-Amz-Signature=abc#f", "http://host:8080/x.npz"},
+        {"s3://bucket/key.npz", "s3://bucket/key.npz"},
+        {"HTTP://host/x.npz?q", "HTTP://host/x.npz"},
+        {"http://host?x=@y", "http://host"},
+        {"/data/run@1/x.npz?", "/data/run@1/x.npz?"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[256];
+        source_display(cases[i][0], out, sizeof out);
+        CHECK_EQ_STR(out, cases[i][1]);
+    }
+    char small[8];
+    source_display("https://u:p@h/x", small, sizeof small);
+    CHECK_EQ_STR(small, "https:/");
+}
+
 int main(void)
 {
     if (!CHECK(mkdtemp(dir)))
@@ -99,6 +120,7 @@ int main(void)
     RUN_TEST(test_local);
     RUN_TEST(test_refused);
     RUN_TEST(test_is_remote);
+    RUN_TEST(test_display);
     unlink(path);
     rmdir(dir);
     return check_summary("test_source");
