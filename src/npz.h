@@ -56,7 +56,7 @@ struct npz_options {
 #define NPZ_DEFAULT_INDEX_MEM (64u << 20)
 /* One decoder of any kind fits: a PPMd model takes up to 256 MiB, a zstd window 128 MiB. */
 #define NPZ_DEFAULT_DECODER_MEM (320u << 20)
-/* A random read through a saved index then decodes about one piece more than it returns. */
+/* A random read through a saved index then decodes about what it returns plus half this. */
 #define NPZ_DEFAULT_DISK_SPAN (128u << 10)
 #define NPZ_DISK_SPAN_OFF UINT64_MAX
 #define NPZ_MIN_SPAN (32u << 10)

@@ -108,3 +108,18 @@ def test_s3_mount_equals_zipfile(served, mount, tmp_path):
             assert res.returncode != 0 and len(lines) == 1 and word in lines[0], res
             assert "S3RVER" not in res.stderr
             assert not S.is_mountpoint(tmp_path / "mp")
+
+
+def test_s3_forbidden_fails_the_mount_with_one_line(served, tmp_path):
+    """A store that answers 403 (nginx, standing in as the endpoint, for /forbidden/) fails the
+    mount with one line that carries the status and none of the credentials."""
+    nginx, _ = served
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIDEXAMPLE", AWS_SECRET_ACCESS_KEY="topsecret",
+               AWS_ENDPOINT_URL=nginx.url("").rstrip("/"))
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    res = S.run_npzmount(["-o", "timeout=5", "s3://forbidden/x.npz", mp], env=env, timeout=60)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode != 0 and len(lines) == 1 and "403" in lines[0], res
+    assert "topsecret" not in res.stderr and "AKIDEXAMPLE" not in res.stderr
+    assert not S.is_mountpoint(mp)
