@@ -20,11 +20,13 @@ PYTHON    := /usr/bin/python3
 ISAL_PC   := $(shell pkg-config --exists libisal 2>/dev/null && echo libisal)
 # The core is compiled without fuse3's include path: the build itself proves that only the
 # adapter (FUSE_SRC) knows about FUSE.
+# libcurl: headers only; src/http.c loads the library when a remote archive needs it.
 CORE_PKGS := zlib libarchive libcurl $(ISAL_PC)
 PKGS      := fuse3 $(CORE_PKGS)
+LINK_PKGS := $(filter-out libcurl,$(PKGS))
 CORE_DEP_CFLAGS = $(shell pkg-config --cflags $(CORE_PKGS) 2>/dev/null)
 DEP_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-DEP_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(if $(ISAL_PC),,-lisal)
+DEP_LIBS   = $(shell pkg-config --libs $(LINK_PKGS) 2>/dev/null) $(if $(ISAL_PC),,-lisal)
 BASE_CFLAGS = -std=gnu11 $(WARN) -D_FILE_OFFSET_BITS=64 -DNPZMOUNT_VERSION='"$(VERSION)"' \
              -MMD -MP $(CPPFLAGS) $(CFLAGS)
 ALL_CFLAGS = $(BASE_CFLAGS) $(DEP_CFLAGS)

@@ -61,7 +61,7 @@ struct npz_options {
 #define NPZ_DISK_SPAN_OFF UINT64_MAX
 #define NPZ_MIN_SPAN (32u << 10)
 #define NPZ_MAX_SPAN (64u << 20)
-#define NPZ_PIECE (32u << 10) /* the unit of decoding and caching */
+#define NPZ_PIECE (64u << 10) /* the unit of decoding and caching */
 
 struct npz;
 

@@ -481,7 +481,8 @@ static int connect_client(struct http_source *hs, const char *url, const char *e
     int rc = http_new(&c, &hs->http);
     s3_target_free(&t);
     if (rc < 0)
-        snprintf(msg, msg_len, "%s", strerror(-rc));
+        snprintf(msg, msg_len, "%s", rc == -ELIBACC ? "cannot load libcurl.so.4 (install libcurl4)"
+                                                    : strerror(-rc));
     return rc;
 }
 
