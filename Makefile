@@ -89,8 +89,13 @@ check-tsan: $(BT)/stress
 deps:
 	@scripts/install-deps
 
+# Everything the checks run is built first, on every CPU; the checks themselves run one after
+# the other (several of them measure memory or time out on a loaded machine).
+CHECK_BUILDS = all $(UNITS) $(UNITS_ASAN) $(BA)/npzmount $(BT)/stress $(B)/remote_cat \
+               $(BT)/remote_cat fuzz-build
+
 check: deps
-	$(MAKE) all
+	$(MAKE) -j$(shell nproc) $(CHECK_BUILDS)
 	$(MAKE) check-unit
 	$(MAKE) check-asan
 	$(MAKE) check-tsan
