@@ -22,7 +22,10 @@
 #include "log.h"
 #include "reader.h"
 
-#define AHEAD_BYTES (1u << 20) /* what a sequential first pass decodes ahead of its reader */
+/* What a sequential first pass decodes ahead of its reader, at most a quarter of the cache:
+ * the first cat of the bench's members took 5-7 % less time at 4 MiB than at 1 MiB (medians
+ * of 5; 8 MiB gained nothing more), as the reader meets the decoder less often. */
+#define AHEAD_BYTES (4u << 20)
 
 struct deflate_state {
     struct zindex *zi;
@@ -184,7 +187,7 @@ static void maybe_ahead(const struct reader_env *env, const struct reader_member
                         uint64_t end, const struct read_ctl *ctl)
 {
     struct deflate_state *st = m->state;
-    uint64_t window = AHEAD_BYTES;
+    uint64_t window = AHEAD_BYTES < env->cache_bytes / 4 ? AHEAD_BYTES : env->cache_bytes / 4;
     if (!env->ahead || ctl->mode == READ_BLOCK)
         return;
     uint64_t indexed = zindex_indexed(st->zi);
