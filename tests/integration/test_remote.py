@@ -4,9 +4,11 @@ random reads equal numpy's, and with a saved index (a sidecar next to the object
 read fetches about one span of compressed data, counted from nginx's access log. (A changed
 object, and local indexes serving remote mounts: test_remote_index.py.)"""
 
+import errno
 import os
 import random
 import subprocess
+import time
 import zipfile
 
 import numpy as np
@@ -88,6 +90,37 @@ def test_saved_index_random_read_fetches_about_one_span(served, mount, tmp_path,
     # One span of compressed data, rounded out to blocks, plus a few blocks loaded ahead.
     assert total <= SPAN + 6 * BLOCK < csize // 4, (total, csize)
     assert len(fetched) <= SPAN // BLOCK + 6
+
+
+@pytest.mark.parametrize("fault", ["500", "drop"])
+def test_faults_between_daemon_and_server(served, mount, tmp_path, arrays, fault):
+    """Faults injected between the mounted daemon and nginx (a Python proxy): one fault is
+    retried cleanly; a lasting one reads EIO; and the deflated member reads right again once
+    the server answers (a failed read is not a failed member). Each FUSE request gives up
+    after -o timeout, but the kernel sends up to three for one failing pread (readahead, then
+    the page itself), so the bound is three timeouts. (Stalls: test_remote_source.py.)"""
+    nginx, _ = served
+    ref = arrays["f"].tobytes()
+    with R.FaultProxy(nginx.port) as proxy, \
+            mount(proxy.url("x.npz"), *remote_opts(tmp_path, "noindex", "noprefetch",
+                                                   "timeout=2")) as mnt:
+        fd = os.open(mnt / "f.npy", os.O_RDONLY)
+        try:
+            head = os.fstat(fd).st_size - len(ref)
+            proxy.faults = [fault]  # the next request fails once, then all pass again
+            at = len(ref) // 5 + 777
+            assert os.pread(fd, 4096, head + at) == ref[at:at + 4096]
+            proxy.always = fault
+            at = len(ref) * 3 // 4 + 333  # not decoded yet: needs the server
+            start = time.monotonic()
+            with pytest.raises(OSError) as e:
+                os.pread(fd, 4096, head + at)
+            assert e.value.errno == errno.EIO
+            assert time.monotonic() - start < 3 * 2 + 4  # three requests' timeouts, and slack
+            proxy.always = "pass"
+            assert os.pread(fd, 4096, head + at) == ref[at:at + 4096]
+        finally:
+            os.close(fd)
 
 
 def test_s3_mount_equals_zipfile(served, mount, tmp_path):
