@@ -456,6 +456,28 @@ static int produce(const struct reader_env *env, const struct reader_member *m, 
 
 /* ---- reading ---- */
 
+/* Has [from, limit) decoded by the workers, in jobs of whole groups of at least unit bytes
+ * each (the last may be shorter), as many at once as there are threads; groups already
+ * cached are skipped. Returns how far jobs were queued (a full queue stops it early). */
+static uint64_t submit_groups(const struct reader_env *env, const struct reader_member *m,
+                              uint64_t from, uint64_t limit, uint64_t unit)
+{
+    struct sozip_state *st = m->state;
+    uint64_t piece = cache_piece(env->cache);
+    while (from < limit) {
+        uint64_t q = from / piece, to = from;
+        while (to < limit && to - q * piece < unit)
+            to = group_of(st, piece, to / piece).k1 * piece;
+        to = to < st->usize ? to : st->usize;
+        if (!reader_cached(env, m, q) &&
+            env->ahead(env->ahead_ctx, m->idx, q * piece, (size_t)(to - q * piece),
+                       env->threads ? env->threads : 1) < 0)
+            break;
+        from = to;
+    }
+    return from;
+}
+
 /* A sequential reader gets the next groups decoded on the worker threads, in jobs of whole
  * groups of about AHEAD_JOB bytes or one chunk, as many at once as there are threads, within
  * half the cache. */
@@ -471,25 +493,15 @@ static void maybe_ahead(const struct reader_env *env, const struct reader_member
         atomic_store(&st->ahead_to, end);
         return;
     }
-    unsigned width = env->threads ? env->threads : 1;
     uint64_t unit = st->ix.chunk > AHEAD_JOB ? st->ix.chunk : AHEAD_JOB;
-    uint64_t span = 2 * width * unit > AHEAD_MIN ? 2 * width * unit : AHEAD_MIN;
+    uint64_t span = 2 * (env->threads ? env->threads : 1) * unit;
+    span = span > AHEAD_MIN ? span : AHEAD_MIN;
     if (span > env->cache_bytes / 2)
         span = env->cache_bytes / 2;
     uint64_t from = atomic_load(&st->ahead_to);
     from = from > end ? from : end;
     uint64_t limit = end + span < st->usize ? end + span : st->usize;
-    while (from < limit) {
-        uint64_t q = from / piece, to = from;
-        while (to < limit && to - q * piece < unit) /* whole groups, about unit bytes */
-            to = group_of(st, piece, to / piece).k1 * piece;
-        to = to < st->usize ? to : st->usize;
-        if (!reader_cached(env, m, q) &&
-            env->ahead(env->ahead_ctx, m->idx, q * piece, (size_t)(to - q * piece), width) < 0)
-            break;
-        from = to;
-        atomic_store(&st->ahead_to, from);
-    }
+    atomic_store(&st->ahead_to, submit_groups(env, m, from, limit, unit));
 }
 
 /* A read over several groups has the later ones decoded by the workers while this thread
@@ -504,16 +516,7 @@ static void split_read(const struct reader_env *env, const struct reader_member 
     if (!env->ahead || ctl->ahead || ctl->mode == READ_CACHED || len == 0)
         return;
     uint64_t from = group_of(st, piece, off / piece).k1 * piece;
-    while (from < off + len) {
-        uint64_t q = from / piece;
-        uint64_t to = group_of(st, piece, q).k1 * piece;
-        to = to < st->usize ? to : st->usize;
-        if (!reader_cached(env, m, q) &&
-            env->ahead(env->ahead_ctx, m->idx, q * piece, (size_t)(to - q * piece),
-                       env->threads ? env->threads : 1) < 0)
-            break;
-        from = to;
-    }
+    submit_groups(env, m, from, off + len, 1);
 }
 
 static ssize_t sozip_read(const struct reader_env *env, const struct reader_member *m,
