@@ -493,17 +493,6 @@ static void show_progress(void *ctx, uint64_t done, uint64_t total)
             rate > 0 ? (double)(total - done) / rate : 0.0);
 }
 
-/* ARCHIVE.npzidx next to archive, from the indexes npz_index_all just saved. */
-static int write_sidecar(struct npz *npz, const char *archive, char *msg, size_t len)
-{
-    char path[PATH_MAX];
-    if (snprintf(path, sizeof path, "%s" NPZ_SIDECAR_SUFFIX, archive) >= (int)sizeof path) {
-        snprintf(msg, len, "name too long for a sidecar");
-        return -ENAMETOOLONG;
-    }
-    return npz_write_sidecar(npz, path, msg, len);
-}
-
 /* npzmount --index ARCHIVE...: builds and saves every compressed member's index, without
  * mounting. Returns the exit status: 0 when every archive was indexed. */
 static int index_archives(const struct config *cfg, const struct npz_options *nopt)
@@ -526,7 +515,7 @@ static int index_archives(const struct config *cfg, const struct npz_options *no
         if (rc == 0) {
             rc = npz_index_all(npz, tty ? show_progress : NULL, &p, msg, sizeof msg);
             if (rc == 0 && cfg->sidecar)
-                rc = write_sidecar(npz, cfg->archives[i], msg, sizeof msg);
+                rc = npz_write_sidecar(npz, cfg->archives[i], msg, sizeof msg);
             npz_close(npz);
         }
         if (tty)

@@ -77,15 +77,22 @@ static void npy_slot_free(struct npy_slot *slot)
     free(slot);
 }
 
+/* The name of archive's sidecar into name[0..len): 0 or -ENAMETOOLONG. Next to a remote
+ * object, the URL loses its query, whose signature is for the object. */
+static int sidecar_name(const char *archive, char *name, size_t len)
+{
+    int n = source_is_remote(archive) ? (int)strcspn(archive, "?#") : (int)strlen(archive);
+    int r = snprintf(name, len, "%.*s" NPZ_SIDECAR_SUFFIX, n, archive);
+    return r < 0 || (size_t)r >= len ? -ENAMETOOLONG : 0;
+}
+
 /* The archive's sidecar (ARCHIVE.npzidx, local or next to a remote object), if it has a
  * valid one: missing is silent, unusable one log line. */
 static void open_sidecar(struct npz *npz, const char *path, const struct npz_options *opt)
 {
     char name[PATH_MAX + 16], why[PATH_MAX + 256];
     struct source *src;
-    /* next to a remote object: not with its query, whose signature is for the object */
-    int len = source_is_remote(path) ? (int)strcspn(path, "?#") : (int)strlen(path);
-    if (snprintf(name, sizeof name, "%.*s" NPZ_SIDECAR_SUFFIX, len, path) >= (int)sizeof name)
+    if (sidecar_name(path, name, sizeof name) < 0)
         return;
     int rc = source_open(name, opt ? &opt->remote : NULL, &src, why, sizeof why);
     if (rc == -ENOENT) /* a remote source says so for a 404 */
@@ -458,8 +465,11 @@ int npz_index_all(struct npz *npz, void (*progress)(void *ctx, uint64_t done, ui
     return rc;
 }
 
-int npz_write_sidecar(struct npz *npz, const char *path, char *msg, size_t msg_len)
+int npz_write_sidecar(struct npz *npz, const char *archive, char *msg, size_t msg_len)
 {
+    char path[PATH_MAX];
+    if (sidecar_name(archive, path, sizeof path) < 0)
+        return io_fail(msg, msg_len, -ENAMETOOLONG, "name too long for a sidecar");
     if (!npz->env.index_dir)
         return io_fail(msg, msg_len, -ENOENT, "no member has an index to share");
     return ixf_sidecar_write(path, npz->index_dir, &npz->env.id, &npz->zip, msg, msg_len);

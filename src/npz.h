@@ -102,9 +102,10 @@ int npz_index_all(struct npz *npz, void (*progress)(void *ctx, uint64_t done, ui
  * uses a valid one before the index dir. */
 #define NPZ_SIDECAR_SUFFIX ".npzidx"
 
-/* Writes the indexes npz_index_all saved, all in one file at path (see index_file.h, sidecars),
- * for `npzmount --index --sidecar`. Returns 0, or a negative errno with a reason in msg. */
-int npz_write_sidecar(struct npz *npz, const char *path, char *msg, size_t msg_len);
+/* Writes the indexes npz_index_all saved, all in one file, the sidecar of the local archive at
+ * archive (see index_file.h, sidecars), for `npzmount --index --sidecar`. Returns 0, or a
+ * negative errno with a reason in msg. */
+int npz_write_sidecar(struct npz *npz, const char *archive, char *msg, size_t msg_len);
 
 /* Starts the background work (indexing compressed members) unless disabled: after a daemon
  * has forked, since threads do not survive fork. */
