@@ -10,6 +10,11 @@
  * first need; a fork (a daemon detaching after its mount-time reads) first stops them, since
  * threads do not survive one, and the child starts its own on its first need.
  * Once a GET says the object changed, every later read fails with -ESTALE.
+ *
+ * A load that runs out its deadline marks the server down for one more timeout: loads started
+ * meanwhile get PROBE_MS, not a whole timeout, and the first one that succeeds ends it. One
+ * failing pread costs the kernel up to three FUSE requests (readahead, then the page alone),
+ * and without this each would wait out its own timeout.
  */
 #include "source.h"
 
@@ -19,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "http.h"
 #include "log.h"
@@ -30,6 +36,7 @@
 #define WORKERS 4
 #define AHEAD_MAX 4   /* blocks loaded ahead of a sequential reader */
 #define QUEUE_MAX 32
+#define PROBE_MS 250  /* a load's deadline while the server is down */
 
 enum { B_LOADING, B_READY, B_FAILED };
 
@@ -61,6 +68,7 @@ struct http_source {
     uint64_t used;              /* bytes of hashed blocks, loading ones included */
     bool stale;
     bool failing;               /* the last load failed (and was logged) */
+    struct timespec down_until; /* a load ran out its deadline: probe only, until then */
     uint64_t queue[QUEUE_MAX];  /* blocks to load ahead, a ring */
     unsigned qhead, qlen;
     pthread_t workers[WORKERS];
@@ -173,6 +181,35 @@ static struct block *claim(struct http_source *hs, uint64_t idx, bool *mine)
     return b;
 }
 
+static bool before(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/* The deadline of a load starting now (mu not held): a timeout, or PROBE_MS while the server
+ * is down, and never past limit (NULL: none). */
+static void load_deadline(struct http_source *hs, const struct timespec *limit,
+                          struct timespec *deadline)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    pthread_mutex_lock(&hs->mu);
+    bool down = before(&now, &hs->down_until);
+    pthread_mutex_unlock(&hs->mu);
+    *deadline = now;
+    if (!down) {
+        deadline->tv_sec += hs->timeout_s;
+    } else {
+        deadline->tv_nsec += PROBE_MS * 1000000L;
+        if (deadline->tv_nsec >= 1000000000L) {
+            deadline->tv_sec++;
+            deadline->tv_nsec -= 1000000000L;
+        }
+    }
+    if (limit && before(limit, deadline))
+        *deadline = *limit;
+}
+
 /* Loads a block claimed as mine (mu not held), then wakes its waiters. */
 static void fill(struct http_source *hs, struct block *b, const struct timespec *deadline)
 {
@@ -192,11 +229,16 @@ static void fill(struct http_source *hs, struct block *b, const struct timespec 
             log_error("%s: %s", hs->name, msg);
         hs->failing = true;
         hs->stale |= n == -ESTALE;
+        if (n == -EIO && !hs->stopping) {
+            clock_gettime(CLOCK_MONOTONIC, &hs->down_until);
+            hs->down_until.tv_sec += hs->timeout_s;
+        }
         b->state = B_FAILED;
         b->err = n == -ESTALE || n == -ENOMEM ? (int)n : -EIO; /* source.h's promise */
         unhash(hs, b);
     } else {
         hs->failing = false;
+        hs->down_until = (struct timespec){0, 0};
         b->state = B_READY;
         lru_front(hs, b);
         evict(hs);
@@ -215,26 +257,39 @@ static int wait_loaded(struct http_source *hs, struct block *b, const struct tim
     return b->state == B_READY ? 0 : b->err;
 }
 
-/* The loaded block idx, with a reference (release it), loading it here when no one is. */
+/* The loaded block idx, with a reference (release it), loading it here when no one is. A wait
+ * for another thread's load lasts until deadline even while the server is down (that load may
+ * be the one that finds it back), and when that load fails, this thread tries once itself. */
 static int acquire(struct http_source *hs, uint64_t idx, const struct timespec *deadline,
                    struct block **out)
 {
-    bool mine;
-    pthread_mutex_lock(&hs->mu);
-    struct block *b = hs->stale ? NULL : claim(hs, idx, &mine);
-    int rc = hs->stale ? -ESTALE : b ? 0 : -ENOMEM;
-    pthread_mutex_unlock(&hs->mu);
-    if (rc < 0)
-        return rc;
-    if (mine)
-        fill(hs, b, deadline);
-    pthread_mutex_lock(&hs->mu);
-    rc = wait_loaded(hs, b, deadline);
-    if (rc < 0)
-        release(hs, b);
-    pthread_mutex_unlock(&hs->mu);
-    *out = b;
-    return rc;
+    for (;;) {
+        bool mine;
+        pthread_mutex_lock(&hs->mu);
+        struct block *b = hs->stale ? NULL : claim(hs, idx, &mine);
+        int rc = hs->stale ? -ESTALE : b ? 0 : -ENOMEM;
+        pthread_mutex_unlock(&hs->mu);
+        if (rc < 0)
+            return rc;
+        if (mine) {
+            struct timespec load;
+            load_deadline(hs, deadline, &load);
+            fill(hs, b, &load);
+        }
+        struct timespec now;
+        pthread_mutex_lock(&hs->mu);
+        rc = wait_loaded(hs, b, deadline);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        bool again = rc == -EIO && !mine && b->state == B_FAILED && !hs->stopping &&
+                     before(&now, deadline);
+        if (rc < 0)
+            release(hs, b);
+        pthread_mutex_unlock(&hs->mu);
+        if (!again) {
+            *out = b;
+            return rc;
+        }
+    }
 }
 
 /* ---- loading ahead ---- */
@@ -256,7 +311,7 @@ static void *worker(void *arg)
         if (b && mine) {
             pthread_mutex_unlock(&hs->mu);
             struct timespec deadline;
-            http_deadline(&deadline, hs->timeout_s);
+            load_deadline(hs, NULL, &deadline);
             fill(hs, b, &deadline);
             pthread_mutex_lock(&hs->mu);
         }
