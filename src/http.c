@@ -34,6 +34,7 @@ struct conn {
 
 struct http {
     char *url, *sigv4, *userpwd, *token;
+    char *cafile;       /* $CURL_CA_BUNDLE or $SSL_CERT_FILE, as curl(1) reads them, or NULL */
     unsigned timeout_s;
     struct curl_slist *headers; /* read-only once other threads run */
     bool pinned;
@@ -129,6 +130,9 @@ int http_new(const struct http_config *c, struct http **out)
     h->sigv4 = dup_or_null(c->sigv4);
     h->userpwd = dup_or_null(c->userpwd);
     h->token = dup_or_null(c->token);
+    const char *ca = getenv("CURL_CA_BUNDLE");
+    ca = ca && *ca ? ca : getenv("SSL_CERT_FILE");
+    h->cafile = ca && *ca ? strdup(ca) : NULL; /* no cafile without memory: still safe */
     int rc = h->url && (!c->sigv4 || h->sigv4) && (!c->userpwd || h->userpwd) &&
                      (!c->token || h->token) ? 0 : -ENOMEM;
     if (rc == 0 && c->sigv4)
@@ -166,6 +170,7 @@ void http_free(struct http *h)
     }
     cu.slist_free_all(h->headers);
     free(h->url);
+    free(h->cafile);
     free(h->sigv4);
     http_wipe_free(h->userpwd);
     http_wipe_free(h->token);
@@ -423,6 +428,8 @@ static struct conn *conn_get(struct http *h)
     cu.easy_setopt(e, CURLOPT_NOSIGNAL, 1L); /* threads: no SIGALRM for timeouts */
     cu.easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     cu.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (h->cafile)
+        cu.easy_setopt(e, CURLOPT_CAINFO, h->cafile);
     cu.easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
     cu.easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     cu.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);

@@ -75,7 +75,7 @@ http {{
     uwsgi_temp_path {d}/tmp;
     scgi_temp_path {d}/tmp;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{tls};
         root {root};
         location /forbidden/ {{ return 403; }}
         location /moved/ {{ rewrite ^/moved/(.*)$ /$1 redirect; }}
@@ -85,17 +85,30 @@ http {{
 
 
 class Nginx:
-    """nginx serving root on a loopback port; url(name) and the parsed access log."""
+    """nginx serving root on a loopback port; url(name) and the parsed access log. With tls,
+    it serves HTTPS with a fresh self-signed certificate for 127.0.0.1 (self.cert, the file a
+    client must trust)."""
 
-    def __init__(self, root, workdir):
-        self.root, self.dir = Path(root), Path(workdir)
+    def __init__(self, root, workdir, tls=False):
+        self.root, self.dir, self.tls = Path(root), Path(workdir), tls
+
+    def _certificate(self):
+        self.cert, key = self.dir / "cert.pem", self.dir / "key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", str(key), "-out", str(self.cert)],
+                       check=True, capture_output=True)
+        return (f" ssl;\n        ssl_certificate {self.cert};\n"
+                f"        ssl_certificate_key {key}")
 
     def __enter__(self):
         (self.dir / "tmp").mkdir(parents=True, exist_ok=True)
+        tls = self._certificate() if self.tls else ""
         for _ in range(5):
             self.port = free_port()
             conf = self.dir / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(d=self.dir, port=self.port, root=self.root))
+            conf.write_text(NGINX_CONF.format(d=self.dir, port=self.port, root=self.root,
+                                              tls=tls))
             self.proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(self.dir)],
                                          stderr=subprocess.DEVNULL)
             try:
@@ -109,7 +122,7 @@ class Nginx:
         stop(self.proc)
 
     def url(self, name):
-        return f"http://127.0.0.1:{self.port}/{name}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/{name}"
 
     def log(self):
         """The requests served so far (nginx writes each line when the request ends)."""

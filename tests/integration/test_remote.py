@@ -58,6 +58,24 @@ def test_http_mount_equals_zipfile(served, mount, tmp_path):
         S.check_mount(mnt, S.Reference(path), mtimes=False)  # an object has no mtime
 
 
+def test_https_with_a_trusted_certificate(served, mount, tmp_path):
+    """HTTPS: nginx with a self-signed certificate. Trusted through $CURL_CA_BUNDLE (as curl
+    reads it) the mount equals zipfile; untrusted, the mount fails with one line that says so."""
+    _, path = served
+    with R.Nginx(path.parent, tmp_path / "tls", tls=True) as nginx:
+        env = {k: v for k, v in os.environ.items() if k not in ("CURL_CA_BUNDLE", "SSL_CERT_FILE")}
+        mp = tmp_path / "mp"
+        mp.mkdir()
+        res = S.run_npzmount(["-o", "timeout=5", nginx.url("x.npz"), mp], env=env, timeout=60)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode != 0 and len(lines) == 1 and "certificate" in lines[0], res
+        assert not S.is_mountpoint(mp)
+        env["CURL_CA_BUNDLE"] = str(nginx.cert)
+        with mount(nginx.url("x.npz"), *remote_opts(tmp_path), env=env) as mnt:
+            S.check_mount(mnt, S.Reference(path), mtimes=False)
+    assert any(e["uri"] == "/x.npz" and e["status"] == 206 for e in nginx.log())
+
+
 def test_http_mmap_random_reads_equal_numpy(served, mount, tmp_path, arrays):
     nginx, _ = served
     rng = random.Random(5)
