@@ -431,7 +431,10 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-    conn->max_read = ((struct fs *)userdata)->max_read; /* libfuse fails INIT on a mismatch */
+    const struct fs *fs = userdata;
+    conn->max_read = fs->max_read; /* libfuse fails INIT on a mismatch */
+    if (fs->max_readahead && fs->max_readahead < conn->max_readahead)
+        conn->max_readahead = fs->max_readahead;
     /* Readdirplus always: `ls -l` then costs one request per batch, not one per entry. */
     if (conn->capable & FUSE_CAP_READDIRPLUS)
         conn->want |= FUSE_CAP_READDIRPLUS;

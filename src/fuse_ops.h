@@ -46,6 +46,7 @@ struct fs {
     gid_t gid;
     mode_t fmask, dmask;  /* permission bits removed from files and from directories */
     unsigned max_read;    /* the max_read mount option (0: none), which INIT must repeat */
+    unsigned max_readahead; /* the kernel's readahead and mmap fault window (0: its default) */
     bool nofollow;        /* stay on generation 0 once the archive changed (all EIO) */
     const char *archive;  /* the path to open again, as given (the daemon chdirs: absolute) */
     struct npz_options nopt;

@@ -36,6 +36,7 @@ struct npz {
     struct ns *ns;
     struct reader_env env;
     struct budget index_mem;
+    uint64_t stored_bytes, decoded_bytes; /* npz_fsinfo's */
     char index_dir[4096];
     struct sched *sched;
     struct npz_shared *shared;  /* whose cache (a view), workers and budgets it uses; NULL:
@@ -243,6 +244,13 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     budget_init(&npz->index_mem, opt && opt->index_mem ? opt->index_mem : NPZ_DEFAULT_INDEX_MEM);
     npz->env.index_mem = &npz->index_mem;
     npz->env.members = npz->zip.members;
+    for (uint64_t i = 0; i < npz->zip.count; i++) {
+        const struct zip_member *zm = &npz->zip.members[i];
+        if (zm->method == ZIP_METHOD_STORED && !(zm->flags & ZIP_FLAG_ENCRYPTED))
+            npz->stored_bytes += zm->usize;
+        else
+            npz->decoded_bytes += zm->usize;
+    }
     setup_saved_indexes(npz, path, opt);
     atomic_init(&npz->shutdown, false);
     atomic_init(&npz->decoding, 0);
@@ -758,7 +766,9 @@ static void fill_attr(const struct npz *npz, uint64_t ino, const struct ns_node 
 void npz_statfs(struct npz *npz, struct npz_fsinfo *out)
 {
     *out = (struct npz_fsinfo){.archive_bytes = npz->zip.file_size,
-                               .inodes = ns_count(npz->ns), .members = npz->zip.count};
+                               .inodes = ns_count(npz->ns), .members = npz->zip.count,
+                               .stored_bytes = npz->stored_bytes,
+                               .decoded_bytes = npz->decoded_bytes};
 }
 
 int npz_lookup(struct npz *npz, uint64_t dir, const char *name, uint64_t *ino)

@@ -129,6 +129,8 @@ struct npz_fsinfo {
     uint64_t archive_bytes; /* size of the archive file */
     uint64_t inodes;        /* root included */
     uint64_t members;       /* entries of the archive */
+    uint64_t stored_bytes;  /* member bytes served as they lie in the archive */
+    uint64_t decoded_bytes; /* member bytes that take decoding (0 for a tree: unknown) */
 };
 
 void npz_statfs(struct npz *npz, struct npz_fsinfo *out);

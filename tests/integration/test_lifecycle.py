@@ -124,3 +124,29 @@ def test_daemon_stop_by_sigterm_exits_0(small_npz, tmp_path):
         for pid in pids:
             if not S.wait_exit(pid, 10):
                 S.kill_pid(pid)
+
+
+# --------------------------------------------------------------------------------------------
+# the kernel's readahead window
+
+
+def _read_ahead_kb(mnt):
+    dev = os.stat(mnt).st_dev
+    with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb") as f:
+        return int(f.read())
+
+
+@pytest.mark.parametrize("kind,opts,kb", [
+    ("compressed", [], 64),          # every byte of a fault's window is decoded: 64 KiB
+    ("stored", [], 128),             # the kernel's own window: extra pages cost one pread
+    ("compressed", ["-o", "max_readahead=32768"], 32),
+    ("stored", ["-o", "max_readahead=16384"], 16),
+])
+def test_readahead_window(kind, opts, kb, tmp_path, mount):
+    import numpy as np
+    path = tmp_path / f"{kind}.npz"
+    arr = np.arange(50_000, dtype=np.int64)
+    (np.savez_compressed if kind == "compressed" else np.savez)(path, a=arr)
+    with mount(path, *opts) as mnt:
+        assert _read_ahead_kb(mnt) == kb
+        assert np.array_equal(np.load(mnt / "a.npy", mmap_mode="r"), arr)
