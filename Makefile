@@ -20,10 +20,12 @@ PYTHON    := /usr/bin/python3
 ISAL_PC   := $(shell pkg-config --exists libisal 2>/dev/null && echo libisal)
 # The core is compiled without fuse3's include path: the build itself proves that only the
 # adapter (FUSE_SRC) knows about FUSE.
-# libcurl: headers only; src/http.c loads the library when a remote archive needs it.
+# libcurl and libarchive: headers only; src/http.c and src/reader_archive.c load them when an
+# archive needs them (remote, or members of other methods), so that a mount of a numpy archive
+# does not start a dozen libraries it never uses.
 CORE_PKGS := zlib libarchive libcurl $(ISAL_PC)
 PKGS      := fuse3 $(CORE_PKGS)
-LINK_PKGS := $(filter-out libcurl,$(PKGS))
+LINK_PKGS := $(filter-out libcurl libarchive,$(PKGS))
 CORE_DEP_CFLAGS = $(shell pkg-config --cflags $(CORE_PKGS) 2>/dev/null)
 DEP_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 DEP_LIBS   = $(shell pkg-config --libs $(LINK_PKGS) 2>/dev/null) $(if $(ISAL_PC),,-lisal)

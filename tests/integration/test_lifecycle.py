@@ -137,7 +137,7 @@ def _read_ahead_kb(mnt):
 
 
 @pytest.mark.parametrize("kind,opts,kb", [
-    ("compressed", [], 64),          # every byte of a fault's window is decoded: 64 KiB
+    ("compressed", [], 96),          # every byte of a fault's window is decoded: 96 KiB
     ("stored", [], 128),             # the kernel's own window: extra pages cost one pread
     ("compressed", ["-o", "max_readahead=32768"], 32),
     ("stored", ["-o", "max_readahead=16384"], 16),
