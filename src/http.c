@@ -9,7 +9,6 @@
 #include "http.h"
 
 #include <curl/curl.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -17,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "dynlib.h"
 
 /* Idle easy handles kept for reuse; more than this are cleaned up after use. */
 #define POOL_MAX 16
@@ -82,11 +83,7 @@ static bool global_ok;
 
 static void global_init(void)
 {
-    void *lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
-    struct {
-        void **fn;
-        const char *name;
-    } syms[] = {
+    const struct dynlib_sym syms[] = {
         {(void **)&cu.global_init, "curl_global_init"},
         {(void **)&cu.easy_init, "curl_easy_init"},
         {(void **)&cu.easy_setopt, "curl_easy_setopt"},
@@ -96,10 +93,8 @@ static void global_init(void)
         {(void **)&cu.slist_append, "curl_slist_append"},
         {(void **)&cu.slist_free_all, "curl_slist_free_all"},
     };
-    bool ok = lib != NULL;
-    for (size_t i = 0; ok && i < sizeof syms / sizeof *syms; i++)
-        ok = (*syms[i].fn = dlsym(lib, syms[i].name)) != NULL;
-    global_ok = ok && cu.global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+    global_ok = dynlib_load("libcurl.so.4", syms, sizeof syms / sizeof *syms) &&
+                cu.global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
 }
 
 static char *dup_or_null(const char *s)

@@ -40,7 +40,6 @@
  */
 #define _GNU_SOURCE /* strcasestr */
 #include <archive.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -50,6 +49,7 @@
 #include <zlib.h>
 
 #include "budget.h"
+#include "dynlib.h"
 #include "io.h"
 #include "reader.h"
 
@@ -180,10 +180,7 @@ static bool la_ok;
 
 static void la_load(void)
 {
-    void *h = dlopen(LIBARCHIVE_SO, RTLD_NOW | RTLD_LOCAL);
-    if (!h)
-        return;
-    struct { void **fn; const char *name; } syms[] = {
+    const struct dynlib_sym syms[] = {
         {(void **)&la.read_new, "archive_read_new"},
         {(void **)&la.read_free, "archive_read_free"},
         {(void **)&la.set_error, "archive_set_error"},
@@ -195,12 +192,7 @@ static void la_load(void)
         {(void **)&la.next_header, "archive_read_next_header"},
         {(void **)&la.read_data, "archive_read_data"},
     };
-    for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++)
-        if (!(*syms[i].fn = dlsym(h, syms[i].name))) {
-            dlclose(h); /* a libarchive without one of them is none */
-            return;
-        }
-    la_ok = true; /* h stays open for the life of the process */
+    la_ok = dynlib_load(LIBARCHIVE_SO, syms, sizeof syms / sizeof *syms);
 }
 
 /* Whether libarchive could be loaded (once per process). */
