@@ -17,8 +17,8 @@ struct dynlib_sym {
 };
 
 /* Loads soname and every symbol of syms. Returns true when all were found; the library then
- * stays loaded for the life of the process. Otherwise it is unloaded again and false is
- * returned (the pointers may have been written). */
+ * stays loaded for the life of the process. Otherwise it is unloaded again, the pointers are
+ * NULL, and false is returned. */
 bool dynlib_load(const char *soname, const struct dynlib_sym *syms, size_t n);
 
 #endif

@@ -127,9 +127,9 @@ int http_new(const struct http_config *c, struct http **out)
     h->token = dup_or_null(c->token);
     const char *ca = getenv("CURL_CA_BUNDLE");
     ca = ca && *ca ? ca : getenv("SSL_CERT_FILE");
-    h->cafile = ca && *ca ? strdup(ca) : NULL; /* no cafile without memory: still safe */
+    h->cafile = ca && *ca ? strdup(ca) : NULL;
     int rc = h->url && (!c->sigv4 || h->sigv4) && (!c->userpwd || h->userpwd) &&
-                     (!c->token || h->token) ? 0 : -ENOMEM;
+                     (!c->token || h->token) && (!ca || !*ca || h->cafile) ? 0 : -ENOMEM;
     if (rc == 0 && c->sigv4)
         rc = add_header(h, "x-amz-content-sha256: " EMPTY_SHA256);
     if (rc == 0 && c->token) {

@@ -43,7 +43,7 @@ struct config {
     const char **archives;
     int narchives;
     unsigned max_read;
-    unsigned max_readahead; /* 0: the kernel's default */
+    char *max_readahead;    /* unset: by the archive (default_readahead) */
     char *decoder_mem;
     int help;
     int version;
@@ -89,7 +89,7 @@ static const struct fuse_opt opt_spec[] = {
     {"max_read=%u", offsetof(struct config, max_read), 0},
     FUSE_OPT_KEY("max_read=", FUSE_OPT_KEY_KEEP),
     /* a connection setting, given to the kernel at INIT: not a mount option */
-    {"max_readahead=%u", offsetof(struct config, max_readahead), 0},
+    {"max_readahead=%s", offsetof(struct config, max_readahead), 0},
     OPT("rw", rw),
     /* block-device options, which fusermount3 (auto_unmount) would refuse in its own words */
     OPT("blkdev", blkdev), OPT("blksize=", blkdev),
@@ -473,6 +473,18 @@ static int parse_tuning(const struct config *cfg, struct npz_options *o)
     return parse_remote(cfg, &o->remote);
 }
 
+/* -o max_readahead=: a size of at least one page; the kernel caps it at its own (128K). */
+static int parse_readahead(const struct config *cfg, unsigned *out)
+{
+    uint64_t n;
+    if (!cfg->max_readahead)
+        return 0;
+    if (parse_size(cfg->max_readahead, &n) < 0 || n < 4096 || n > (1u << 30))
+        return error(2, "max_readahead=%s: expected a size from 4k to 1G", cfg->max_readahead);
+    *out = (unsigned)n;
+    return 0;
+}
+
 /* --index progress on a terminal: bytes, rate, time left, redrawn at most 5 times a second. */
 struct progress {
     const char *name;
@@ -827,6 +839,7 @@ int main(int argc, char **argv)
     struct npz_options nopt = {0};
     struct fs fs = {0};
     char msg[512], *archive_abs = NULL;
+    unsigned readahead = 0;
     struct secret *password = NULL;
     int status = 2, rc;
 
@@ -887,7 +900,8 @@ int main(int argc, char **argv)
         status = error(2, "-o blkdev, blksize=: npzmount does not mount block devices");
         goto out;
     }
-    if ((status = parse_tuning(&cfg, &nopt)) != 0 || (status = parse_owner(&cfg, &fs)) != 0)
+    if ((status = parse_tuning(&cfg, &nopt)) != 0 || (status = parse_owner(&cfg, &fs)) != 0 ||
+        (status = parse_readahead(&cfg, &readahead)) != 0)
         goto out;
     if (cfg.logfile && (rc = log_to_file(cfg.logfile)) < 0) {
         status = error(1, "logfile=%s: %s", cfg.logfile, strerror(-rc));
@@ -917,7 +931,7 @@ int main(int argc, char **argv)
         goto out_session;
     }
     fs.max_read = cfg.max_read;
-    fs.max_readahead = cfg.max_readahead ? cfg.max_readahead : default_readahead(fs.gens[0].fo);
+    fs.max_readahead = readahead ? readahead : default_readahead(fs.gens[0].fo);
     fs.nofollow = cfg.nofollow;
     fs.nopt = nopt;
     fs.archive = archive_abs = absolute_path(cfg.archive);
@@ -938,6 +952,7 @@ out:
     free(cfg.index_dir);
     free(cfg.archives);
     free(cfg.decoder_mem);
+    free(cfg.max_readahead);
     free(cfg.block);
     free(cfg.remote_cache);
     free(cfg.timeout);

@@ -11,10 +11,12 @@
  * threads do not survive one, and the child starts its own on its first need.
  * Once a GET says the object changed, every later read fails with -ESTALE.
  *
- * A load that runs out its deadline marks the server down for one more timeout: loads started
- * meanwhile get PROBE_MS, not a whole timeout, and the first one that succeeds ends it. One
- * failing pread costs the kernel up to three FUSE requests (readahead, then the page alone),
- * and without this each would wait out its own timeout.
+ * A load that runs out a whole timeout marks the server down for one more timeout: loads
+ * started meanwhile are probes, which get a tenth of the timeout (at least PROBE_MIN_MS), and
+ * the first load that succeeds ends it. A probe that fails does not extend it, so on a slow
+ * link that a probe cannot cross the next timeout brings full loads back. One failing pread
+ * costs the kernel up to three FUSE requests (readahead, then the page alone), and without
+ * this each would wait out its own timeout.
  */
 #include "source.h"
 
@@ -36,7 +38,7 @@
 #define WORKERS 4
 #define AHEAD_MAX 4   /* blocks loaded ahead of a sequential reader */
 #define QUEUE_MAX 32
-#define PROBE_MS 250  /* a load's deadline while the server is down */
+#define PROBE_MIN_MS 250 /* the least deadline of a load while the server is down */
 
 enum { B_LOADING, B_READY, B_FAILED };
 
@@ -186,9 +188,19 @@ static bool before(const struct timespec *a, const struct timespec *b)
     return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
 }
 
-/* The deadline of a load starting now (mu not held): a timeout, or PROBE_MS while the server
- * is down, and never past limit (NULL: none). */
-static void load_deadline(struct http_source *hs, const struct timespec *limit,
+static void add_ms(struct timespec *t, long ms)
+{
+    t->tv_sec += ms / 1000;
+    t->tv_nsec += ms % 1000 * 1000000L;
+    if (t->tv_nsec >= 1000000000L) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000L;
+    }
+}
+
+/* The deadline of a load starting now (mu not held): a timeout, or a probe's while the server
+ * is down, and never past limit (NULL: none). Returns whether the load is a probe. */
+static bool load_deadline(struct http_source *hs, const struct timespec *limit,
                           struct timespec *deadline)
 {
     struct timespec now;
@@ -196,22 +208,18 @@ static void load_deadline(struct http_source *hs, const struct timespec *limit,
     pthread_mutex_lock(&hs->mu);
     bool down = before(&now, &hs->down_until);
     pthread_mutex_unlock(&hs->mu);
+    long probe = hs->timeout_s * 100L > PROBE_MIN_MS ? hs->timeout_s * 100L : PROBE_MIN_MS;
     *deadline = now;
-    if (!down) {
-        deadline->tv_sec += hs->timeout_s;
-    } else {
-        deadline->tv_nsec += PROBE_MS * 1000000L;
-        if (deadline->tv_nsec >= 1000000000L) {
-            deadline->tv_sec++;
-            deadline->tv_nsec -= 1000000000L;
-        }
-    }
+    add_ms(deadline, down ? probe : hs->timeout_s * 1000L);
     if (limit && before(limit, deadline))
         *deadline = *limit;
+    return down;
 }
 
-/* Loads a block claimed as mine (mu not held), then wakes its waiters. */
-static void fill(struct http_source *hs, struct block *b, const struct timespec *deadline)
+/* Loads a block claimed as mine (mu not held), then wakes its waiters. A load that is not a
+ * probe and fails for want of time marks the server down. */
+static void fill(struct http_source *hs, struct block *b, const struct timespec *deadline,
+                 bool probe)
 {
     char msg[320];
     struct http_reply r;
@@ -222,6 +230,8 @@ static void fill(struct http_source *hs, struct block *b, const struct timespec 
                      msg, sizeof msg);
     else
         snprintf(msg, sizeof msg, "%s", strerror(ENOMEM));
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
     pthread_mutex_lock(&hs->mu);
     if (n < 0) {
         /* The first failure of a run is logged; a change is the caller's to report. */
@@ -229,8 +239,10 @@ static void fill(struct http_source *hs, struct block *b, const struct timespec 
             log_error("%s: %s", hs->name, msg);
         hs->failing = true;
         hs->stale |= n == -ESTALE;
-        if (n == -EIO && !hs->stopping) {
-            clock_gettime(CLOCK_MONOTONIC, &hs->down_until);
+        struct timespec near = now; /* http_get gives up in the last millisecond */
+        add_ms(&near, 10);
+        if (n == -EIO && !probe && !hs->stopping && !before(&near, deadline)) {
+            hs->down_until = now;
             hs->down_until.tv_sec += hs->timeout_s;
         }
         b->state = B_FAILED;
@@ -257,9 +269,10 @@ static int wait_loaded(struct http_source *hs, struct block *b, const struct tim
     return b->state == B_READY ? 0 : b->err;
 }
 
-/* The loaded block idx, with a reference (release it), loading it here when no one is. A wait
- * for another thread's load lasts until deadline even while the server is down (that load may
- * be the one that finds it back), and when that load fails, this thread tries once itself. */
+/* The loaded block idx, with a reference (release it), loading it here when no one is; on
+ * failure *out is NULL. A wait for another thread's load lasts until deadline even while the
+ * server is down (that load may be the one that finds it back), and when that load fails,
+ * this thread tries the block itself, until deadline. */
 static int acquire(struct http_source *hs, uint64_t idx, const struct timespec *deadline,
                    struct block **out)
 {
@@ -273,8 +286,8 @@ static int acquire(struct http_source *hs, uint64_t idx, const struct timespec *
             return rc;
         if (mine) {
             struct timespec load;
-            load_deadline(hs, deadline, &load);
-            fill(hs, b, &load);
+            bool probe = load_deadline(hs, deadline, &load);
+            fill(hs, b, &load, probe);
         }
         struct timespec now;
         pthread_mutex_lock(&hs->mu);
@@ -286,7 +299,7 @@ static int acquire(struct http_source *hs, uint64_t idx, const struct timespec *
             release(hs, b);
         pthread_mutex_unlock(&hs->mu);
         if (!again) {
-            *out = b;
+            *out = rc < 0 ? NULL : b;
             return rc;
         }
     }
@@ -311,8 +324,8 @@ static void *worker(void *arg)
         if (b && mine) {
             pthread_mutex_unlock(&hs->mu);
             struct timespec deadline;
-            load_deadline(hs, NULL, &deadline);
-            fill(hs, b, &deadline);
+            bool probe = load_deadline(hs, NULL, &deadline);
+            fill(hs, b, &deadline, probe);
             pthread_mutex_lock(&hs->mu);
         }
         if (b)

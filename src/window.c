@@ -98,5 +98,5 @@ int window_unpack(const unsigned char *z, uint32_t zlen, unsigned char *raw, uin
     st->avail_out = wlen;
     st->crc_flag = ISAL_DEFLATE;
     int rc = isal_inflate_stateless(st);
-    return rc == ISAL_DECOMP_OK && st->total_out == wlen ? 0 : -EIO;
+    return rc == ISAL_DECOMP_OK && st->total_out == wlen && st->avail_in == 0 ? 0 : -EIO;
 }

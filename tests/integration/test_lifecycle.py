@@ -56,6 +56,8 @@ def test_option_honoured(opt, small_npz, mount):
     "writeback_cache",
     "max_write=65536",
     "max_read=lots",
+    "max_readahead=96",   # bytes: less than a page would turn readahead off
+    "max_readahead=lots",
     "blkdev",
     "blksize=4096",
 ])
@@ -140,7 +142,8 @@ def _read_ahead_kb(mnt):
     ("compressed", [], 96),          # every byte of a fault's window is decoded: 96 KiB
     ("stored", [], 128),             # the kernel's own window: extra pages cost one pread
     ("compressed", ["-o", "max_readahead=32768"], 32),
-    ("stored", ["-o", "max_readahead=16384"], 16),
+    ("stored", ["-o", "max_readahead=16k"], 16),
+    ("compressed", ["-o", "max_readahead=1M"], 128),  # the kernel's own is the most
 ])
 def test_readahead_window(kind, opts, kb, tmp_path, mount):
     import numpy as np

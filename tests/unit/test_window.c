@@ -117,6 +117,8 @@ static void test_bad_packed_windows(void)
     CHECK_EQ_I64(window_unpack(z, zlen, back, WLEN - 1), -EIO);
     CHECK_EQ_I64(window_unpack(z, zlen - 8, back, WLEN), -EIO);
     CHECK_EQ_I64(window_unpack(z, WLEN + 1, back, WLEN), -EIO);
+    z[zlen] = 0;  /* a byte after the stream's end */
+    CHECK_EQ_I64(window_unpack(z, zlen + 1, back, WLEN), -EIO);
     /* every byte flipped in turn: an error, or (when the flip still parses) never silence
      * about a window of the wrong length */
     unsigned errors = 0;
