@@ -26,7 +26,7 @@ import test_limits
 # shared with the resource-limit tests
 SANITIZED = test_limits.SANITIZED
 daemon_of = test_limits.daemon_of
-proc_status = test_limits.proc_status
+proc_status = S.proc_status
 report = test_limits.report
 
 KIB = 1 << 10

@@ -77,23 +77,3 @@ def expected_listing(rel_dir, paths):
     d = Path(rel_dir).parts
     return sorted({p.parts[len(d)] for p in paths
                    if p.parts[:len(d)] == d and len(p.parts) > len(d)})
-
-
-def daemon_fds(pid):
-    """Targets of the daemon's open descriptors."""
-    out = []
-    for n in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            out.append(os.readlink(f"/proc/{pid}/fd/{n}"))
-        except FileNotFoundError:
-            pass
-    return out
-
-
-def vm_rss(pid):
-    """The daemon's resident memory in bytes."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")

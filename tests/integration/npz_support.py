@@ -3,8 +3,8 @@
 Nothing in here knows about pytest fixtures (those live in conftest.py); it is plain code, kept
 in one module per concern and gathered here:
 
-* proc_support: the binary (``BIN``), running it, finding and ending its daemons,
-  ``run_in_child``, ``poll``;
+* proc_support: the binary (``BIN``), running it, finding and ending its daemons, their
+  memory and descriptors (``proc_status``, ``daemon_fds``), ``run_in_child``, ``poll``;
 * mount_support: /proc/self/mountinfo (``is_mountpoint``, ``mount_count``, ``mount_options``)
   and mounting/unmounting safely (``mounted``, ``foreground``);
 * model_support: a Python model of the naming rule of src/namespace.h (``expected_tree``),

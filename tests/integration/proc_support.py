@@ -65,6 +65,29 @@ def find_daemons(mountpoint, cwd=None):
     return found
 
 
+def proc_status(pid):
+    """VmRSS and VmHWM (peak RSS) of pid, in bytes."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def daemon_fds(pid):
+    """{fd number: target} of the daemon's open descriptors."""
+    out = {}
+    d = f"/proc/{pid}/fd"
+    for n in os.listdir(d):
+        try:
+            out[int(n)] = os.readlink(f"{d}/{n}")
+        except FileNotFoundError:
+            pass
+    return out
+
+
 def wait_exit(pid, timeout):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -117,14 +117,6 @@ def write_archive(path, members):
     return path
 
 
-def vm_hwm(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
-
-
 def read_part(path, n, bufsize=MIB):
     """The first n bytes, without kernel readahead: reaching the member's end would close its
     decoder, and this test wants it left open."""
@@ -167,11 +159,11 @@ def test_peak_rss_within_decoder_mem(method, tmp_path):
     limit = int(budget[:-1]) * MIB
     with S.mounted(arc, tmp_path / "mnt", ["-o", f"cache={CACHE},span=256k,decoder_mem={budget}"]) as mnt:
         pid = S.find_daemons(mnt)[0]
-        start = vm_hwm(pid)
+        start = S.proc_status(pid)["VmHWM"]
         # each member part-way: its decoder stays open (idle) unless the budget closes it
         for m in members:
             assert read_part(mnt / m.name.decode(), part) == data[:part], m.name
-        peak = vm_hwm(pid)
+        peak = S.proc_status(pid)["VmHWM"]
         # and the rest of one, from a cursor closed in the meantime
         with open(mnt / members[0].name.decode(), "rb") as f:
             f.seek(part)

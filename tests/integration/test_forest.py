@@ -36,7 +36,7 @@ def _daemon(mnt):
 
 def _open_archives(pid, root):
     """The archives of the tree the daemon has open now."""
-    return {t for t in F.daemon_fds(pid) if t.startswith(str(root) + "/") and
+    return {t for t in S.daemon_fds(pid).values() if t.startswith(str(root) + "/") and
             t.endswith((".npz", ".zip"))}
 
 
@@ -68,10 +68,10 @@ def test_tree_equals_zipfile_with_bounded_fds_and_memory(tree, mount, tmp_path):
         assert np.array_equal(np.load(mnt / rel / "a0.npy"),
                               np.load(root / rel)["a0"])
         # bounded: open archives and descriptors by max_open, memory by the cache
-        fds = F.daemon_fds(pid)
+        fds = S.daemon_fds(pid)
         assert len(_open_archives(pid, root)) <= MAX_OPEN
         assert len(fds) <= 3 * MAX_OPEN + 16, fds
-        rss = F.vm_rss(pid)
+        rss = S.proc_status(pid)["VmRSS"]
         assert rss < CACHE + 96 * MIB, f"daemon RSS {rss // MIB} MiB"
         # the tree was read at mount time: files added later do not appear
         np.savez(root / "late.npz", x=np.arange(3))

@@ -36,29 +36,6 @@ SLACK = 48 * MIB
 INDEX_PER_MIB = 32 << 10  # one 32 KiB window per 1 MiB span of output
 
 
-def proc_status(pid):
-    """VmRSS and VmHWM (peak RSS) of pid, in bytes."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) * 1024
-    return out
-
-
-def daemon_fds(pid):
-    """{fd number: target} of the daemon's open descriptors."""
-    out = {}
-    d = f"/proc/{pid}/fd"
-    for n in os.listdir(d):
-        try:
-            out[int(n)] = os.readlink(f"{d}/{n}")
-        except FileNotFoundError:
-            pass
-    return out
-
-
 def report(capsys, *lines):
     if SANITIZED:
         lines = [f"{line} [sanitized daemon: not checked]" for line in lines]
@@ -113,7 +90,7 @@ def test_zip_bomb_memory(bomb, mount, capsys):
     assert usize / details["csize"] > 900, "premise: a ratio of about 1000"
     with mount(path, "-o", "cache=16M") as mnt:
         pid = daemon_of(mnt)
-        start = proc_status(pid)
+        start = S.proc_status(pid)
 
         # the 2**40 claim: EIO quickly (the stream ends early), memory stays small
         assert os.stat(mnt / "tera.npy").st_size == 1 << 40
@@ -127,7 +104,7 @@ def test_zip_bomb_memory(bomb, mount, capsys):
                 f.read(4096)
             assert e.value.errno == errno.EIO
         tera_s = time.monotonic() - t0
-        tera = proc_status(pid)
+        tera = S.proc_status(pid)
         assert tera_s < 10, f"failing the 2**40 claim took {tera_s:.1f}s"
         if not SANITIZED:
             assert tera["VmHWM"] < start["VmHWM"] + 8 * MIB, (start, tera)
@@ -138,7 +115,7 @@ def test_zip_bomb_memory(bomb, mount, capsys):
         bomb_s = time.monotonic() - t0
         expected = details["good"]["bomb.npy"]
         assert got == (expected.size, expected.sha256)
-        after = proc_status(pid)
+        after = S.proc_status(pid)
 
         # again, with the page cache dropped, by 4 readers starting at 0, 50, 100, 150 MiB:
         # now every chunk is decoded again (the cache holds 16 MiB of 200), by several threads
@@ -170,7 +147,7 @@ def test_zip_bomb_memory(bomb, mount, capsys):
         assert results[0] == (expected.size, expected.sha256)
         for k in range(1, 4):
             assert results.get(k) == (usize - k * 50 * MIB, None), (k, results.get(k))
-        again = proc_status(pid)
+        again = S.proc_status(pid)
 
         bound = CACHE + INDEX_PER_MIB * (usize // MIB + 1) + SLACK
         report(capsys,
@@ -246,7 +223,7 @@ def test_concurrent_readers_memory(concurrent_npz, mount, capsys):
 
     with mount(path, "-o", "cache=16M") as mnt:
         pid = daemon_of(mnt)
-        start = proc_status(pid)
+        start = S.proc_status(pid)
         threads = [threading.Thread(target=worker, args=(k, mnt), daemon=True)
                    for k in range(16)]
         t0 = time.monotonic()
@@ -258,7 +235,7 @@ def test_concurrent_readers_memory(concurrent_npz, mount, capsys):
         assert not any(t.is_alive() for t in threads), "readers hung"
         assert not errors, errors
         assert sum(counts) == 160
-        after = proc_status(pid)
+        after = S.proc_status(pid)
         bound = CACHE + INDEX_PER_MIB * (total // MIB + len(names)) + SLACK
         report(capsys,
                f"PEAK_RSS concurrent16: {after['VmHWM'] // 1024} KiB (VmRSS "
@@ -306,12 +283,12 @@ def test_no_fd_leak(tmp_path, mount, capsys):
 
         for i in range(len(names)):  # warm-up: every member once
             cycle(i)
-        before = daemon_fds(pid)
+        before = S.daemon_fds(pid)
         assert list(before.values()).count(archive) == 1, \
             f"the daemon should hold the archive open exactly once: {before}"
         for i in range(2000):
             cycle(i)
-        after = daemon_fds(pid)
+        after = S.daemon_fds(pid)
         report(capsys, f"DAEMON_FDS before: {len(before)} after 2000 cycles: {len(after)}")
         assert len(after) == len(before), (before, after)
         assert sorted(after.values()) == sorted(before.values())
@@ -335,7 +312,7 @@ def test_million_members_scaling(tmp_path, mount, capsys):
             mnt = stack.enter_context(mount(path))
             t_mount = time.monotonic() - t0
             pid = daemon_of(mnt)
-            at_mount = proc_status(pid)
+            at_mount = S.proc_status(pid)
             t0 = time.monotonic()
             dirs = os.listdir(mnt)
             count = sum(len(os.listdir(mnt / d)) for d in dirs)
@@ -344,7 +321,7 @@ def test_million_members_scaling(tmp_path, mount, capsys):
             for i in random.Random(n).sample(range(n), 20) + [0, n - 1]:
                 with open(mnt / H.many_member_name(i), "rb") as f:
                     assert f.read() == i.to_bytes(4, "little"), i
-            st = proc_status(pid)
+            st = S.proc_status(pid)
             figures[n] = (t_mount, t_ls, st["VmHWM"], st["VmRSS"], at_mount["VmHWM"])
         os.unlink(path)
     lines = []

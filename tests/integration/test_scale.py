@@ -129,14 +129,6 @@ def unique_rows(names):
     return names[np.sort(first)]
 
 
-def vm_hwm(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmHWM for pid {pid}")
-
-
 @contextlib.contextmanager
 def timed_mount(archive, mountpoint, timeout=S.MOUNT_TIMEOUT):
     """Mounts archive; yields (mount point, seconds npzmount took to return, daemon pid)."""
@@ -217,7 +209,7 @@ def test_scale_figures(tmp_path, capsys):
         for kind, make in (("ordinary", ordinary_names), ("crafted", crafted_names)):
             path = H.many_named_members(tmp_path / f"{kind}{n}.zip", make(n, seed=n))
             with timed_mount(path, tmp_path / "mnt", timeout=600) as (mnt, elapsed, pid):
-                hwm = vm_hwm(pid)
+                hwm = S.proc_status(pid)["VmHWM"]
             os.unlink(path)
             lines.append(f"SCALE {n} {kind}: mount {elapsed:.2f}s, VmHWM {hwm >> 20} MiB "
                          f"({hwm / n:.0f} bytes per member)")
