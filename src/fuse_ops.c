@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "archive_watch.h"
+#include "deadline.h"
 #include "log.h"
 
 #define TIMEOUT 86400.0        /* a change is pushed to the kernel (notifier below) */
@@ -507,13 +508,7 @@ static bool notifier_stopping(struct fs_notifier *n)
 static bool wait_change(struct fs_notifier *n, unsigned ms)
 {
     struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
+    deadline_in(&until, CLOCK_MONOTONIC, (long)ms);
     pthread_mutex_lock(&n->lock);
     int rc = 0;
     while (!n->changed && !n->stop && rc == 0)

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "deadline.h"
 #include "dynlib.h"
 
 /* Idle easy handles kept for reuse; more than this are cleaned up after use. */
@@ -185,20 +186,6 @@ int http_pin(struct http *h, const char *etag, uint64_t size)
     char line[sizeof h->etag + 16];
     snprintf(line, sizeof line, "If-Match: %s", etag);
     return add_header(h, line);
-}
-
-void http_deadline(struct timespec *deadline, unsigned seconds)
-{
-    clock_gettime(CLOCK_MONOTONIC, deadline);
-    deadline->tv_sec += seconds;
-}
-
-static long ms_left(const struct timespec *deadline)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (long)(deadline->tv_sec - now.tv_sec) * 1000 +
-           (deadline->tv_nsec - now.tv_nsec) / 1000000;
 }
 
 /* ---- one attempt ---- */
@@ -502,7 +489,7 @@ static int status_errno(long status)
 
 static void backoff(long *ms, const struct timespec *deadline)
 {
-    long left = ms_left(deadline);
+    long left = deadline_ms_left(deadline);
     long d = *ms < left ? *ms : left;
     if (d > 0) {
         struct timespec t = {d / 1000, (d % 1000) * 1000000};
@@ -519,7 +506,7 @@ long http_get(struct http *h, uint64_t off, size_t len, bool suffix, void *buf,
     long wait = BACKOFF_FIRST_MS, ms;
     if (len == 0)
         return 0;
-    while ((ms = ms_left(deadline)) > 0 && !is_cancelled(h)) {
+    while ((ms = deadline_ms_left(deadline)) > 0 && !is_cancelled(h)) {
         struct conn *c = conn_get(h);
         if (!c)
             return -ENOMEM;

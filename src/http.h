@@ -58,7 +58,4 @@ void http_cancel(struct http *h);
 /* Zeroes a string that holds a secret, then frees it; NULL is fine. */
 void http_wipe_free(char *s);
 
-/* deadline = now + seconds (CLOCK_MONOTONIC). */
-void http_deadline(struct timespec *deadline, unsigned seconds);
-
 #endif

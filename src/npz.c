@@ -20,6 +20,7 @@
 #include "budget.h"
 #include "archive_watch.h"
 #include "cache.h"
+#include "deadline.h"
 #include "inflate_index.h"
 #include "io.h"
 #include "log.h"
@@ -315,12 +316,7 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
 static void pause_indexer(struct npz *npz)
 {
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += 20 * 1000 * 1000;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    deadline_in(&until, CLOCK_REALTIME, 20); /* idle's clock */
     pthread_mutex_lock(&npz->idle_lock);
     if (!atomic_load(&npz->shutdown))
         pthread_cond_timedwait(&npz->idle, &npz->idle_lock, &until);

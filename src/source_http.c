@@ -28,6 +28,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "deadline.h"
 #include "http.h"
 #include "log.h"
 #include "s3auth.h"
@@ -183,21 +184,6 @@ static struct block *claim(struct http_source *hs, uint64_t idx, bool *mine)
     return b;
 }
 
-static bool before(const struct timespec *a, const struct timespec *b)
-{
-    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
-}
-
-static void add_ms(struct timespec *t, long ms)
-{
-    t->tv_sec += ms / 1000;
-    t->tv_nsec += ms % 1000 * 1000000L;
-    if (t->tv_nsec >= 1000000000L) {
-        t->tv_sec++;
-        t->tv_nsec -= 1000000000L;
-    }
-}
-
 /* The deadline of a load starting now (mu not held): a timeout, or a probe's while the server
  * is down, and never past limit (NULL: none). Returns whether the load is a probe. */
 static bool load_deadline(struct http_source *hs, const struct timespec *limit,
@@ -206,12 +192,12 @@ static bool load_deadline(struct http_source *hs, const struct timespec *limit,
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     pthread_mutex_lock(&hs->mu);
-    bool down = before(&now, &hs->down_until);
+    bool down = deadline_before(&now, &hs->down_until);
     pthread_mutex_unlock(&hs->mu);
     long probe = hs->timeout_s * 100L > PROBE_MIN_MS ? hs->timeout_s * 100L : PROBE_MIN_MS;
     *deadline = now;
-    add_ms(deadline, down ? probe : hs->timeout_s * 1000L);
-    if (limit && before(limit, deadline))
+    deadline_add_ms(deadline, down ? probe : hs->timeout_s * 1000L);
+    if (limit && deadline_before(limit, deadline))
         *deadline = *limit;
     return down;
 }
@@ -230,8 +216,6 @@ static void fill(struct http_source *hs, struct block *b, const struct timespec 
                      msg, sizeof msg);
     else
         snprintf(msg, sizeof msg, "%s", strerror(ENOMEM));
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
     pthread_mutex_lock(&hs->mu);
     if (n < 0) {
         /* The first failure of a run is logged; a change is the caller's to report. */
@@ -239,12 +223,9 @@ static void fill(struct http_source *hs, struct block *b, const struct timespec 
             log_error("%s: %s", hs->name, msg);
         hs->failing = true;
         hs->stale |= n == -ESTALE;
-        struct timespec near = now; /* http_get gives up in the last millisecond */
-        add_ms(&near, 10);
-        if (n == -EIO && !probe && !hs->stopping && !before(&near, deadline)) {
-            hs->down_until = now;
-            hs->down_until.tv_sec += hs->timeout_s;
-        }
+        /* ran out of time: http_get gives up with a millisecond or so left */
+        if (n == -EIO && !probe && !hs->stopping && deadline_ms_left(deadline) <= 10)
+            deadline_in(&hs->down_until, CLOCK_MONOTONIC, hs->timeout_s * 1000L);
         b->state = B_FAILED;
         b->err = n == -ESTALE || n == -ENOMEM ? (int)n : -EIO; /* source.h's promise */
         unhash(hs, b);
@@ -294,7 +275,7 @@ static int acquire(struct http_source *hs, uint64_t idx, const struct timespec *
         rc = wait_loaded(hs, b, deadline);
         clock_gettime(CLOCK_MONOTONIC, &now);
         bool again = rc == -EIO && !mine && b->state == B_FAILED && !hs->stopping &&
-                     before(&now, deadline);
+                     deadline_before(&now, deadline);
         if (rc < 0)
             release(hs, b);
         pthread_mutex_unlock(&hs->mu);
@@ -402,7 +383,7 @@ static ssize_t http_source_pread(struct source *s, void *buf, size_t len, uint64
         return (ssize_t)len;
     }
     struct timespec deadline;
-    http_deadline(&deadline, hs->timeout_s);
+    deadline_in(&deadline, CLOCK_MONOTONIC, hs->timeout_s * 1000L);
     uint64_t first = off / hs->block, last = (off + len - 1) / hs->block;
     plan(hs, off, first, last, off + len);
     for (uint64_t i = first; i <= last; i++) {
@@ -560,7 +541,7 @@ static int fetch_tail(struct http_source *hs, char *msg, size_t msg_len)
     char why[320];
     struct http_reply r;
     struct timespec deadline;
-    http_deadline(&deadline, hs->timeout_s);
+    deadline_in(&deadline, CLOCK_MONOTONIC, hs->timeout_s * 1000L);
     hs->tail = malloc(TAIL_BYTES);
     long n = hs->tail ? http_get(hs->http, 0, TAIL_BYTES, true, hs->tail, &deadline, false, &r,
                                  why, sizeof why)
