@@ -245,13 +245,6 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     budget_init(&npz->index_mem, opt && opt->index_mem ? opt->index_mem : NPZ_DEFAULT_INDEX_MEM);
     npz->env.index_mem = &npz->index_mem;
     npz->env.members = npz->zip.members;
-    for (uint64_t i = 0; i < npz->zip.count; i++) {
-        const struct zip_member *zm = &npz->zip.members[i];
-        if (zm->method == ZIP_METHOD_STORED && !(zm->flags & ZIP_FLAG_ENCRYPTED))
-            npz->stored_bytes += zm->usize;
-        else
-            npz->decoded_bytes += zm->usize;
-    }
     setup_saved_indexes(npz, path, opt);
     atomic_init(&npz->shutdown, false);
     atomic_init(&npz->decoding, 0);
@@ -290,8 +283,13 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
         npz_close(npz);
         return rc;
     }
-    for (uint64_t i = 0; i < npz->zip.count; i++)
+    for (uint64_t i = 0; i < npz->zip.count; i++) {
         npz->ops[i] = reader_for(&npz->zip.members[i], npz->env.password != NULL);
+        if (npz->ops[i] == &reader_stored)
+            npz->stored_bytes += npz->zip.members[i].usize;
+        else
+            npz->decoded_bytes += npz->zip.members[i].usize;
+    }
     for (uint64_t ino = NS_ROOT; ino <= ns_count(npz->ns); ino++) {
         uint64_t m = ns_get(npz->ns, ino)->member;
         if (m != NS_NO_MEMBER)

@@ -130,7 +130,7 @@ struct npz_fsinfo {
     uint64_t inodes;        /* root included */
     uint64_t members;       /* entries of the archive */
     uint64_t stored_bytes;  /* member bytes served as they lie in the archive */
-    uint64_t decoded_bytes; /* member bytes that take decoding (0 for a tree: unknown) */
+    uint64_t decoded_bytes; /* the other members' bytes (0 for a tree: unknown) */
 };
 
 void npz_statfs(struct npz *npz, struct npz_fsinfo *out);
