@@ -35,7 +35,7 @@ ALL_CFLAGS = $(BASE_CFLAGS) $(DEP_CFLAGS)
 LIBS       = $(DEP_LIBS) -lpthread
 
 # The core knows nothing about FUSE; tests, fuzzers and tools link it directly.
-FUSE_SRC  := src/fuse_ops.c src/main.c
+FUSE_SRC  := src/fuse_ops.c src/main.c src/autounmount.c
 CORE_SRC  := $(filter-out $(FUSE_SRC),$(sort $(wildcard src/*.c)))
 UNIT_SRC  := $(wildcard tests/unit/*.c)
 

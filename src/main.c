@@ -18,10 +18,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "autounmount.h"
 #include "fuse_ops.h"
 #include "io.h"
 #include "listing.h"
 #include "log.h"
+#include "mountinfo.h"
 #include "secret.h"
 #include "optimize.h"
 
@@ -270,42 +272,6 @@ static int parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
-/* Decodes the octal escapes of a /proc/self/mountinfo field in place. */
-static void unescape(char *s)
-{
-    char *o = s;
-    for (; *s; s++) {
-        if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-            s[3] >= '0' && s[3] <= '7') {
-            *o++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
-            s += 3;
-        } else {
-            *o++ = *s;
-        }
-    }
-    *o = '\0';
-}
-
-static int is_mountpoint(const char *path)
-{
-    FILE *f = fopen("/proc/self/mountinfo", "re");
-    if (!f)
-        return 0;
-    char *line = NULL;
-    size_t cap = 0;
-    int found = 0;
-    while (!found && getline(&line, &cap, f) > 0) {
-        char mnt[PATH_MAX + 1];
-        if (sscanf(line, "%*s %*s %*s %*s %" "4096" "s", mnt) == 1) {
-            unescape(mnt);
-            found = strcmp(mnt, path) == 0;
-        }
-    }
-    free(line);
-    fclose(f);
-    return found;
-}
-
 static int check_mountpoint(const char *mp)
 {
     struct stat st;
@@ -319,7 +285,7 @@ static int check_mountpoint(const char *mp)
         return error(1, "%s: %s", mp, strerror(errno));
     if (!S_ISDIR(st.st_mode))
         return error(1, "%s: mountpoint is not a directory", mp);
-    if (realpath(mp, real) && is_mountpoint(real))
+    if (realpath(mp, real) && mountinfo_lookup(real, NULL, NULL, 0) == 0)
         return error(1, "%s: already mounted", mp);
     return 0;
 }
@@ -639,8 +605,15 @@ static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)
     return rc;
 }
 
+/* Whether the daemon starts its own auto_unmount waiter (autounmount.h): root mounts directly,
+ * which spares the mount command fusermount3's start. */
+static bool own_auto_unmount(const struct config *cfg)
+{
+    return !cfg->noauto_unmount && geteuid() == 0;
+}
+
 /* Forces a read-only mount with kernel permission checks, unmounted by fusermount3 should the
- * daemon die (unless noauto_unmount); fsname shows the archive's absolute path in mount(8)
+ * daemon die (auto_unmount: unless noauto_unmount, or root, who has own_auto_unmount); fsname shows the archive's absolute path in mount(8)
  * and df(1), escaped so that commas in its path are safe. These go before the
  * user's options, so that a fsname= or subtype= of theirs wins (rw is refused earlier). */
 static int add_mount_options(struct fuse_args *args, const char *archive, bool auto_unmount)
@@ -806,17 +779,21 @@ static unsigned default_readahead(struct forest *fo)
  * stop too: libfuse's loops then return the signal's number (errors are negative). Returns the
  * exit status. */
 static int run(struct fuse_session *se, struct fuse_cmdline_opts *opts, struct fs *fs,
-               bool has_logfile)
+               const struct config *cfg, int argc, char **argv)
 {
     int status = 1;
     if (fuse_set_signal_handlers(se) != 0)
         return status;
     if (fuse_session_mount(se, opts->mountpoint) != 0)
         goto out_signals;
-    if (!opts->foreground && !has_logfile)
+    if (!opts->foreground && !cfg->logfile)
         daemon_log_choose();
     if (fuse_daemonize(opts->foreground) != 0)
         goto out_unmount;
+    int rc = own_auto_unmount(cfg) ? autounmount_start(opts->mountpoint, argc, argv) : 0;
+    if (rc < 0)
+        log_error("%s: cannot watch for the daemon's end (%s): a killed daemon would leave a "
+                  "stale mount", opts->mountpoint, strerror(-rc));
     forest_start(fs->gens[0].fo);
     fs_watch_start(fs, se);
     status = serve(se, opts) >= 0 ? 0 : 1;
@@ -907,7 +884,7 @@ int main(int argc, char **argv)
         status = error(1, "logfile=%s: %s", cfg.logfile, strerror(-rc));
         goto out;
     }
-    if (add_mount_options(&args, cfg.archive, !cfg.noauto_unmount) != 0) {
+    if (add_mount_options(&args, cfg.archive, !cfg.noauto_unmount && !own_auto_unmount(&cfg))) {
         status = error(1, "out of memory");
         goto out;
     }
@@ -935,7 +912,7 @@ int main(int argc, char **argv)
     fs.nofollow = cfg.nofollow;
     fs.nopt = nopt;
     fs.archive = archive_abs = absolute_path(cfg.archive);
-    status = archive_abs ? run(se, &opts, &fs, cfg.logfile != NULL) : error(1, "out of memory");
+    status = archive_abs ? run(se, &opts, &fs, &cfg, argc, argv) : error(1, "out of memory");
     fs_close(&fs);
 out_session:
     fuse_session_destroy(se);

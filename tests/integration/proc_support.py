@@ -40,7 +40,8 @@ def pid_alive(pid):
 
 def find_daemons(mountpoint, cwd=None):
     """Live npzmount processes (other than us) with mountpoint among their arguments (not
-    the fusermount3 helper that auto_unmount leaves waiting, which names it too)."""
+    the fusermount3 helper that auto_unmount leaves waiting, which names it too; root's own
+    waiter, npzmount-umount, has its command line rewritten to that name)."""
     target = os.path.realpath(mountpoint)
     found = []
     for d in os.listdir("/proc"):

@@ -66,6 +66,70 @@ def test_killed_daemon_is_unmounted(small_npz, tmp_path):
         S.force_unmount(mp)
 
 
+def _waiters(daemon):
+    """Live children of the daemon named npzmount-umount: root's auto_unmount waiter."""
+    found = []
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if "(npzmount-umount)" in stat and int(fields[1]) == daemon and S.pid_alive(int(d)):
+            found.append(int(d))
+    return found
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root's own waiter; others get fusermount3's")
+def test_waiter_is_no_daemon_and_ends_with_it(small_npz, tmp_path):
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    try:
+        r = S.run_npzmount([small_npz, mp])
+        assert r.returncode == 0, r
+        pid = _daemon(mp)  # exactly one process names the mount point: not the waiter
+        (waiter,) = _waiters(pid)
+        with open(f"/proc/{waiter}/cmdline", "rb") as f:
+            assert f.read().rstrip(b"\0") == b"npzmount-umount"
+        # stdio on /dev/null and its pipe: not /dev/fuse, which would keep the mount alive
+        fds = S.daemon_fds(waiter)
+        assert sorted(fds) == [0, 1, 2, 3], fds
+        assert [fds[i] for i in (0, 1, 2)] == ["/dev/null"] * 3 and fds[3].startswith("pipe:")
+        S.fusermount_unmount(mp)
+        assert S.wait_exit(pid, S.DAEMON_EXIT_TIMEOUT)
+        assert S.wait_exit(waiter, S.DAEMON_EXIT_TIMEOUT)
+    finally:
+        S.force_unmount(mp)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root's own waiter; others get fusermount3's")
+def test_waiter_spares_a_mount_made_since(small_npz, tmp_path):
+    """The daemon ends while its waiter is stopped, and another mount takes the mount point:
+    the waiter, woken, sees another device there and leaves it."""
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    try:
+        r = S.run_npzmount([small_npz, mp])
+        assert r.returncode == 0, r
+        pid = _daemon(mp)
+        (waiter,) = _waiters(pid)
+        os.kill(waiter, signal.SIGSTOP)
+        try:
+            S.fusermount_unmount(mp)
+            assert S.wait_exit(pid, S.DAEMON_EXIT_TIMEOUT)
+            r = S.run_npzmount(["-o", "noauto_unmount", small_npz, mp])
+            assert r.returncode == 0, r
+        finally:
+            os.kill(waiter, signal.SIGCONT)
+        assert S.wait_exit(waiter, S.DAEMON_EXIT_TIMEOUT)
+        assert S.is_mountpoint(mp)
+        with zipfile.ZipFile(small_npz) as z:
+            assert sorted(os.listdir(mp)) == sorted({n.split("/")[0] for n in z.namelist()})
+    finally:
+        S.force_unmount(mp)
+
+
 def test_noauto_unmount_leaves_stale_mount_with_hint(small_npz, tmp_path):
     mp = tmp_path / "mnt"
     mp.mkdir()
