@@ -12,6 +12,7 @@ import faulthandler
 import itertools
 import os
 import shutil
+import signal
 import sys
 import threading
 
@@ -21,6 +22,15 @@ import pytest
 import npz_support as S
 
 TEST_TIMEOUT = float(os.environ.get("NPZMOUNT_TEST_TIMEOUT", "180"))
+
+# A suite started in the background (`make check &` in a script, nohup) has SIGINT or SIGHUP
+# ignored, and so would every daemon it starts, since an ignored signal stays ignored across
+# exec and libfuse leaves it so: the tests that stop a daemon with one would wait in vain.
+# What Python installs when nothing is ignored (a handler here is the default after exec).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 # --------------------------------------------------------------------------------------------
