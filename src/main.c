@@ -763,11 +763,11 @@ static int open_mounted(const struct config *cfg, const struct npz_options *nopt
 }
 
 /* The kernel reads a window of max_readahead around every page fault of a mapping (128 KiB
- * unless told), and asks a sequential reader for twice that at a time. Around a random fault
- * in a stored member the extra pages cost one pread; in a compressed one every byte of the
- * window is decoded. 96 KiB made random reads of SOZip members about 10 % faster with the same
- * sequential speed; 64 KiB 30 % faster, but sequential reads of a fast-decoding member 20 %
- * slower (man page). So: 96 KiB when most member bytes take decoding, else the kernel's own. */
+ * unless told), which is also its request size for a mapping read in order. Around a random
+ * fault in a stored member the extra pages cost one pread; in a compressed one every byte of
+ * the window is decoded. 96 KiB made random reads of SOZip members about 10 % faster with the
+ * same sequential speed; 64 KiB 15 to 30 % faster, but a sum() through a mapping 24 % slower
+ * (man page). So: 96 KiB when most member bytes take decoding, else the kernel's own. */
 static unsigned default_readahead(struct forest *fo)
 {
     struct npz_fsinfo info;

@@ -55,8 +55,11 @@ def _mount_and_kill(archive, mp, *options):
     return pid
 
 
-def test_killed_daemon_is_unmounted(small_npz, tmp_path):
-    mp = tmp_path / "mnt"
+# The second name takes the escapes of /proc/self/mountinfo (space, tab, backslash), which
+# the waiter reads to find the mount.
+@pytest.mark.parametrize("name", ["mnt", "m nt\t\\x"], ids=["plain", "escaped"])
+def test_killed_daemon_is_unmounted(small_npz, tmp_path, name):
+    mp = tmp_path / name
     mp.mkdir()
     try:
         _mount_and_kill(small_npz, mp)
