@@ -3,15 +3,17 @@
  * auto_unmount does. libfuse does it by mounting through fusermount3 and leaving that process
  * waiting; starting it costs about 4.5 ms on every mount here, a third of the mount command.
  * Root may mount and unmount by itself, so for root the mount is made directly by libfuse and
- * this module forks the waiter instead: a child of the daemon, named npzmount-umount in ps,
+ * this module forks the waiter instead: a process named npzmount-umount in ps,
  * that holds the read end of a pipe whose write end only the daemon has. When the daemon is
  * gone, however it went, the pipe reads end-of-file, and the child detaches the mount if the
  * mount point still holds a FUSE mount whose connection is dead (as fusermount3 checks), so
  * that a live mount made there since is left alone.
  *
- * Call autounmount_start once, in the daemon, after it has detached and before it starts
- * threads (the child runs on after fork). Errors are negative errno; the caller decides
- * whether to go on without the waiter.
+ * Call autounmount_start once, right after mounting and before the daemon detaches
+ * (fuse_daemonize) or starts threads: the daemon inherits the write end, and the process that
+ * mounts waits until the child has its new name, so that no one who sees the mount sees two
+ * processes named as its daemon. Errors are negative errno; the caller decides whether to go
+ * on without the waiter.
  */
 #ifndef NPZMOUNT_AUTOUNMOUNT_H
 #define NPZMOUNT_AUTOUNMOUNT_H

@@ -613,9 +613,10 @@ static bool own_auto_unmount(const struct config *cfg)
 }
 
 /* Forces a read-only mount with kernel permission checks, unmounted by fusermount3 should the
- * daemon die (auto_unmount: unless noauto_unmount, or root, who has own_auto_unmount); fsname shows the archive's absolute path in mount(8)
- * and df(1), escaped so that commas in its path are safe. These go before the
- * user's options, so that a fsname= or subtype= of theirs wins (rw is refused earlier). */
+ * daemon die when auto_unmount (not for noauto_unmount, nor for root: own_auto_unmount);
+ * fsname shows the archive's absolute path in mount(8) and df(1), escaped so that commas in
+ * its path are safe. These go before the user's options, so that a fsname= or subtype= of
+ * theirs wins (rw is refused earlier). */
 static int add_mount_options(struct fuse_args *args, const char *archive, bool auto_unmount)
 {
     char *o = NULL;
@@ -786,14 +787,14 @@ static int run(struct fuse_session *se, struct fuse_cmdline_opts *opts, struct f
         return status;
     if (fuse_session_mount(se, opts->mountpoint) != 0)
         goto out_signals;
-    if (!opts->foreground && !cfg->logfile)
-        daemon_log_choose();
-    if (fuse_daemonize(opts->foreground) != 0)
-        goto out_unmount;
     int rc = own_auto_unmount(cfg) ? autounmount_start(opts->mountpoint, argc, argv) : 0;
     if (rc < 0)
         log_error("%s: cannot watch for the daemon's end (%s): a killed daemon would leave a "
                   "stale mount", opts->mountpoint, strerror(-rc));
+    if (!opts->foreground && !cfg->logfile)
+        daemon_log_choose();
+    if (fuse_daemonize(opts->foreground) != 0)
+        goto out_unmount;
     forest_start(fs->gens[0].fo);
     fs_watch_start(fs, se);
     status = serve(se, opts) >= 0 ? 0 : 1;

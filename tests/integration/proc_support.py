@@ -40,8 +40,8 @@ def pid_alive(pid):
 
 def find_daemons(mountpoint, cwd=None):
     """Live npzmount processes (other than us) with mountpoint among their arguments (not
-    the fusermount3 helper that auto_unmount leaves waiting, which names it too; root's own
-    waiter, npzmount-umount, has its command line rewritten to that name)."""
+    the fusermount3 helper that auto_unmount leaves waiting, which names it too, nor root's
+    own waiter, "npzmount-umount MOUNTPOINT")."""
     target = os.path.realpath(mountpoint)
     found = []
     for d in os.listdir("/proc"):
@@ -52,7 +52,7 @@ def find_daemons(mountpoint, cwd=None):
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if os.path.basename(os.fsdecode(argv[0])) == FUSERMOUNT:
+        if os.path.basename(os.fsdecode(argv[0])) in (FUSERMOUNT, "npzmount-umount"):
             continue
         for arg in argv[1:]:
             if not arg:

@@ -69,17 +69,17 @@ def test_killed_daemon_is_unmounted(small_npz, tmp_path, name):
         S.force_unmount(mp)
 
 
-def _waiters(daemon):
-    """Live children of the daemon named npzmount-umount: root's auto_unmount waiter."""
+def _waiters(mp):
+    """Live processes whose command line is "npzmount-umount MP": root's auto_unmount waiter."""
+    want = [b"npzmount-umount", os.fsencode(os.path.realpath(mp))]
     found = []
     for d in filter(str.isdigit, os.listdir("/proc")):
         try:
-            with open(f"/proc/{d}/stat") as f:
-                stat = f.read()
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = f.read().rstrip(b"\0").split(b"\0")  # the rest of the old line is NULs
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if "(npzmount-umount)" in stat and int(fields[1]) == daemon and S.pid_alive(int(d)):
+        if argv == want and S.pid_alive(int(d)):
             found.append(int(d))
     return found
 
@@ -91,10 +91,8 @@ def test_waiter_is_no_daemon_and_ends_with_it(small_npz, tmp_path):
     try:
         r = S.run_npzmount([small_npz, mp])
         assert r.returncode == 0, r
-        pid = _daemon(mp)  # exactly one process names the mount point: not the waiter
-        (waiter,) = _waiters(pid)
-        with open(f"/proc/{waiter}/cmdline", "rb") as f:
-            assert f.read().rstrip(b"\0") == b"npzmount-umount"
+        pid = _daemon(mp)  # exactly one daemon names the mount point, right after the mount
+        (waiter,) = _waiters(mp)
         # stdio on /dev/null and its pipe: not /dev/fuse, which would keep the mount alive
         fds = S.daemon_fds(waiter)
         assert sorted(fds) == [0, 1, 2, 3], fds
@@ -116,7 +114,7 @@ def test_waiter_spares_a_mount_made_since(small_npz, tmp_path):
         r = S.run_npzmount([small_npz, mp])
         assert r.returncode == 0, r
         pid = _daemon(mp)
-        (waiter,) = _waiters(pid)
+        (waiter,) = _waiters(mp)
         os.kill(waiter, signal.SIGSTOP)
         try:
             S.fusermount_unmount(mp)
