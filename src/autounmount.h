@@ -3,24 +3,36 @@
  * auto_unmount does. libfuse does it by mounting through fusermount3 and leaving that process
  * waiting; starting it costs about 4.5 ms on every mount here, a third of the mount command.
  * Root may mount and unmount by itself, so for root the mount is made directly by libfuse and
- * this module forks the waiter instead: a process named npzmount-umount in ps,
- * that holds the read end of a pipe whose write end only the daemon has. When the daemon is
- * gone, however it went, the pipe reads end-of-file, and the child detaches the mount if the
- * mount point still holds a FUSE mount whose connection is dead (as fusermount3 checks), so
- * that a live mount made there since is left alone.
+ * this module forks the waiter instead, shown as "npzmount-umount MOUNTPOINT" in ps.
  *
- * Call autounmount_start once, right after mounting and before the daemon detaches
- * (fuse_daemonize) or starts threads: the daemon inherits the write end, and the process that
- * mounts waits until the child has its new name, so that no one who sees the mount sees two
- * processes named as its daemon. Errors are negative errno; the caller decides whether to go
- * on without the waiter.
+ * The waiter is forked early, before the archive is opened or a password read, so that it
+ * holds none of the daemon's memory: it keeps nothing open but the read end of a pipe whose
+ * write end only the mounting process and then the daemon have, in "/", deaf to the signals
+ * a terminal sends. Once told that the mount exists (autounmount_mounted), it waits for the
+ * pipe's end of file, which comes however the daemon goes; then, if the mount point holds a
+ * FUSE mount whose connection is dead (as fusermount3 checks: a live mount made there since
+ * answers), it detaches that very mount, found through a descriptor rather than the path
+ * again. A process that never mounted just lets the waiter go.
+ *
+ * Call autounmount_start before starting threads; errors are negative errno, and the caller
+ * decides whether to go on without the waiter.
  */
 #ifndef NPZMOUNT_AUTOUNMOUNT_H
 #define NPZMOUNT_AUTOUNMOUNT_H
 
-/* Starts the waiter for the FUSE mount at mountpoint (an absolute path). argv is main's, so
- * that the child's command line can be rewritten to its name. Returns 0, -ENOENT when no FUSE
- * mount is at mountpoint, or another negative errno. */
-int autounmount_start(const char *mountpoint, int argc, char **argv);
+/* The waiter as its starter holds it. */
+struct autounmount {
+    int fd;    /* the pipe's write end (close-on-exec), kept for as long as the daemon lives */
+    int ready; /* end of file once the waiter has its name and nothing of ours; -1: seen */
+};
+
+/* Starts the waiter for a mount about to be made at mountpoint (absolute). argv is main's,
+ * whose strings become the waiter's command line. Returns 0 or a negative errno. The waiter
+ * gets ready while the caller goes on. */
+int autounmount_start(const char *mountpoint, int argc, char **argv, struct autounmount *w);
+
+/* Tells the waiter that the mount now exists, once it is ready (waits for that): from then
+ * on no process but the daemon shows as one. */
+void autounmount_mounted(struct autounmount *w);
 
 #endif

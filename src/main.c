@@ -780,17 +780,15 @@ static unsigned default_readahead(struct forest *fo)
  * stop too: libfuse's loops then return the signal's number (errors are negative). Returns the
  * exit status. */
 static int run(struct fuse_session *se, struct fuse_cmdline_opts *opts, struct fs *fs,
-               const struct config *cfg, int argc, char **argv)
+               const struct config *cfg, struct autounmount *waiter)
 {
     int status = 1;
     if (fuse_set_signal_handlers(se) != 0)
         return status;
     if (fuse_session_mount(se, opts->mountpoint) != 0)
         goto out_signals;
-    int rc = own_auto_unmount(cfg) ? autounmount_start(opts->mountpoint, argc, argv) : 0;
-    if (rc < 0)
-        log_error("%s: cannot watch for the daemon's end (%s): a killed daemon would leave a "
-                  "stale mount", opts->mountpoint, strerror(-rc));
+    if (waiter)
+        autounmount_mounted(waiter);
     if (!opts->foreground && !cfg->logfile)
         daemon_log_choose();
     if (fuse_daemonize(opts->foreground) != 0)
@@ -900,6 +898,14 @@ int main(int argc, char **argv)
     if ((status = check_mountpoint(opts.mountpoint)) != 0 ||
         (status = check_sources(&cfg, opts.mountpoint)) != 0)
         goto out_session;
+    /* before the archive and the password are in memory, which the waiter would keep a copy
+     * of; it stays open, unused, for as long as this process or the daemon lives */
+    struct autounmount waiter;
+    rc = own_auto_unmount(&cfg) ? autounmount_start(opts.mountpoint, argc, argv, &waiter) : 1;
+    if (rc < 0)
+        log_error("%s: cannot watch for the daemon's end (%s): a killed daemon would leave a "
+                  "stale mount", opts.mountpoint, strerror(-rc));
+    bool watched = rc == 0;
     if ((status = get_password(&cfg, &password)) != 0)
         goto out_session;
     nopt.password = password ? secret_str(password) : NULL;
@@ -913,7 +919,8 @@ int main(int argc, char **argv)
     fs.nofollow = cfg.nofollow;
     fs.nopt = nopt;
     fs.archive = archive_abs = absolute_path(cfg.archive);
-    status = archive_abs ? run(se, &opts, &fs, &cfg, argc, argv) : error(1, "out of memory");
+    status = archive_abs ? run(se, &opts, &fs, &cfg, watched ? &waiter : NULL)
+                         : error(1, "out of memory");
     fs_close(&fs);
 out_session:
     fuse_session_destroy(se);

@@ -131,6 +131,19 @@ def test_waiter_spares_a_mount_made_since(small_npz, tmp_path):
         S.force_unmount(mp)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="root's own waiter; others get fusermount3's")
+def test_waiter_of_a_failed_mount_goes(tmp_path):
+    """The waiter starts before the archive is read; a mount that fails lets it go."""
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip archive" * 10)
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    r = S.run_npzmount([bad, mp])
+    assert r.returncode == 1, r
+    assert _wait(lambda: not _waiters(mp)), "the waiter outlived a failed mount"
+    assert not S.is_mountpoint(mp)
+
+
 def test_noauto_unmount_leaves_stale_mount_with_hint(small_npz, tmp_path):
     mp = tmp_path / "mnt"
     mp.mkdir()
