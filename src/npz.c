@@ -167,8 +167,10 @@ static int ahead(void *ctx, uint64_t idx, uint64_t off, size_t len, unsigned wid
 
 /* A wrong password fails the mount rather than every read: the smallest encrypted member's
  * first piece is decoded now, which checks the password (and, when the piece is the whole
- * member, its CRC or MAC too). Damaged data is left to fail its reads as usual. Returns 0, or
- * -EACCES with a reason in msg. */
+ * member, its CRC or MAC too: a wrong ZipCrypto password passes the one-byte check 1 time in
+ * 256, and then only the CRC tells, as "wrong password or damaged data"). Damaged data in a
+ * larger member is left to fail its reads as usual. Returns 0, or -EACCES with a reason in
+ * msg. */
 static int check_password(struct npz *npz, char *msg, size_t msg_len)
 {
     uint64_t pick = npz->zip.count;
@@ -186,9 +188,13 @@ static int check_password(struct npz *npz, char *msg, size_t msg_len)
     ssize_t n = reader_attach(&reader_archive, &npz->env, &npz->state[pick], &m);
     if (n == 0)
         n = reader_archive.read(&npz->env, &m, &byte, 1, 0, &ctl);
-    if (n != -EACCES)
+    if (n != -EACCES && !(n == -EIO && m.zm->usize <= cache_piece(npz->env.cache)))
         return 0;
-    snprintf(msg, msg_len, "%s (checked against %s)", reader_archive.why(&m), m.zm->name);
+    if (n == -EACCES)
+        snprintf(msg, msg_len, "%s (checked against %s)", reader_archive.why(&m), m.zm->name);
+    else
+        snprintf(msg, msg_len, "wrong password or damaged data (%s; checked against %s)",
+                 reader_archive.why(&m), m.zm->name);
     return -EACCES;
 }
 

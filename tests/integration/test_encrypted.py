@@ -95,6 +95,39 @@ def test_wrong_password_fails_the_mount(kind, archives, tmp_path):
     assert E.PASSWORD not in res.stderr + (log.read_text() if log.exists() else "")
 
 
+def _passes_zipcrypto_check(arc, name, pw):
+    """Whether pw gets past the one check byte of a ZipCrypto member (zipfile tells)."""
+    with zipfile.ZipFile(arc) as z:
+        try:
+            z.open(name, pwd=pw.encode()).close()
+        except RuntimeError:  # "Bad password"
+            return False
+    return True
+
+
+def test_wrong_zipcrypto_password_past_the_check_byte_fails_the_mount(archives, tmp_path):
+    """1 wrong password in 256 passes ZipCrypto's check byte: then the CRC of the checked
+    member (the smallest encrypted one, within one piece) fails the mount."""
+    arc = archive_of(archives, "7z-zipcrypto")
+    with zipfile.ZipFile(arc) as z:
+        secret = [i for i in z.infolist() if i.flag_bits & 1]
+    small = min(secret, key=lambda i: i.file_size)
+    assert small.file_size <= 64 * 1024, "the checked member must fit one piece"
+    pw = next(p for p in (f"wrong-{i}" for i in range(20000))
+              if _passes_zipcrypto_check(arc, small.filename, p))
+    pwf = tmp_path / "bad"
+    pwf.write_text(pw + "\n")
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    res = S.run_npzmount(["-o", f"password_file={pwf}", arc, mp])
+    try:
+        line = one_line(res)
+        assert "wrong password" in line, line
+        assert not S.is_mountpoint(mp)
+    finally:
+        S.force_unmount(mp)
+
+
 @pytest.mark.parametrize("kind", E.KINDS)
 def test_no_password_reads_eacces(kind, archives, sources, tmp_path, mount):
     arc = archive_of(archives, kind)
