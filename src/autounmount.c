@@ -37,9 +37,11 @@ static void close_from(int from)
         return;
     DIR *d = opendir("/proc/self/fd");
     struct dirent *e;
-    while (d && (e = readdir(d)))
-        if (atoi(e->d_name) >= from && atoi(e->d_name) != dirfd(d))
-            close(atoi(e->d_name));
+    while (d && (e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        if (fd >= from && fd != dirfd(d))
+            close(fd);
+    }
     if (d)
         closedir(d);
 }
@@ -145,13 +147,11 @@ int autounmount_start(const char *mountpoint, int argc, char **argv, struct auto
 
 void autounmount_mounted(struct autounmount *w)
 {
-    char b = MOUNTED;
-    while (w->ready >= 0 && read(w->ready, &b, 1) < 0 && errno == EINTR)
+    char b;
+    while (read(w->ready, &b, 1) < 0 && errno == EINTR)
         ;
-    if (w->ready >= 0)
-        close(w->ready);
-    w->ready = -1;
-    b = MOUNTED;
-    while (write(w->fd, &b, 1) < 0 && errno == EINTR)
+    close(w->ready);
+    const char m = MOUNTED;
+    while (write(w->fd, &m, 1) < 0 && errno == EINTR)
         ;
 }

@@ -23,7 +23,7 @@
 /* The waiter as its starter holds it. */
 struct autounmount {
     int fd;    /* the pipe's write end (close-on-exec), kept for as long as the daemon lives */
-    int ready; /* end of file once the waiter has its name and nothing of ours; -1: seen */
+    int ready; /* end of file once the waiter has its name and nothing of ours */
 };
 
 /* Starts the waiter for a mount about to be made at mountpoint (absolute). argv is main's,
@@ -32,7 +32,7 @@ struct autounmount {
 int autounmount_start(const char *mountpoint, int argc, char **argv, struct autounmount *w);
 
 /* Tells the waiter that the mount now exists, once it is ready (waits for that): from then
- * on no process but the daemon shows as one. */
+ * on no process but the daemon shows as one. Call it once. */
 void autounmount_mounted(struct autounmount *w);
 
 #endif

@@ -23,7 +23,6 @@
 #include "io.h"
 #include "listing.h"
 #include "log.h"
-#include "mountinfo.h"
 #include "secret.h"
 #include "optimize.h"
 
@@ -272,6 +271,42 @@ static int parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
+/* Decodes the octal escapes of a /proc/self/mountinfo field in place. */
+static void unescape(char *s)
+{
+    char *o = s;
+    for (; *s; s++) {
+        if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+            s[3] >= '0' && s[3] <= '7') {
+            *o++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+            s += 3;
+        } else {
+            *o++ = *s;
+        }
+    }
+    *o = '\0';
+}
+
+static int is_mountpoint(const char *path)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return 0;
+    char *line = NULL;
+    size_t cap = 0;
+    int found = 0;
+    while (!found && getline(&line, &cap, f) > 0) {
+        char mnt[PATH_MAX + 1];
+        if (sscanf(line, "%*s %*s %*s %*s %" "4096" "s", mnt) == 1) {
+            unescape(mnt);
+            found = strcmp(mnt, path) == 0;
+        }
+    }
+    free(line);
+    fclose(f);
+    return found;
+}
+
 static int check_mountpoint(const char *mp)
 {
     struct stat st;
@@ -285,7 +320,7 @@ static int check_mountpoint(const char *mp)
         return error(1, "%s: %s", mp, strerror(errno));
     if (!S_ISDIR(st.st_mode))
         return error(1, "%s: mountpoint is not a directory", mp);
-    if (realpath(mp, real) && mountinfo_lookup(real, NULL, NULL, 0) == 0)
+    if (realpath(mp, real) && is_mountpoint(real))
         return error(1, "%s: already mounted", mp);
     return 0;
 }

@@ -23,19 +23,24 @@ def _wait(cond, timeout=S.UNMOUNT_TIMEOUT):
     return cond()
 
 
-def _daemons_by_argv(args):
-    """Live npzmount processes started as `npzmount *args` (their mount point is not in it)."""
-    want = [os.fsencode(S.BIN), *[os.fsencode(str(a)) for a in args]]
+def _processes_by_argv(want):
+    """Live processes whose command line is exactly want (a list of bytes); a command line
+    rewritten in place ends in NULs, which are not arguments."""
     found = []
     for d in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{d}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")[:-1]
+                argv = f.read().rstrip(b"\0").split(b"\0")
         except OSError:
             continue
         if argv == want and S.pid_alive(int(d)):
             found.append(int(d))
     return found
+
+
+def _daemons_by_argv(args):
+    """Live npzmount processes started as `npzmount *args` (their mount point is not in it)."""
+    return _processes_by_argv([os.fsencode(S.BIN), *[os.fsencode(str(a)) for a in args]])
 
 
 def _daemon(mp, args=None):
@@ -56,7 +61,7 @@ def _mount_and_kill(archive, mp, *options):
 
 
 # The second name takes the escapes of /proc/self/mountinfo (space, tab, backslash), which
-# the waiter reads to find the mount.
+# the mount and the waiter's unmount must pass through unharmed.
 @pytest.mark.parametrize("name", ["mnt", "m nt\t\\x"], ids=["plain", "escaped"])
 def test_killed_daemon_is_unmounted(small_npz, tmp_path, name):
     mp = tmp_path / name
@@ -71,17 +76,7 @@ def test_killed_daemon_is_unmounted(small_npz, tmp_path, name):
 
 def _waiters(mp):
     """Live processes whose command line is "npzmount-umount MP": root's auto_unmount waiter."""
-    want = [b"npzmount-umount", os.fsencode(os.path.realpath(mp))]
-    found = []
-    for d in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                argv = f.read().rstrip(b"\0").split(b"\0")  # the rest of the old line is NULs
-        except OSError:
-            continue
-        if argv == want and S.pid_alive(int(d)):
-            found.append(int(d))
-    return found
+    return _processes_by_argv([b"npzmount-umount", os.fsencode(os.path.realpath(mp))])
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="root's own waiter; others get fusermount3's")
@@ -107,7 +102,8 @@ def test_waiter_is_no_daemon_and_ends_with_it(small_npz, tmp_path):
 @pytest.mark.skipif(os.geteuid() != 0, reason="root's own waiter; others get fusermount3's")
 def test_waiter_spares_a_mount_made_since(small_npz, tmp_path):
     """The daemon ends while its waiter is stopped, and another mount takes the mount point:
-    the waiter, woken, sees another device there and leaves it."""
+    the waiter, woken, finds a live connection there (the device number may well be the same)
+    and leaves it."""
     mp = tmp_path / "mnt"
     mp.mkdir()
     try:
