@@ -441,9 +441,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
         conn->want |= FUSE_CAP_READDIRPLUS;
     conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
     conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
-    /* Synchronous reads: the kernel sends no INTERRUPT for the background requests of async
-     * readahead, so a reader waiting on one could not be stopped with Ctrl-C. */
-    conn->want &= ~(unsigned)FUSE_CAP_ASYNC_READ;
+    /* Synchronous reads unless main chose otherwise (struct fs): the kernel sends no INTERRUPT for the background
+     * requests of async readahead, so a reader waiting on one could not be stopped with Ctrl-C. */
+    if (fs->async_read && (conn->capable & FUSE_CAP_ASYNC_READ))
+        conn->want |= FUSE_CAP_ASYNC_READ;
+    else
+        conn->want &= ~(unsigned)FUSE_CAP_ASYNC_READ;
     if (conn->capable & FUSE_CAP_SPLICE_WRITE)
         conn->want |= FUSE_CAP_SPLICE_WRITE;
 }

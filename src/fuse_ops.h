@@ -47,6 +47,8 @@ struct fs {
     mode_t fmask, dmask;  /* permission bits removed from files and from directories */
     unsigned max_read;    /* the max_read mount option (0: none), which INIT must repeat */
     unsigned max_readahead; /* the kernel's readahead and mmap fault window (0: its default) */
+    bool async_read;      /* FUSE_CAP_ASYNC_READ: several readahead requests in flight, but
+                           * a reader waiting on one cannot be interrupted, only killed */
     bool nofollow;        /* stay on generation 0 once the archive changed (all EIO) */
     const char *archive;  /* the path to open again, as given (the daemon chdirs: absolute) */
     struct npz_options nopt;

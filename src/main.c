@@ -45,6 +45,7 @@ struct config {
     int narchives;
     unsigned max_read;
     char *max_readahead;    /* unset: by the archive (default_readahead) */
+    int read_mode;          /* READ_BY_ARCHIVE, or -o sync_read / async_read (the last wins) */
     char *decoder_mem;
     int help;
     int version;
@@ -62,6 +63,8 @@ struct config {
     int compress;
     char *chunk_size;
 };
+
+enum { READ_BY_ARCHIVE, READ_SYNC, READ_ASYNC };
 
 #define OPT(t, p) {t, offsetof(struct config, p), 1}
 static const struct fuse_opt opt_spec[] = {
@@ -91,6 +94,8 @@ static const struct fuse_opt opt_spec[] = {
     FUSE_OPT_KEY("max_read=", FUSE_OPT_KEY_KEEP),
     /* a connection setting, given to the kernel at INIT: not a mount option */
     {"max_readahead=%s", offsetof(struct config, max_readahead), 0},
+    {"sync_read", offsetof(struct config, read_mode), READ_SYNC},
+    {"async_read", offsetof(struct config, read_mode), READ_ASYNC},
     OPT("rw", rw),
     /* block-device options, which fusermount3 (auto_unmount) would refuse in its own words */
     OPT("blkdev", blkdev), OPT("blksize=", blkdev),
@@ -140,6 +145,9 @@ static void usage(FILE *f)
             "    -o max_idle_threads=N  idle FUSE threads kept (default unbounded)\n"
             "    -o max_readahead=N     the kernel's window around a page fault (default 96K\n"
             "                           for compressed archives, else the kernel's 128K)\n"
+            "    -o sync_read           reads one at a time, which Ctrl-C can stop (default)\n"
+            "    -o async_read          several reads in flight (default for one local\n"
+            "                           archive whose members are all stored)\n"
             "    -o span=SIZE           output bytes between deflate checkpoints (default 1M)\n"
             "    -o disk_span=SIZE      spacing of the extra checkpoints kept on disk, in the\n"
             "                           index dir (default 128K; 0: none)\n"
@@ -811,6 +819,20 @@ static unsigned default_readahead(struct forest *fo)
     return info.decoded_bytes > info.stored_bytes ? 96u << 10 : 0;
 }
 
+/* Asynchronous reads let the kernel keep several readahead requests in flight, so that the
+ * daemon reads ahead while the reader copies: a cold cat of a stored 256 MiB member took
+ * 0.10-0.12 s against 0.18-0.63 s with synchronous reads (minipread: 0.13-0.24 s). But the
+ * kernel waits for them with only fatal signals let through and sends no INTERRUPT, so a
+ * reader waiting on a long decode or a stalled server could not be stopped with Ctrl-C.
+ * Hence asynchronous only where no read waits for more than the local disk: one local
+ * archive whose members all lie stored. */
+static bool default_async_read(const struct config *cfg, struct forest *fo)
+{
+    struct npz_fsinfo info;
+    forest_statfs(fo, &info);
+    return !is_tree(cfg) && !source_is_remote(cfg->archive) && info.decoded_bytes == 0;
+}
+
 /* Mounts and serves until unmounted or stopped by SIGHUP, SIGINT or SIGTERM, which is a clean
  * stop too: libfuse's loops then return the signal's number (errors are negative). Returns the
  * exit status. */
@@ -951,6 +973,8 @@ int main(int argc, char **argv)
     }
     fs.max_read = cfg.max_read;
     fs.max_readahead = readahead ? readahead : default_readahead(fs.gens[0].fo);
+    fs.async_read = cfg.read_mode == READ_BY_ARCHIVE ? default_async_read(&cfg, fs.gens[0].fo)
+                                                     : cfg.read_mode == READ_ASYNC;
     fs.nofollow = cfg.nofollow;
     fs.nopt = nopt;
     fs.archive = archive_abs = absolute_path(cfg.archive);

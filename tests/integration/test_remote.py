@@ -16,6 +16,7 @@ import pytest
 
 import npz_support as S
 import remote_support as R
+from test_lifecycle import async_read_granted
 
 BLOCK = 64 << 10
 SPAN = 256 << 10
@@ -56,6 +57,14 @@ def test_http_mount_equals_zipfile(served, mount, tmp_path):
     nginx, path = served
     with mount(nginx.url("x.npz"), *remote_opts(tmp_path)) as mnt:
         S.check_mount(mnt, S.Reference(path), mtimes=False)  # an object has no mtime
+
+
+def test_stored_remote_archive_reads_synchronously(served, tmp_path, arrays):
+    """A read may wait for the server: it must stay interruptible (test_lifecycle)."""
+    nginx, path = served
+    np.savez(path.parent / "stored.npz", s=arrays["s"])
+    assert not async_read_granted(nginx.url("stored.npz"), tmp_path / "mnt",
+                                  remote_opts(tmp_path))
 
 
 def test_https_with_a_trusted_certificate(served, mount, tmp_path):
