@@ -23,6 +23,7 @@
 
 #include "log.h"
 #include "npz_shared.h"
+#include "pins.h"
 
 #define LOW_MASK ((UINT64_C(1) << FOREST_ARCH_SHIFT) - 1)
 #define NO_SLOT UINT32_MAX
@@ -805,18 +806,20 @@ static ssize_t read_plain(int fd, const struct node *n, void *buf, size_t len, u
 }
 
 ssize_t forest_read(struct forest *f, uint64_t ino, void *buf, size_t len, uint64_t off,
-                    enum read_mode mode, const atomic_bool *cancel)
+                    enum read_mode mode, const atomic_bool *cancel, struct read_pins *pins)
 {
     if (f->single)
-        return npz_read(f->single, ino, buf, len, off, mode, cancel);
+        return npz_read(f->single, ino, buf, len, off, mode, cancel, pins);
     struct where w;
     int rc = file_of(f, ino, &w);
     if (rc < 0)
         return rc;
     const struct slot *s = &f->slots[w.slot];
-    ssize_t n = w.low ? npz_read(s->npz, w.low, buf, len, off, mode, cancel)
+    ssize_t n = w.low ? npz_read(s->npz, w.low, buf, len, off, mode, cancel, NULL)
                       : read_plain(s->fd, w.node, buf, len, off);
     unpin(f, w.slot);
+    if (n > 0 && pins && read_pins_add(pins, NULL, NULL, buf, (size_t)n) < 0)
+        return -ENOMEM;
     return n;
 }
 

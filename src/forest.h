@@ -77,8 +77,10 @@ ssize_t forest_listxattr(struct forest *f, uint64_t ino, char *buf, size_t size)
 ssize_t forest_getxattr(struct forest *f, uint64_t ino, const char *name, char *buf,
                         size_t size);
 
+/* As npz_read; a tree's archive may be closed once the read returns, so there every byte is
+ * copied into buf, and pins (when not NULL) gets buf as its one slice. */
 ssize_t forest_read(struct forest *f, uint64_t ino, void *buf, size_t len, uint64_t off,
-                    enum read_mode mode, const atomic_bool *cancel);
+                    enum read_mode mode, const atomic_bool *cancel, struct read_pins *pins);
 
 /* npz_locate, also for plain files. When it returns more than 0, *hold keeps *fd open until
  * the caller, done reading it, passes *hold to forest_release. */

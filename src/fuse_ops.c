@@ -164,35 +164,54 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
 }
 
-/* A per-thread buffer for read replies, grown to the largest request and kept. */
+/* Per-thread room for replies, grown to the largest request and kept: a buffer, and the
+ * slices of a read answered straight from the cache (read_pins, always released before the
+ * thread's next read). */
 static pthread_key_t buf_key;
 static pthread_once_t buf_once = PTHREAD_ONCE_INIT;
 
 struct tbuf {
+    struct read_pins pins;
     size_t cap;
     unsigned char data[];
 };
 
-static void make_key(void)
+static void free_tbuf(void *p)
 {
-    pthread_key_create(&buf_key, free);
+    struct tbuf *b = p;
+    read_pins_free(&b->pins);
+    free(b);
 }
 
-static unsigned char *thread_buffer(size_t len)
+static void make_key(void)
+{
+    pthread_key_create(&buf_key, free_tbuf);
+}
+
+static struct tbuf *thread_room(size_t len)
 {
     pthread_once(&buf_once, make_key);
     struct tbuf *b = pthread_getspecific(buf_key);
     if (!b || b->cap < len) {
+        struct read_pins pins = b ? b->pins : (struct read_pins){0};
         free(b);
         b = malloc(sizeof *b + len);
         if (!b) {
+            read_pins_free(&pins);
             pthread_setspecific(buf_key, NULL);
             return NULL;
         }
+        b->pins = pins;
         b->cap = len;
         pthread_setspecific(buf_key, b);
     }
-    return b->data;
+    return b;
+}
+
+static unsigned char *thread_buffer(size_t len)
+{
+    struct tbuf *b = thread_room(len);
+    return b ? b->data : NULL;
 }
 
 /* A read that needs decoding, run by the core's workers (sched.h) so that no FUSE thread
@@ -207,12 +226,15 @@ struct read_job {
     atomic_bool interrupted;
 };
 
-static void reply_read(fuse_req_t req, ssize_t got, const unsigned char *buf)
+/* Answers a read from its slices (the kernel copies them from the cache's pieces: no copy of
+ * ours), then lets the pieces go. */
+static void reply_read(fuse_req_t req, ssize_t got, struct read_pins *pins)
 {
     if (got < 0)
         fuse_reply_err(req, (int)-got);
     else
-        fuse_reply_buf(req, (const char *)buf, (size_t)got);
+        fuse_reply_iov(req, pins->iov, (int)pins->n);
+    read_pins_release(pins);
 }
 
 /* Called by libfuse, with the request's lock held, when the kernel interrupts the request
@@ -228,15 +250,22 @@ static void on_interrupt(fuse_req_t req, void *data)
 static int run_read_job(struct sched_job *sj)
 {
     struct read_job *j = (struct read_job *)sj;
-    unsigned char *buf = thread_buffer(j->size);
-    ssize_t got = buf ? forest_read(j->fo, j->ino, buf, j->size, j->off, READ_NOWAIT,
-                                 &j->interrupted)
-                      : -ENOMEM;
-    if (got == -EAGAIN)
+    struct tbuf *b = thread_room(j->size);
+    if (!b) {
+        fuse_req_interrupt_func(j->req, NULL, NULL);
+        fuse_reply_err(j->req, ENOMEM);
+        free(j);
+        return 0;
+    }
+    ssize_t got = forest_read(j->fo, j->ino, b->data, j->size, j->off, READ_NOWAIT,
+                              &j->interrupted, &b->pins);
+    if (got == -EAGAIN) {
+        read_pins_release(&b->pins);
         return -EAGAIN;
+    }
     /* Unregistering waits for an on_interrupt in progress, so j outlives it. */
     fuse_req_interrupt_func(j->req, NULL, NULL);
-    reply_read(j->req, got, buf);
+    reply_read(j->req, got, &b->pins);
     free(j);
     return 0;
 }
@@ -283,18 +312,20 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             return;
         }
     }
-    unsigned char *buf = thread_buffer(size);
-    if (!buf) {
+    struct tbuf *b = thread_room(size);
+    if (!b) {
         fuse_reply_err(req, ENOMEM);
         return;
     }
     /* Pieces already decoded are served right here. */
-    ssize_t got = forest_read(fo, f.ino, buf, size, (uint64_t)off, READ_CACHED, NULL);
+    ssize_t got = forest_read(fo, f.ino, b->data, size, (uint64_t)off, READ_CACHED, NULL,
+                              &b->pins);
     struct read_job *j = got == -EAGAIN ? calloc(1, sizeof *j) : NULL;
     if (got != -EAGAIN || !j) {
-        reply_read(req, j || got != -EAGAIN ? got : -ENOMEM, buf);
+        reply_read(req, j || got != -EAGAIN ? got : -ENOMEM, &b->pins);
         return;
     }
+    read_pins_release(&b->pins);
     *j = (struct read_job){.sj.run = run_read_job, .req = req, .fo = fo,
                            .ino = f.ino, .size = size, .off = (uint64_t)off};
     atomic_init(&j->interrupted, false);

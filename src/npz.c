@@ -183,7 +183,7 @@ static int check_password(struct npz *npz, char *msg, size_t msg_len)
     if (pick == npz->zip.count)
         return 0;
     struct reader_member m = {.idx = pick, .zm = &npz->zip.members[pick]};
-    struct read_ctl ctl = {READ_BLOCK, NULL, false};
+    struct read_ctl ctl = {READ_BLOCK, NULL, false, NULL};
     unsigned char byte;
     ssize_t n = reader_attach(&reader_archive, &npz->env, &npz->state[pick], &m);
     if (n == 0)
@@ -392,7 +392,7 @@ static int run_ahead(struct sched_job *sj)
     const struct zip_member *zm = &npz->zip.members[j->idx];
     struct reader_member m = member(npz, j->idx);
     struct stop stop = {NULL, &npz->shutdown, NULL};
-    struct read_ctl ctl = {READ_NOWAIT, &stop, true};
+    struct read_ctl ctl = {READ_NOWAIT, &stop, true, NULL};
     size_t piece = cache_piece(npz->env.cache);
     atomic_fetch_add(&npz->decoding, 1);
     /* one byte per piece is enough to make the piece ready */
@@ -608,10 +608,11 @@ static int64_t file_member(const struct npz *npz, uint64_t ino)
 }
 
 ssize_t npz_read(struct npz *npz, uint64_t ino, void *buf, size_t len, uint64_t off,
-                 enum read_mode mode, const atomic_bool *cancel)
+                 enum read_mode mode, const atomic_bool *cancel, struct read_pins *pins)
 {
     int64_t idx = file_member(npz, ino);
-    return idx < 0 ? idx : npz_read_member(npz, (uint64_t)idx, buf, len, off, mode, cancel);
+    return idx < 0 ? idx
+                   : npz_read_member(npz, (uint64_t)idx, buf, len, off, mode, cancel, pins);
 }
 
 ssize_t npz_locate(struct npz *npz, uint64_t ino, size_t len, uint64_t off, int *fd,
@@ -630,8 +631,23 @@ ssize_t npz_locate(struct npz *npz, uint64_t ino, size_t len, uint64_t off, int 
     return n;
 }
 
+/* Whether the slices of a read add up to its n bytes; a reader that listed none wrote them
+ * into buf (stored members, plain copies), which becomes the one slice. */
+static ssize_t check_slices(struct read_pins *pins, void *buf, ssize_t n)
+{
+    if (!pins || n <= 0)
+        return n;
+    if (pins->n == 0)
+        return read_pins_add(pins, NULL, NULL, buf, (size_t)n) < 0 ? -ENOMEM : n;
+    size_t sum = 0;
+    for (size_t i = 0; i < pins->n; i++)
+        sum += pins->iov[i].iov_len;
+    return sum == (size_t)n ? n : -EIO;
+}
+
 ssize_t npz_read_member(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t off,
-                        enum read_mode mode, const atomic_bool *cancel)
+                        enum read_mode mode, const atomic_bool *cancel,
+                        struct read_pins *pins)
 {
     ssize_t clipped = clip(npz, idx, len, off);
     if (clipped <= 0)
@@ -641,14 +657,14 @@ ssize_t npz_read_member(struct npz *npz, uint64_t idx, void *buf, size_t len, ui
     struct stop stop = {cancel, &npz->shutdown, NULL};
     if (stop_now(&stop))
         return -EINTR;
-    struct read_ctl ctl = {mode, &stop, false};
+    struct read_ctl ctl = {mode, &stop, false, pins};
     struct reader_member m = {.idx = idx, .zm = zm};
     ssize_t n = reader_attach(npz->ops[idx], &npz->env, &npz->state[idx], &m);
     bool decodes = mode != READ_CACHED && npz->ops[idx] != &reader_stored;
     if (decodes)
         atomic_fetch_add(&npz->decoding, 1);
     if (n == 0)
-        n = npz->ops[idx]->read(&npz->env, &m, buf, len, off, &ctl);
+        n = check_slices(pins, buf, npz->ops[idx]->read(&npz->env, &m, buf, len, off, &ctl));
     if (decodes)
         atomic_fetch_sub(&npz->decoding, 1);
     if (n == -ESTALE && !atomic_exchange(&npz->stale, true))
@@ -692,10 +708,10 @@ static struct npy_slot *read_npy(struct npz *npz, uint64_t idx)
     unsigned char pre[NPY_PREAMBLE], *buf = NULL;
     if (!slot)
         return NULL;
-    ssize_t n = npz_read_member(npz, idx, pre, sizeof pre, 0, READ_BLOCK, NULL);
+    ssize_t n = npz_read_member(npz, idx, pre, sizeof pre, 0, READ_BLOCK, NULL, NULL);
     int64_t size = n >= 0 ? npy_header_size(pre, (size_t)n) : n;
     if (size > 0 && (buf = malloc((size_t)size)) != NULL)
-        n = npz_read_member(npz, idx, buf, (size_t)size, 0, READ_BLOCK, NULL);
+        n = npz_read_member(npz, idx, buf, (size_t)size, 0, READ_BLOCK, NULL, NULL);
     else if (size > 0)
         n = -ENOMEM;
     if (n == -ENOMEM || n == -EINTR) {

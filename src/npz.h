@@ -27,6 +27,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "pins.h"
 #include "sched.h"
 #include "source.h"
 #include "stop.h"
@@ -167,9 +168,12 @@ struct archive_watch *npz_watch(struct npz *npz);
  * that cannot be served, -EISDIR, -ENOENT). mode is as in reader.h: READ_CACHED never decodes,
  * READ_NOWAIT never waits for another thread (-EAGAIN: run it as a job, see npz_submit).
  * cancel, when not NULL, is a flag that makes a long decode give up with -EINTR; so does
- * npz_shutdown. Never allocates for stored members of a local archive. */
+ * npz_shutdown. Never allocates for stored members of a local archive.
+ * pins, when not NULL, takes the bytes instead, as slices (pins.h): those
+ * of cache pieces stay there, the others are copied into buf and listed as one slice of it.
+ * Release them after a success and after an error alike. */
 ssize_t npz_read(struct npz *npz, uint64_t ino, void *buf, size_t len, uint64_t off,
-                 enum read_mode mode, const atomic_bool *cancel);
+                 enum read_mode mode, const atomic_bool *cancel, struct read_pins *pins);
 
 /* For a stored member, where [off, off + len) of file ino lies in the archive, so that an
  * adapter can have the kernel copy it (splice) instead of reading it through a buffer: sets

@@ -16,7 +16,8 @@ const struct ns *npz_ns(const struct npz *npz);
 
 /* npz_read by member index instead of inode. */
 ssize_t npz_read_member(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t off,
-                        enum read_mode mode, const atomic_bool *cancel);
+                        enum read_mode mode, const atomic_bool *cancel,
+                        struct read_pins *pins);
 
 /* The inode of member idx, 0 when it has none (an entry for the root, say). */
 uint64_t npz_member_ino(const struct npz *npz, uint64_t idx);

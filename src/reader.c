@@ -68,24 +68,32 @@ bool reader_cached(const struct reader_env *env, const struct reader_member *m, 
     return true;
 }
 
-ssize_t reader_copy_cached(const struct reader_env *env, const struct reader_member *m,
-                           uint64_t q, unsigned char *buf, size_t len, uint64_t off)
+ssize_t reader_serve_cached(const struct reader_env *env, const struct read_ctl *ctl,
+                            const struct reader_member *m, uint64_t q, unsigned char *buf,
+                            size_t len, uint64_t off)
 {
     struct cache_entry *e;
     if (cache_get(env->cache, m->idx, q, CACHE_PEEK, &e) != 1)
         return 0;
-    ssize_t n = reader_copy_entry(env, e, q, buf, len, off);
-    cache_put(env->cache, e);
-    return n;
+    return reader_serve_entry(env, ctl, e, q, buf, len, off);
 }
 
-ssize_t reader_copy_entry(const struct reader_env *env, const struct cache_entry *e, uint64_t q,
-                          unsigned char *buf, size_t len, uint64_t off)
+ssize_t reader_serve_entry(const struct reader_env *env, const struct read_ctl *ctl,
+                           struct cache_entry *e, uint64_t q, unsigned char *buf, size_t len,
+                           uint64_t off)
 {
     size_t have;
     const unsigned char *data = cache_data(e, &have);
     uint64_t at = off - q * cache_piece(env->cache);
     size_t n = at >= have ? 0 : (have - at < len ? have - at : len);
+    if (n && ctl->pins) {
+        int rc = read_pins_add(ctl->pins, env->cache, e, data + at, n);
+        if (rc == 0)
+            return (ssize_t)n; /* e is the pins' now */
+        cache_put(env->cache, e);
+        return rc;
+    }
     memcpy(buf, data + at, n);
+    cache_put(env->cache, e);
     return n ? (ssize_t)n : -EIO;
 }

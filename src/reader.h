@@ -38,6 +38,7 @@
 #include "budget.h"
 #include "cache.h"
 #include "index_file.h"
+#include "pins.h"
 #include "source.h"
 #include "stop.h"
 #include "zipdir.h"
@@ -81,6 +82,7 @@ struct read_ctl {
     enum read_mode mode;
     const struct stop *stop; /* checked between pieces of a long decode; may be NULL */
     bool ahead;              /* a decode-ahead job's read, which asks for no more ahead */
+    struct read_pins *pins;  /* NULL: copy every byte into buf; else pins.h */
 };
 
 struct reader_stats {
@@ -123,14 +125,18 @@ extern const struct reader_ops reader_locked;
 /* Whether piece q of the member is ready in the cache (a peek: it may go at once). */
 bool reader_cached(const struct reader_env *env, const struct reader_member *m, uint64_t q);
 
-/* Copies what ready piece q of the member holds of [off, off + len) into buf. Returns the
- * bytes copied (at least 1), 0 when q is not ready, or -EIO when q is shorter than off needs. */
-ssize_t reader_copy_cached(const struct reader_env *env, const struct reader_member *m,
-                           uint64_t q, unsigned char *buf, size_t len, uint64_t off);
+/* Serves what ready piece q of the member holds of [off, off + len): copied into buf, or held
+ * in ctl->pins. Returns the bytes served (at least 1), 0 when q is not ready, or -EIO when q
+ * is shorter than off needs (or -ENOMEM from the pins). */
+ssize_t reader_serve_cached(const struct reader_env *env, const struct read_ctl *ctl,
+                            const struct reader_member *m, uint64_t q, unsigned char *buf,
+                            size_t len, uint64_t off);
 
-/* The same from a ready entry of piece q that the caller holds. */
-ssize_t reader_copy_entry(const struct reader_env *env, const struct cache_entry *e, uint64_t q,
-                          unsigned char *buf, size_t len, uint64_t off);
+/* The same from a ready entry of piece q that the caller holds and hands over: it is either
+ * put back or kept in ctl->pins. */
+ssize_t reader_serve_entry(const struct reader_env *env, const struct read_ctl *ctl,
+                           struct cache_entry *e, uint64_t q, unsigned char *buf, size_t len,
+                           uint64_t off);
 
 /* Loads member idx's saved index: from the sidecar when it holds one (an unusable one is
  * logged and passed over), else from index_dir. As ixf_load. */

@@ -733,7 +733,7 @@ static ssize_t cursor_serve(struct cursor *c, const struct reader_env *env,
     size_t piece = cache_piece(env->cache);
     /* Concurrent readahead: the thread that held the cursor may have decoded our piece on its
      * way to a later one. Restarting the cursor for it would be the expensive mistake. */
-    ssize_t n = reader_copy_cached(env, m, k, buf, len, off);
+    ssize_t n = reader_serve_cached(env, ctl, m, k, buf, len, off);
     if (n != 0)
         return n;
     int rc = atomic_load(&c->failed);
@@ -748,7 +748,7 @@ static ssize_t cursor_serve(struct cursor *c, const struct reader_env *env,
     }
     if (rc < 0)
         return rc;
-    n = reader_copy_cached(env, m, k, buf, len, off);
+    n = reader_serve_cached(env, ctl, m, k, buf, len, off);
     return n ? n : -EAGAIN; /* evicted at once by a flood of others: the caller retries */
 }
 
@@ -790,7 +790,7 @@ static ssize_t archive_member_read(const struct reader_env *env, const struct re
         if (failed) /* its cached pieces are no longer to be trusted */
             return failed;
         uint64_t at = off + done, k = at / piece;
-        ssize_t n = reader_copy_cached(env, m, k, buf + done, len - done, at);
+        ssize_t n = reader_serve_cached(env, ctl, m, k, buf + done, len - done, at);
         if (n == 0 && ctl->mode == READ_CACHED)
             return -EAGAIN;
         if (n == 0) {

@@ -231,7 +231,7 @@ static ssize_t deflate_read(const struct reader_env *env, const struct reader_me
     split_restart(env, m, off, len, ctl);
     while (done < len) {
         uint64_t q = (off + done) / piece;
-        ssize_t n = reader_copy_cached(env, m, q, buf + done, len - done, off + done);
+        ssize_t n = reader_serve_cached(env, ctl, m, q, buf + done, len - done, off + done);
         if (n == 0) {
             int rc = ctl->mode == READ_CACHED ? -EAGAIN : make_ready(env, m, q, ctl);
             if (rc < 0)

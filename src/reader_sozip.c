@@ -323,8 +323,18 @@ static int decode_chunk(struct run *r, uint64_t c)
     uint64_t pos = c * st->ix.chunk;
     uint64_t end = pos + st->ix.chunk < st->usize ? pos + st->ix.chunk : st->usize;
     bool last = c + 1 == st->ix.nchunks, ended = false;
-    if ((c > 0 && !marker_before(r, in)) || (!last && !marker_before(r, in_end)))
-        return fail(st, "SOZip chunk does not start or end on a flush marker");
+    /* The input is read from the start marker on, so that both markers are checked in the
+     * buffer (the end one once decoded, before any piece is handed over). */
+    if (c > 0) {
+        const unsigned char *p;
+        size_t n;
+        int rc = in < SOZIP_MARKER_LEN ? -EIO
+                                       : input_at(r, in - SOZIP_MARKER_LEN, in_end, &p, &n);
+        if (rc == -EREMOTEIO)
+            return rc;
+        if (rc < 0 || !marker_before(r, in))
+            return fail(st, "SOZip chunk does not start on a flush marker");
+    }
     if (ops->reset(r->f, 0, 0, NULL, 0) < 0)
         return -EIO;
     uint32_t crc = 0;
@@ -352,6 +362,8 @@ static int decode_chunk(struct run *r, uint64_t c)
     }
     if (pos != end || ended != last || in != in_end)
         return fail(st, "SOZip chunk does not decode to its size");
+    if (!last && !marker_before(r, in_end))
+        return fail(st, "SOZip chunk does not end on a flush marker");
     if (!last && ends_on_boundary(r) < 0)
         return -EIO;
     return record_chunk(st, c, crc);
@@ -539,8 +551,7 @@ static ssize_t sozip_read(const struct reader_env *env, const struct reader_memb
             rc = ctl->mode == READ_CACHED ? -EAGAIN : produce(env, m, q, e, ctl);
         if (rc < 0)
             return rc;
-        ssize_t n = reader_copy_entry(env, e, q, buf + done, len - done, off + done);
-        cache_put(env->cache, e);
+        ssize_t n = reader_serve_entry(env, ctl, e, q, buf + done, len - done, off + done);
         if (n < 0)
             return n;
         done += (size_t)n;

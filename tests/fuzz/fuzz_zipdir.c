@@ -308,7 +308,7 @@ static void check_bytes(uint64_t idx, const struct member_ref *r, uint64_t off, 
 static void reread(struct npz *npz, uint64_t idx, struct member_ref *ref, uint64_t at,
                    size_t len, const char *what)
 {
-    ssize_t r = npz_read_member(npz, idx, piece_buf, len, at, READ_BLOCK, NULL);
+    ssize_t r = npz_read_member(npz, idx, piece_buf, len, at, READ_BLOCK, NULL, NULL);
     if (r == -ENOMEM)
         return;
     bool tolerated = ref->kind == KIND_DEFLATED && fz_allow_decode_eio;
@@ -337,14 +337,14 @@ static void read_member(struct npz *npz, const struct zip_member *m, uint64_t id
 {
     ssize_t r;
     uint64_t want = ref->want;
-    r = npz_read_member(npz, idx, piece_buf, 16, m->usize, READ_BLOCK, NULL);
+    r = npz_read_member(npz, idx, piece_buf, 16, m->usize, READ_BLOCK, NULL, NULL);
     FZ_CHECK(r == 0, "read at usize of member %llu gave %zd", (unsigned long long)idx, r);
-    r = npz_read_member(npz, idx, piece_buf, 0, 0, READ_BLOCK, NULL);
+    r = npz_read_member(npz, idx, piece_buf, 0, 0, READ_BLOCK, NULL, NULL);
     FZ_CHECK(r == 0 || (r == -EIO && m->err != 0), "empty read of member %llu gave %zd",
              (unsigned long long)idx, r);
 
     if (m->err != 0 || (m->flags & ZIP_FLAG_ENCRYPTED)) { /* no password: locked */
-        r = npz_read_member(npz, idx, piece_buf, PIECE_MIN, 0, READ_BLOCK, NULL);
+        r = npz_read_member(npz, idx, piece_buf, PIECE_MIN, 0, READ_BLOCK, NULL, NULL);
         FZ_CHECK(r == (m->usize ? (m->err ? -EIO : -EACCES) : 0),
                  "broken or encrypted member %llu (%s) read gave %zd", (unsigned long long)idx,
                  m->err ? m->why : "encrypted", r);
@@ -368,7 +368,7 @@ static void read_member(struct npz *npz, const struct zip_member *m, uint64_t id
         size_t len = (size_t)fz_range(rng, PIECE_MIN, PIECE_MAX);
         if (len > want - off)
             len = (size_t)(want - off);
-        r = npz_read_member(npz, idx, piece_buf, len, off, READ_BLOCK, NULL);
+        r = npz_read_member(npz, idx, piece_buf, len, off, READ_BLOCK, NULL, NULL);
         if (r == -ENOMEM) {
             ref->want = 0; /* nothing to hold it to */
             return;
@@ -455,7 +455,7 @@ static void check_reads(struct npz *npz, const struct zip_archive *za, const uin
     check_same_members(za, nz);
 
     uint64_t rng = fz_hash(data, size);
-    ssize_t r = npz_read_member(npz, nz->count, piece_buf, 1, 0, READ_BLOCK, NULL);
+    ssize_t r = npz_read_member(npz, nz->count, piece_buf, 1, 0, READ_BLOCK, NULL, NULL);
     FZ_CHECK(r == -EINVAL, "read of member %llu of %llu gave %zd",
              (unsigned long long)nz->count, (unsigned long long)nz->count, r);
 

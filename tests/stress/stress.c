@@ -4,7 +4,9 @@
  * checkpoints thinned, and the frontier extended under contention while the background
  * indexer runs. Most threads read with READ_BLOCK; a few use READ_NOWAIT and retry on
  * -EAGAIN, some in a loop of their own and some as jobs on the core's scheduler (npz_submit),
- * which parks a declined job until the thread it declined to wait for lets go. Built with
+ * which parks a declined job until the thread it declined to wait for lets go. Every other
+ * blocking read leaves its bytes in the cache (read_pins), holding pieces that other threads
+ * would evict, and copies them out only after the read returned. Built with
  * ThreadSanitizer by `make check-tsan`; the archive comes from make_archive.py, whose byte
  * formula is repeated here as the independent reference.
  * Usage: stress ARCHIVE [THREADS] [READS_PER_THREAD] [NOWAIT_THREADS]
@@ -102,15 +104,39 @@ static void verify(const struct request *r, const unsigned char *buf, ssize_t n,
     }
 }
 
+/* A blocking read through pins: the slices, copied into buf once the read is over. */
+static ssize_t read_pinned(const struct request *r, unsigned char *buf, struct read_pins *pins)
+{
+    ssize_t n = npz_read_member(npz, r->idx, buf, r->len, r->off, READ_BLOCK, NULL, pins);
+    unsigned char *joined = n > 0 ? malloc((size_t)n) : NULL;
+    size_t at = 0;
+    for (size_t i = 0; joined && i < pins->n && at + pins->iov[i].iov_len <= (size_t)n; i++) {
+        memcpy(joined + at, pins->iov[i].iov_base, pins->iov[i].iov_len);
+        at += pins->iov[i].iov_len;
+    }
+    read_pins_release(pins);
+    if (joined) {
+        memcpy(buf, joined, at);
+        free(joined);
+    }
+    return n > 0 && at != (size_t)n ? -EPROTO : n;
+}
+
 static void *blocking_reader(void *arg)
 {
     unsigned seed = (unsigned)(uintptr_t)arg;
     unsigned char *buf = malloc(MAX_LEN);
+    struct read_pins pins = {0};
     struct request r = {0};
     for (int i = 0; i < reads_per_thread && buf; i++) {
         r = pick(&seed, &r);
-        verify(&r, buf, npz_read_member(npz, r.idx, buf, r.len, r.off, READ_BLOCK, NULL), "block");
+        if (i % 2)
+            verify(&r, buf, read_pinned(&r, buf, &pins), "pinned");
+        else
+            verify(&r, buf, npz_read_member(npz, r.idx, buf, r.len, r.off, READ_BLOCK, NULL,
+                                            NULL), "block");
     }
+    read_pins_free(&pins);
     free(buf);
     return NULL;
 }
@@ -125,7 +151,7 @@ static void *nowait_reader(void *arg)
         r = pick(&seed, &r);
         ssize_t n = -EAGAIN;
         if (rand_r(&seed) % 4 == 0) {
-            n = npz_read_member(npz, r.idx, buf, r.len, r.off, READ_CACHED, NULL);
+            n = npz_read_member(npz, r.idx, buf, r.len, r.off, READ_CACHED, NULL, NULL);
             if (n != -EAGAIN)
                 atomic_fetch_add(&cached_hits, 1);
         }
@@ -134,7 +160,7 @@ static void *nowait_reader(void *arg)
         double t0 = now();
         struct timespec pause = {0, 1000000};
         while (n == -EAGAIN && now() - t0 < DEADLINE) {
-            n = npz_read_member(npz, r.idx, buf, r.len, r.off, READ_NOWAIT, NULL);
+            n = npz_read_member(npz, r.idx, buf, r.len, r.off, READ_NOWAIT, NULL, NULL);
             if (n == -EAGAIN) {
                 atomic_fetch_add(&eagains, 1);
                 nanosleep(&pause, NULL);
@@ -161,7 +187,7 @@ struct job {
 static int job_run(struct sched_job *sj)
 {
     struct job *j = (struct job *)sj;
-    ssize_t n = npz_read_member(npz, j->r.idx, j->buf, j->r.len, j->r.off, READ_NOWAIT, NULL);
+    ssize_t n = npz_read_member(npz, j->r.idx, j->buf, j->r.len, j->r.off, READ_NOWAIT, NULL, NULL);
     if (n == -EAGAIN) {
         atomic_fetch_add(&eagains, 1);
         return -EAGAIN;

@@ -21,6 +21,7 @@
 
 #include "check.h"
 #include "forest.h"
+#include "npz.h"
 #include "zipwrite.h"
 
 #define ARCHIVES 12
@@ -132,14 +133,93 @@ static bool member_ok(struct forest *f, unsigned a, unsigned m, uint64_t *ino_ou
         size_t len = MEMBER_BYTES - off < (64u << 10) ? MEMBER_BYTES - off : 64u << 10;
         /* as the adapter reads: without waiting (which has the next pieces decoded ahead
          * on the workers), then, when told to wait, waiting */
-        ssize_t n = forest_read(f, ino, got, len, off, READ_NOWAIT, NULL);
+        ssize_t n = forest_read(f, ino, got, len, off, READ_NOWAIT, NULL, NULL);
         if (n == -EAGAIN)
-            n = forest_read(f, ino, got, len, off, READ_BLOCK, NULL);
+            n = forest_read(f, ino, got, len, off, READ_BLOCK, NULL, NULL);
         ok = n == (ssize_t)len && memcmp(got, want + off, len) == 0;
     }
     free(want);
     free(got);
     return ok;
+}
+
+/* Reads [off, off + len) of ino with pins, as the adapter does, into out: returns the bytes,
+ * and how many slices and held pieces carried them. Releases the pins. */
+static ssize_t read_pinned(struct forest *f, uint64_t ino, unsigned char *out, size_t len,
+                           uint64_t off, size_t *slices, size_t *held, bool *in_out)
+{
+    struct read_pins pins = {0};
+    ssize_t n = forest_read(f, ino, out, len, off, READ_NOWAIT, NULL, &pins);
+    if (n == -EAGAIN) {
+        read_pins_release(&pins);
+        n = forest_read(f, ino, out, len, off, READ_BLOCK, NULL, &pins);
+    }
+    *slices = pins.n;
+    *held = pins.nheld;
+    *in_out = pins.n == 1 && pins.iov[0].iov_base == (void *)out;
+    static unsigned char joined[MEMBER_BYTES];
+    size_t at = 0;
+    for (size_t i = 0; n > 0 && i < pins.n && at + pins.iov[i].iov_len <= sizeof joined; i++) {
+        memcpy(joined + at, pins.iov[i].iov_base, pins.iov[i].iov_len);
+        at += pins.iov[i].iov_len;
+    }
+    if (n > 0 && at != (size_t)n)
+        n = -EPROTO;
+    if (n > 0)
+        memmove(out, joined, at);
+    read_pins_free(&pins);
+    return n;
+}
+
+/* A read with pins: a deflated member's bytes stay in the cache's pieces, one held piece per
+ * slice; a stored member's, and every byte of a tree (whose archive may close once the read
+ * returns), come as one slice of the caller's buffer. */
+static void test_pins(struct forest *tree, const struct npz_options *opt)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/a00.npz", dir);
+    struct npz *npz;
+    struct forest *one;
+    char msg[256];
+    if (!CHECK(npz_open(path, opt, &npz, msg, sizeof msg) == 0) ||
+        !CHECK(forest_wrap(npz, &one) == 0))
+        return;
+    static unsigned char want[MEMBER_BYTES], got[MEMBER_BYTES];
+    const size_t piece = 64u << 10;
+    for (unsigned m = 0; m < 2; m++) {
+        member_bytes(0, m, want, MEMBER_BYTES);
+        for (int t = 0; t < 2; t++) {
+            struct forest *f = t ? tree : one;
+            uint64_t ino;
+            CHECK(forest_lookup(f, t ? archive_ino(f, 0) : FOREST_ROOT, m ? "d.bin" : "s.bin",
+                                &ino) == 0);
+            /* across three pieces, then the short end, then past the end */
+            const uint64_t offs[] = {piece - 100, MEMBER_BYTES - 1000, MEMBER_BYTES};
+            const size_t lens[] = {piece + 200, 5000, 10};
+            for (int k = 0; k < 3; k++) {
+                size_t slices, held;
+                bool in_out;
+                memset(got, 0, sizeof got);
+                ssize_t n = read_pinned(f, ino, got, lens[k], offs[k], &slices, &held, &in_out);
+                size_t expect = offs[k] >= MEMBER_BYTES ? 0
+                              : MEMBER_BYTES - offs[k] < lens[k] ? MEMBER_BYTES - offs[k] : lens[k];
+                CHECK_EQ_I64(n, (int64_t)expect);
+                CHECK(n <= 0 || memcmp(got, want + offs[k], (size_t)n) == 0);
+                if (n == 0) {
+                    CHECK_EQ_I64(slices, 0);
+                } else if (m == 1 && t == 0) { /* from the cache, piece by piece */
+                    CHECK_EQ_I64(slices, k == 0 ? 3 : 1);
+                    CHECK_EQ_I64(held, slices);
+                    CHECK(!in_out);
+                } else {
+                    CHECK(in_out);
+                    CHECK_EQ_I64(held, 0);
+                }
+            }
+        }
+    }
+    forest_shutdown(one);
+    forest_close(one);
 }
 
 struct names {
@@ -176,7 +256,7 @@ static void test_tree(struct forest *f)
     CHECK_EQ_I64(forest_lookup(f, plain, "x", &x), -ENOTDIR);
     CHECK_EQ_I64(forest_lookup(f, FOREST_ROOT, "link.npz", &x), -ENOENT);
     char buf[64];
-    CHECK_EQ_I64(forest_read(f, plain, buf, sizeof buf, 0, READ_CACHED, NULL), 12);
+    CHECK_EQ_I64(forest_read(f, plain, buf, sizeof buf, 0, READ_CACHED, NULL, NULL), 12);
     CHECK_EQ_MEM(buf, 12, "plain bytes\n", 12);
     int fd;
     uint64_t pos;
@@ -243,6 +323,7 @@ int main(void)
         test_tree(f);
         test_members_and_inodes(f);
         test_threads(f);
+        test_pins(f, &opt);
         forest_shutdown(f);
         forest_close(f);
     }
