@@ -227,11 +227,13 @@ struct read_job {
 };
 
 /* Answers a read from its slices (the kernel copies them from the cache's pieces: no copy of
- * ours), then lets the pieces go. */
+ * ours), then lets the pieces go. fuse_reply_iov allocates, so one slice goes as a buffer. */
 static void reply_read(fuse_req_t req, ssize_t got, struct read_pins *pins)
 {
     if (got < 0)
         fuse_reply_err(req, (int)-got);
+    else if (pins->n <= 1)
+        fuse_reply_buf(req, pins->n ? pins->iov[0].iov_base : NULL, pins->n ? (size_t)got : 0);
     else
         fuse_reply_iov(req, pins->iov, (int)pins->n);
     read_pins_release(pins);
@@ -251,21 +253,19 @@ static int run_read_job(struct sched_job *sj)
 {
     struct read_job *j = (struct read_job *)sj;
     struct tbuf *b = thread_room(j->size);
-    if (!b) {
-        fuse_req_interrupt_func(j->req, NULL, NULL);
-        fuse_reply_err(j->req, ENOMEM);
-        free(j);
-        return 0;
-    }
-    ssize_t got = forest_read(j->fo, j->ino, b->data, j->size, j->off, READ_NOWAIT,
-                              &j->interrupted, &b->pins);
+    ssize_t got = b ? forest_read(j->fo, j->ino, b->data, j->size, j->off, READ_NOWAIT,
+                                  &j->interrupted, &b->pins)
+                    : -ENOMEM;
     if (got == -EAGAIN) {
         read_pins_release(&b->pins);
         return -EAGAIN;
     }
     /* Unregistering waits for an on_interrupt in progress, so j outlives it. */
     fuse_req_interrupt_func(j->req, NULL, NULL);
-    reply_read(j->req, got, &b->pins);
+    if (b)
+        reply_read(j->req, got, &b->pins);
+    else
+        fuse_reply_err(j->req, ENOMEM);
     free(j);
     return 0;
 }
@@ -472,8 +472,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
         conn->want |= FUSE_CAP_READDIRPLUS;
     conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
     conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
-    /* Synchronous reads unless main chose otherwise (struct fs): the kernel sends no INTERRUPT for the background
-     * requests of async readahead, so a reader waiting on one could not be stopped with Ctrl-C. */
+    /* Synchronous unless main chose otherwise (struct fs): the kernel sends no INTERRUPT for
+     * the background requests of async readahead, so Ctrl-C could not stop their reader. */
     if (fs->async_read && (conn->capable & FUSE_CAP_ASYNC_READ))
         conn->want |= FUSE_CAP_ASYNC_READ;
     else
@@ -604,6 +604,10 @@ static bool open_generation(struct fs_notifier *n, unsigned g)
             atomic_store_explicit(&fs->current, g, memory_order_release);
             log_error("%s: now serving the new version of the archive (%llu members)",
                       fs->archive, (unsigned long long)info.members);
+            if (fs->async_read && info.decoded_bytes > 0) /* chosen at INIT, for good */
+                log_error("%s: its compressed members are read asynchronously, like the "
+                          "stored ones before: Ctrl-C cannot stop a reader waiting on their "
+                          "decoding (-o sync_read avoids it)", fs->archive);
             return true;
         }
         if (!told)

@@ -821,7 +821,7 @@ static unsigned default_readahead(struct forest *fo)
 
 /* Asynchronous reads let the kernel keep several readahead requests in flight, so that the
  * daemon reads ahead while the reader copies: a cold cat of a stored 256 MiB member took
- * 0.10-0.12 s against 0.18-0.63 s with synchronous reads (minipread: 0.13-0.24 s). But the
+ * 0.10-0.14 s against 0.18-0.63 s with synchronous reads (minipread: 0.13-0.24 s). But the
  * kernel waits for them with only fatal signals let through and sends no INTERRUPT, so a
  * reader waiting on a long decode or a stalled server could not be stopped with Ctrl-C.
  * Hence asynchronous only where no read waits for more than the local disk: one local

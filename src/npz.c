@@ -631,18 +631,14 @@ ssize_t npz_locate(struct npz *npz, uint64_t ino, size_t len, uint64_t off, int 
     return n;
 }
 
-/* Whether the slices of a read add up to its n bytes; a reader that listed none wrote them
- * into buf (stored members, plain copies), which becomes the one slice. */
-static ssize_t check_slices(struct read_pins *pins, void *buf, ssize_t n)
+/* n, unless the read's slices do not add up to it as reader.h promises: then -EIO, since a
+ * reply made of them would hold wrong bytes. */
+static ssize_t check_slices(const struct read_pins *pins, ssize_t n)
 {
-    if (!pins || n <= 0)
-        return n;
-    if (pins->n == 0)
-        return read_pins_add(pins, NULL, NULL, buf, (size_t)n) < 0 ? -ENOMEM : n;
     size_t sum = 0;
-    for (size_t i = 0; i < pins->n; i++)
+    for (size_t i = 0; pins && n > 0 && i < pins->n; i++)
         sum += pins->iov[i].iov_len;
-    return sum == (size_t)n ? n : -EIO;
+    return pins && n > 0 && sum != (size_t)n ? -EIO : n;
 }
 
 ssize_t npz_read_member(struct npz *npz, uint64_t idx, void *buf, size_t len, uint64_t off,
@@ -664,7 +660,7 @@ ssize_t npz_read_member(struct npz *npz, uint64_t idx, void *buf, size_t len, ui
     if (decodes)
         atomic_fetch_add(&npz->decoding, 1);
     if (n == 0)
-        n = check_slices(pins, buf, npz->ops[idx]->read(&npz->env, &m, buf, len, off, &ctl));
+        n = check_slices(pins, npz->ops[idx]->read(&npz->env, &m, buf, len, off, &ctl));
     if (decodes)
         atomic_fetch_sub(&npz->decoding, 1);
     if (n == -ESTALE && !atomic_exchange(&npz->stale, true))

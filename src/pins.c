@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cache.h"
 
@@ -26,6 +27,17 @@ int read_pins_add(struct read_pins *p, struct cache *c, struct cache_entry *e,
     }
     p->iov[p->n++] = (struct iovec){(void *)data, len};
     return 0;
+}
+
+size_t read_pins_copy(const struct read_pins *p, void *out, size_t cap)
+{
+    size_t at = 0;
+    for (size_t i = 0; i < p->n && at < cap; i++) {
+        size_t n = p->iov[i].iov_len < cap - at ? p->iov[i].iov_len : cap - at;
+        memcpy((unsigned char *)out + at, p->iov[i].iov_base, n);
+        at += n;
+    }
+    return at;
 }
 
 void read_pins_release(struct read_pins *p)

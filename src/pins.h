@@ -32,6 +32,10 @@ struct read_pins {
 int read_pins_add(struct read_pins *p, struct cache *c, struct cache_entry *e,
                   const void *data, size_t len);
 
+/* Copies the slices, in order, into out, at most cap bytes; returns the bytes copied (for
+ * callers that want the bytes in one buffer after all, such as tests). */
+size_t read_pins_copy(const struct read_pins *p, void *out, size_t cap);
+
 /* Puts every held piece back and forgets the slices. */
 void read_pins_release(struct read_pins *p);
 

@@ -94,8 +94,10 @@ struct reader_stats {
 };
 
 struct reader_ops {
-    /* Copies [off, off + len) of the member into buf; off + len <= usize. Returns len or an
-     * error (-EAGAIN and -EINTR as struct read_ctl says). */
+    /* Copies [off, off + len) of the member into buf; off + len <= usize. With ctl->pins
+     * (empty on entry) it lists every byte as slices instead (pins.h): of cache pieces, or of
+     * buf for bytes written there. Returns len or an error (-EAGAIN and -EINTR as struct
+     * read_ctl says; after an error the pins may hold pieces all the same). */
     ssize_t (*read)(const struct reader_env *env, const struct reader_member *m, void *buf,
                     size_t len, uint64_t off, const struct read_ctl *ctl);
     /* Why the member failed. */

@@ -265,17 +265,19 @@ static int input_at(struct run *r, uint64_t at, uint64_t to, const unsigned char
     return 0;
 }
 
-/* Whether the 4 compressed bytes before `at` are the flush marker. */
-static bool marker_before(struct run *r, uint64_t at)
+/* Whether the 4 compressed bytes before `at` are the flush marker: 0 when they are, -EIO
+ * (the member failed, with a reason naming the start or the end) when not, -EREMOTEIO when the
+ * source failed. Normally they are in the input buffer; else they are read. */
+static int check_marker(struct run *r, uint64_t at, const char *where)
 {
     unsigned char b[SOZIP_MARKER_LEN];
     if (at < SOZIP_MARKER_LEN)
-        return false;
+        return fail(r->st, where);
     if (at - SOZIP_MARKER_LEN >= r->in_at && at <= r->in_at + r->in_have)
         memcpy(b, r->in + (at - SOZIP_MARKER_LEN - r->in_at), sizeof b);
     else if (source_read(r->env->src, b, sizeof b, r->m->zm->data_off + at - sizeof b) < 0)
-        return false;
-    return memcmp(b, sozip_marker, sizeof b) == 0;
+        return -EREMOTEIO; /* the source's failure, not the chunk's (reader.h) */
+    return memcmp(b, sozip_marker, sizeof b) == 0 ? 0 : fail(r->st, where);
 }
 
 /* Where the output at pos goes, and how much of it fits before the piece's or chunk's end. */
@@ -325,15 +327,16 @@ static int decode_chunk(struct run *r, uint64_t c)
     bool last = c + 1 == st->ix.nchunks, ended = false;
     /* The input is read from the start marker on, so that both markers are checked in the
      * buffer (the end one once decoded, before any piece is handed over). */
+    const char *bad_start = "SOZip chunk does not start on a flush marker";
     if (c > 0) {
         const unsigned char *p;
         size_t n;
         int rc = in < SOZIP_MARKER_LEN ? -EIO
                                        : input_at(r, in - SOZIP_MARKER_LEN, in_end, &p, &n);
-        if (rc == -EREMOTEIO)
-            return rc;
-        if (rc < 0 || !marker_before(r, in))
-            return fail(st, "SOZip chunk does not start on a flush marker");
+        if (rc == 0)
+            rc = check_marker(r, in, bad_start);
+        if (rc < 0)
+            return rc == -EIO ? fail(st, bad_start) : rc;
     }
     if (ops->reset(r->f, 0, 0, NULL, 0) < 0)
         return -EIO;
@@ -362,10 +365,11 @@ static int decode_chunk(struct run *r, uint64_t c)
     }
     if (pos != end || ended != last || in != in_end)
         return fail(st, "SOZip chunk does not decode to its size");
-    if (!last && !marker_before(r, in_end))
-        return fail(st, "SOZip chunk does not end on a flush marker");
-    if (!last && ends_on_boundary(r) < 0)
-        return -EIO;
+    int rc = last ? 0 : check_marker(r, in_end, "SOZip chunk does not end on a flush marker");
+    if (rc == 0 && !last && ends_on_boundary(r) < 0)
+        rc = -EIO;
+    if (rc < 0)
+        return rc;
     return record_chunk(st, c, crc);
 }
 

@@ -8,8 +8,9 @@
 static ssize_t stored_read(const struct reader_env *env, const struct reader_member *m,
                            void *buf, size_t len, uint64_t off, const struct read_ctl *ctl)
 {
-    (void)ctl;
     int rc = source_read(env->src, buf, len, m->zm->data_off + off);
+    if (rc == 0 && ctl->pins)
+        rc = read_pins_add(ctl->pins, NULL, NULL, buf, len);
     return rc < 0 ? rc : (ssize_t)len;
 }
 

@@ -203,3 +203,17 @@ def foreground(archive, mountpoint, options=(), timeout=MOUNT_TIMEOUT):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+FUSE_ASYNC_READ = 1  # bit 0 of the INIT flags (linux/fuse.h)
+
+
+def async_read_granted(archive, mp, options=()):
+    """Whether the daemon's INIT reply asked for asynchronous reads, from its -d trace: the
+    kernel's flags come first, then the reply's, indented."""
+    with foreground(archive, mp, ["-d", *options]) as fg:
+        os.listdir(fg.mp)  # INIT is answered before any other request
+        replies = [line.split("=", 1)[1] for line in fg.stderr().splitlines()
+                   if line.startswith("   flags=")]
+    assert len(replies) == 1, fg.stderr()[:2000]
+    return bool(int(replies[0], 16) & FUSE_ASYNC_READ)

@@ -87,9 +87,9 @@ def arc(tmp_path):
     return path
 
 
-def _scenario(mount, arc, change):
+def _scenario(mount, arc, change, *opts):
     old = _members(arc)
-    with mount(arc) as mnt:
+    with mount(arc, *opts) as mnt:
         assert sorted(os.listdir(mnt)) == ["a.npy", "b.npy"]
         fd = os.open(mnt / "a.npy", os.O_RDONLY)
         try:
@@ -112,11 +112,15 @@ def test_np_savez_over_mounted_archive(mount, arc):
     _scenario(mount, arc, change)
 
 
-def test_np_savez_compressed_over_mounted_archive(mount, arc):
+def test_np_savez_compressed_over_mounted_archive(mount, arc, tmp_path):
+    """Also: the stored archive was mounted with asynchronous reads (test_lifecycle), which
+    its compressed successor keeps, and the log says what that costs."""
     def change(path):
         np.savez_compressed(path, a=np.arange(50_000) * 5, new=np.eye(4))
         return _members(path)
-    _scenario(mount, arc, change)
+    log = tmp_path / "daemon.log"
+    _scenario(mount, arc, change, "-o", f"logfile={log}")
+    assert "compressed members are read asynchronously" in log.read_text()
 
 
 def test_mv_new_over_old(mount, arc, tmp_path):

@@ -156,20 +156,6 @@ def test_readahead_window(kind, opts, kb, tmp_path, mount):
         assert np.array_equal(np.load(mnt / "a.npy", mmap_mode="r"), arr)
 
 
-FUSE_ASYNC_READ = 1  # bit 0 of the INIT flags (linux/fuse.h)
-
-
-def async_read_granted(archive, mp, options=()):
-    """Whether the daemon's INIT reply asked for asynchronous reads, from its -d trace: the
-    kernel's flags come first, then the reply's, indented."""
-    with S.foreground(archive, mp, ["-d", *options]) as fg:
-        os.listdir(fg.mp)  # INIT is answered before any other request
-        replies = [line.split("=", 1)[1] for line in fg.stderr().splitlines()
-                   if line.startswith("   flags=")]
-    assert len(replies) == 1, fg.stderr()[:2000]
-    return bool(int(replies[0], 16) & FUSE_ASYNC_READ)
-
-
 @pytest.mark.parametrize("kind,opts,want", [
     ("stored", [], True),        # reads wait for the local disk only
     ("compressed", [], False),   # a reader waiting on a decode must stay interruptible
@@ -193,7 +179,7 @@ def test_async_reads_by_archive(kind, opts, want, tmp_path, mount):
         if kind == "mixed":
             with zipfile.ZipFile(src, "a", zipfile.ZIP_DEFLATED) as z:
                 z.writestr("b.npy", arr.tobytes())
-    assert async_read_granted(src, tmp_path / "mnt", opts) is want
+    assert S.async_read_granted(src, tmp_path / "mnt", opts) is want
     with mount(src, *opts) as mnt:
         member = mnt / "a.npz" / "a.npy" if kind == "tree" else mnt / "a.npy"
         assert np.array_equal(np.load(member, mmap_mode="r"), arr)

@@ -16,7 +16,6 @@ import pytest
 
 import npz_support as S
 import remote_support as R
-from test_lifecycle import async_read_granted
 
 BLOCK = 64 << 10
 SPAN = 256 << 10
@@ -63,7 +62,7 @@ def test_stored_remote_archive_reads_synchronously(served, tmp_path, arrays):
     """A read may wait for the server: it must stay interruptible (test_lifecycle)."""
     nginx, path = served
     np.savez(path.parent / "stored.npz", s=arrays["s"])
-    assert not async_read_granted(nginx.url("stored.npz"), tmp_path / "mnt",
+    assert not S.async_read_granted(nginx.url("stored.npz"), tmp_path / "mnt",
                                   remote_opts(tmp_path))
 
 

@@ -158,16 +158,11 @@ static ssize_t read_pinned(struct forest *f, uint64_t ino, unsigned char *out, s
     *held = pins.nheld;
     *in_out = pins.n == 1 && pins.iov[0].iov_base == (void *)out;
     static unsigned char joined[MEMBER_BYTES];
-    size_t at = 0;
-    for (size_t i = 0; n > 0 && i < pins.n && at + pins.iov[i].iov_len <= sizeof joined; i++) {
-        memcpy(joined + at, pins.iov[i].iov_base, pins.iov[i].iov_len);
-        at += pins.iov[i].iov_len;
-    }
-    if (n > 0 && at != (size_t)n)
-        n = -EPROTO;
-    if (n > 0)
-        memmove(out, joined, at);
+    size_t at = n > 0 ? read_pins_copy(&pins, joined, sizeof joined) : 0;
     read_pins_free(&pins);
+    if (n > 0 && at != (size_t)n)
+        return -EPROTO;
+    memcpy(out, joined, at);
     return n;
 }
 
