@@ -823,6 +823,16 @@ ssize_t forest_read(struct forest *f, uint64_t ino, void *buf, size_t len, uint6
     return n;
 }
 
+int forest_archives(struct forest *f, int (*fn)(void *ctx, const char *path), void *ctx)
+{
+    for (uint64_t i = 0; !f->single && i < f->nnodes; i++) {
+        int rc = f->nodes[i].kind == K_ARCHIVE ? fn(ctx, f->nodes[i].path) : 0;
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* What forest_locate keeps open: a slot number plus one (a pointer never dereferenced). */
 ssize_t forest_locate(struct forest *f, uint64_t ino, size_t len, uint64_t off, int *fd,
                       uint64_t *pos, struct forest_hold **hold)

@@ -134,7 +134,8 @@ static void usage(FILE *f)
             "    -V   --version         print the version and exit\n"
             "    --list [--json] ARCHIVE  list the members (key, path, size, dtype, shape...)\n"
             "                           without mounting; --json: as one JSON array\n"
-            "    --index [--sidecar] ARCHIVE...  build and save the indexes without mounting;\n"
+            "    --index [--sidecar] ARCHIVE|DIRECTORY...  build and save the indexes without\n"
+            "                           mounting (of every .npz and .zip in a DIRECTORY's tree);\n"
             "                           --sidecar: also into ARCHIVE.npzidx next to each (local)\n"
             "                           archive, which every mount of it then uses first\n"
             "    -f                     foreground: do not detach, log to stderr\n"
@@ -519,37 +520,73 @@ static void show_progress(void *ctx, uint64_t done, uint64_t total)
             rate > 0 ? (double)(total - done) / rate : 0.0);
 }
 
-/* npzmount --index ARCHIVE...: builds and saves every compressed member's index, without
- * mounting. Returns the exit status: 0 when every archive was indexed. */
+/* What --index works with: its options, and the exit status so far. */
+struct indexing {
+    const struct config *cfg;
+    const struct npz_options *nopt;
+    bool tty;
+    int status;
+    unsigned long found; /* archives tried */
+};
+
+/* Indexes one archive (see index_archives); a failure is one line and status 1. Returns 0, to
+ * go on with the next archive of a directory. */
+static int index_one(void *ctx, const char *path)
+{
+    struct indexing *ix = ctx;
+    ix->found++;
+    struct npz *npz;
+    char msg[PATH_MAX + 512];
+    struct progress p = {.name = path};
+    clock_gettime(CLOCK_MONOTONIC, &p.start);
+    int rc = -EINVAL;
+    if (ix->cfg->sidecar && source_is_remote(path))
+        snprintf(msg, sizeof msg, "--sidecar needs a local archive (write it next to a "
+                                  "local copy, then upload ARCHIVE.npzidx next to the object)");
+    else
+        rc = npz_open(path, ix->nopt, &npz, msg, sizeof msg);
+    if (rc == 0) {
+        rc = npz_index_all(npz, ix->tty ? show_progress : NULL, &p, msg, sizeof msg);
+        if (rc == 0 && ix->cfg->sidecar)
+            rc = npz_write_sidecar(npz, path, msg, sizeof msg);
+        npz_close(npz);
+    }
+    if (ix->tty)
+        fputc('\n', stderr);
+    if (rc < 0)
+        ix->status = error(1, "%s: %s", shown(path), msg);
+    return 0;
+}
+
+/* npzmount --index ARCHIVE|DIRECTORY...: builds and saves every compressed member's index
+ * (in every archive a mount of a DIRECTORY would show), without mounting. Returns the exit status: 0 when every archive was indexed. */
 static int index_archives(const struct config *cfg, const struct npz_options *nopt)
 {
-    int status = 0;
-    bool tty = isatty(STDERR_FILENO);
+    struct indexing ix = {cfg, nopt, isatty(STDERR_FILENO), 0, 0};
     if (cfg->narchives == 0)
-        return error(2, "usage: npzmount --index [-o OPTIONS] ARCHIVE...");
+        return error(2, "usage: npzmount --index [-o OPTIONS] ARCHIVE|DIRECTORY...");
     for (int i = 0; i < cfg->narchives; i++) {
-        struct npz *npz;
-        char msg[PATH_MAX + 512];
-        struct progress p = {.name = cfg->archives[i]};
-        clock_gettime(CLOCK_MONOTONIC, &p.start);
-        int rc = -EINVAL;
-        if (cfg->sidecar && source_is_remote(cfg->archives[i]))
-            snprintf(msg, sizeof msg, "--sidecar needs a local archive (write it next to a "
-                                      "local copy, then upload ARCHIVE.npzidx next to the object)");
-        else
-            rc = npz_open(cfg->archives[i], nopt, &npz, msg, sizeof msg);
-        if (rc == 0) {
-            rc = npz_index_all(npz, tty ? show_progress : NULL, &p, msg, sizeof msg);
-            if (rc == 0 && cfg->sidecar)
-                rc = npz_write_sidecar(npz, cfg->archives[i], msg, sizeof msg);
-            npz_close(npz);
+        const char *path = cfg->archives[i];
+        struct stat st;
+        if (source_is_remote(path) || stat(path, &st) < 0 || !S_ISDIR(st.st_mode)) {
+            index_one(&ix, path);
+            continue;
         }
-        if (tty)
-            fputc('\n', stderr);
-        if (rc < 0)
-            status = error(1, "%s: %s", shown(cfg->archives[i]), msg);
+        /* a directory: the archives a mount of it would show, found the same way */
+        struct forest *f;
+        char msg[PATH_MAX + 256];
+        int rc = forest_open(&path, 1, nopt, 0, &f, msg, sizeof msg);
+        if (rc < 0) {
+            ix.status = error(1, "%s: %s", shown(path), msg);
+            continue;
+        }
+        unsigned long before = ix.found;
+        forest_archives(f, index_one, &ix);
+        forest_close(f);
+        if (ix.found == before)
+            ix.status = error(1, "%s: no .npz or .zip archive in it", shown(path));
     }
-    return status;
+    return ix.status;
 }
 
 /* npzmount --list [--json] ARCHIVE: the members, without mounting. Returns the exit status. */

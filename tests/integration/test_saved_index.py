@@ -306,6 +306,56 @@ def test_index_command(compressed_npz, tmp_path, mount):
         assert decoded(mnt / "f.npy") <= 2 * SPAN + (256 << 10)
 
 
+def test_index_command_directory(tmp_path, mount):
+    """--index DIR indexes every archive a mount of DIR shows (subdirectories too), and each
+    one then mounts with its index: a read at the end decodes about a span, not the member."""
+    root = tmp_path / "tree"
+    (root / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    big = rng.standard_normal(400_000).astype(np.float32)
+    np.savez_compressed(root / "a.npz", x=big, y=np.arange(300_000))
+    with open(root / "sub" / "b.zip", "wb") as f:  # a name numpy would give .npz
+        np.savez_compressed(f, z=big[::-1].copy())
+    np.savez(root / "stored.npz", s=np.arange(10))  # nothing to index
+    (root / "notes.txt").write_text("not an archive")
+    idx = tmp_path / "idx"
+    res = subprocess.run([S.BIN, "--index", "-o", f"index_dir={idx},span={SPAN // 1024}k",
+                          str(root)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ""
+    assert len(index_files(idx)) == 3
+    for arc, member in ((root / "a.npz", "x.npy"), (root / "sub" / "b.zip", "z.npy")):
+        data = S.Reference(arc).data(member)
+        with mount(arc, *opts(idx, "noprefetch")) as mnt:
+            fd = os.open(mnt / member, os.O_RDONLY)
+            try:
+                assert os.pread(fd, 4096, len(data) - 4096) == data[-4096:]
+            finally:
+                os.close(fd)
+            assert decoded(mnt / member) <= 2 * SPAN + (256 << 10)
+
+
+def test_index_command_directory_failures(tmp_path):
+    """A broken archive in a directory is one line and status 1, the others are indexed; a
+    directory with no archive at all is one line too."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    np.savez_compressed(root / "good.npz", x=np.arange(100_000))
+    (root / "bad.npz").write_bytes(b"not a zip at all" * 10)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("nothing here")
+    idx = tmp_path / "idx"
+    res = subprocess.run([S.BIN, "--index", "-o", f"index_dir={idx}", str(root), str(empty)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert "bad.npz" in lines[0] and str(empty) in lines[1] and "no .npz or .zip" in lines[1]
+    assert all(line.startswith("npzmount: ") for line in lines)
+    assert len(index_files(idx)) == 1
+
+
 def test_index_command_bad_archive(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip at all" * 10)
