@@ -65,12 +65,12 @@ void forest_statfs(struct forest *f, struct npz_fsinfo *out);
 int forest_lookup(struct forest *f, uint64_t dir, const char *name, uint64_t *ino);
 int forest_getattr(struct forest *f, uint64_t ino, struct npz_attr *out);
 
-/* Calls fn for entries pos, pos + 1, ... of directory dir (positions as npz_readdir's) until
- * fn returns nonzero or the entries end. Returns 0, -ENOENT or -ENOTDIR. */
 /* Calls fn with the path of every archive of a tree (none for forest_wrap's), in inode order,
  * without opening any; stops at fn's first nonzero return, which it returns, else 0. */
 int forest_archives(struct forest *f, int (*fn)(void *ctx, const char *path), void *ctx);
 
+/* Calls fn for entries pos, pos + 1, ... of directory dir (positions as npz_readdir's) until
+ * fn returns nonzero or the entries end. Returns 0, -ENOENT or -ENOTDIR. */
 typedef int forest_entry_fn(void *ctx, uint64_t pos, const char *name,
                             const struct npz_attr *attr);
 int forest_readdir(struct forest *f, uint64_t dir, uint64_t pos, forest_entry_fn *fn,

@@ -36,7 +36,7 @@ struct config {
     int noprefetch;
     char *index_dir;
     int noindex;
-    int index_mode;        /* --index: the non-option arguments are all archives */
+    int index_mode;        /* --index: the non-option arguments are archives or directories */
     int sidecar;           /* --index --sidecar: ...and each gets ARCHIVE.npzidx */
     char *block, *remote_cache, *timeout, *endpoint; /* remote archives (source.h) */
     int list_mode;         /* --list [--json] ARCHIVE */
@@ -520,6 +520,12 @@ static void show_progress(void *ctx, uint64_t done, uint64_t total)
             rate > 0 ? (double)(total - done) / rate : 0.0);
 }
 
+static bool is_directory(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 /* What --index works with: its options, and the exit status so far. */
 struct indexing {
     const struct config *cfg;
@@ -559,7 +565,8 @@ static int index_one(void *ctx, const char *path)
 }
 
 /* npzmount --index ARCHIVE|DIRECTORY...: builds and saves every compressed member's index
- * (in every archive a mount of a DIRECTORY would show), without mounting. Returns the exit status: 0 when every archive was indexed. */
+ * (in every archive a mount of a DIRECTORY would show), without mounting. Returns the exit
+ * status: 0 when every archive was indexed. */
 static int index_archives(const struct config *cfg, const struct npz_options *nopt)
 {
     struct indexing ix = {cfg, nopt, isatty(STDERR_FILENO), 0, 0};
@@ -567,8 +574,7 @@ static int index_archives(const struct config *cfg, const struct npz_options *no
         return error(2, "usage: npzmount --index [-o OPTIONS] ARCHIVE|DIRECTORY...");
     for (int i = 0; i < cfg->narchives; i++) {
         const char *path = cfg->archives[i];
-        struct stat st;
-        if (source_is_remote(path) || stat(path, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        if (source_is_remote(path) || !is_directory(path)) {
             index_one(&ix, path);
             continue;
         }
@@ -791,8 +797,7 @@ static int tree_args(struct config *cfg, struct fuse_args *args)
 /* A tree is mounted for a directory or for several archives. */
 static bool is_tree(const struct config *cfg)
 {
-    struct stat st;
-    return cfg->narchives > 0 || (stat(cfg->archive, &st) == 0 && S_ISDIR(st.st_mode));
+    return cfg->narchives > 0 || is_directory(cfg->archive);
 }
 
 /* A tree's archives and directories must lie outside the mount point: the daemon opens them
