@@ -10,6 +10,9 @@
  * freed only when the last reader puts them back, and buffers being filled are not counted,
  * so the true footprint can exceed the bound by what readers and decoders hold at that moment
  * (a few pieces per thread). The most recently added piece is never evicted by its own arrival.
+ * The bound in force starts at 8 MiB (or max_bytes when smaller) and grows towards max_bytes
+ * only as pieces evicted recently are asked for again, so that pieces nobody reads twice (a
+ * random reader's) do not grow the pool.
  *
  * Protocol for a reader:
  *     rc = cache_get(c, a, b, how, &e);

@@ -38,6 +38,8 @@
 #define SOZIP_MAX_CHUNK (16u << 20) /* a group holds its pieces until its chunks pass */
 #define AHEAD_JOB (256u << 10) /* least output of one decode-ahead job: a job costs a wakeup */
 #define AHEAD_MIN (1u << 20)  /* least decode-ahead of a sequential reader */
+#define AHEAD_AFTER 2         /* reads in a row that make a sequential reader */
+#define NO_READ UINT64_MAX
 
 struct sozip_state {
     void *deflate;          /* reader_deflate's state when the member has no usable index */
@@ -55,7 +57,8 @@ struct sozip_state {
     uint64_t table_bytes;   /* crc and seen, taken from mem */
     _Atomic(const char *) why;
     atomic_uint_fast64_t decoded;
-    _Atomic uint64_t last_end; /* where the last foreground read ended */
+    _Atomic uint64_t last_end; /* where the last foreground read ended, or NO_READ */
+    _Atomic uint64_t run;      /* reads in a row that continued the one before */
     _Atomic uint64_t ahead_to; /* decode-ahead was asked for up to here */
 };
 
@@ -109,6 +112,7 @@ static void *sozip_new(const struct reader_env *env, const struct zip_member *zm
     st->usize = zm->usize;
     st->crc32 = zm->crc32;
     st->ops = &inflater_isal;
+    st->last_end = NO_READ;
     pthread_mutex_init(&st->lock, NULL);
     int rc = sozip_load(env->src, zm, st->mem, &st->ix, st->ignored, sizeof st->ignored);
     if (rc == 0)
@@ -472,6 +476,15 @@ static int produce(const struct reader_env *env, const struct reader_member *m, 
 
 /* ---- reading ---- */
 
+/* Whether a read at off continues the one that ended at prev (NO_READ: none yet): it starts
+ * there or a little before. Reads of compressed members are synchronous, so a sequential
+ * reader's come in order, while a page fault a piece past the last read is a random reader's
+ * (np.load's two reads, then a mapping read near the header). */
+static bool continues(uint64_t prev, uint64_t off, uint64_t piece)
+{
+    return prev != NO_READ && off <= prev && off + 2 * piece >= prev;
+}
+
 /* Has [from, limit) decoded by the workers, in jobs of whole groups of at least unit bytes
  * each (the last may be shorter), as many at once as there are threads; groups already
  * cached are skipped. Returns how far jobs were queued (a full queue stops it early). */
@@ -505,7 +518,14 @@ static void maybe_ahead(const struct reader_env *env, const struct reader_member
     if (!env->ahead || ctl->ahead)
         return;
     uint64_t prev = atomic_exchange(&st->last_end, end);
-    if (off + 2 * piece < prev || off > prev + 2 * piece) { /* a jump: no reading on yet */
+    uint64_t run = 0;
+    if (continues(prev, off, piece))
+        run = atomic_fetch_add(&st->run, 1) + 1;
+    else
+        atomic_store(&st->run, 0);
+    /* Not yet a sequential reader: np.load reads the header and the kernel the 128 KiB after
+     * it before any random access, and 1 MiB decoded ahead of that went to waste. */
+    if (run < AHEAD_AFTER) {
         atomic_store(&st->ahead_to, end);
         return;
     }

@@ -130,6 +130,24 @@ def test_random_reads_decode_only_what_they_touch(good, mount, name):
             os.close(fd)
 
 
+def test_numpy_load_decodes_no_chunk_ahead(mount, tmp_path):
+    """np.load reads the header, and the kernel the window after it, then a mapping is read at
+    random: that is no sequential reader, so nothing is decoded ahead of what was asked for
+    (a third read in a row would start it: 1 MiB)."""
+    chunk = 64 << 10
+    want = np.cumsum(np.random.default_rng(3).integers(-3, 4, 600_000), dtype=np.int64)
+    path = tmp_path / "c64k.npz"
+    W.build(path, [W.Member("c64k.npy", npy(want), chunk=chunk)])
+    with mount(path) as mnt:
+        a = np.load(mnt / "c64k.npy", mmap_mode="r")
+        for frac in (0.1, 0.35, 0.6, 0.85, 0.5):
+            i = int(len(want) * frac)
+            assert a[i] == want[i]
+        del a
+        # the header's two 128 KiB reads touch 4 chunks, each fault's 96 KiB window at most 3
+        assert decoded(mnt / "c64k.npy") <= (4 + 3 * 5) * chunk
+
+
 # --------------------------------------------------------------------------------------------
 # hostile indexes
 

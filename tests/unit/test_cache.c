@@ -202,10 +202,11 @@ static void test_miss_fill_hit(void)
     cache_free(NULL);
 }
 
-/* Many keys in a roomy cache: all stay, all are found (hash chains, table size). */
+/* Many keys in a roomy cache: all stay, all are found (hash chains, table size). 5000 pieces
+ * stay below the 8 MiB a cache holds before any reuse shows (test_bound_grows). */
 static void test_many_keys(void)
 {
-    size_t pieces[] = {4096, 8, 0};
+    size_t pieces[] = {1024, 8, 0};
     for (size_t s = 0; s < 3; s++) {
         check_context("cache_new(64 MiB, %zu)", pieces[s]);
         struct cache *c = cache_new(64u << 20, pieces[s]);
@@ -657,6 +658,71 @@ static void test_pool_bounded(void)
         printf("    the pool grew by %.1f pieces after a burst\n",
                ((double)h4 - (double)h3) / (double)piece);
     CHECK_EQ_U64(cache_bytes(c), bound * piece);
+    cache_free(c);
+}
+
+/* One pass over keys [from, to) of a: a miss claims and fills. Returns the misses. */
+static int pass(struct cache *c, uint64_t a, uint64_t from, uint64_t to)
+{
+    int misses = 0;
+    for (uint64_t b = from; b < to; b++) {
+        struct cache_entry *e = NULL;
+        int rc = cache_get(c, a, b, CACHE_WAIT, &e);
+        if (rc == 0) {
+            misses++;
+            cache_fill(c, e, make_piece(c, a, b, 16), 16);
+        } else if (!CHECK_EQ_I64(rc, 1) || !CHECK(entry_ok(e, a, b, 16))) {
+            if (e)
+                cache_put(c, e);
+            return -1;
+        }
+        cache_put(c, e);
+    }
+    return misses;
+}
+
+/* The bound in force: 8 MiB (the floor) until evicted pieces are asked for again, then up to
+ * max_bytes one piece per such miss; pieces that nobody asks for again never grow the pool. */
+static void test_bound_grows(void)
+{
+    const size_t piece = 64 << 10;
+    const uint64_t floor = (8u << 20) / piece, max = (32u << 20) / piece; /* in pieces */
+    struct cache *c = cache_new(max * piece, piece);
+    uint64_t h0 = heap_in_use();
+    /* a stream read once: held at the floor, and so is the pool */
+    CHECK_EQ_I64(pass(c, 1, 0, 3 * max), (int64_t)(3 * max));
+    CHECK_EQ_U64(cache_bytes(c), floor * piece);
+    uint64_t grown = heap_in_use() - h0;
+    if (!CHECK(grown <= 2 * (floor + 64) * piece))
+        printf("    a stream took %.1f pieces of memory\n", (double)grown / (double)piece);
+    CHECK(!present(c, 1, 0) && present(c, 1, 3 * max - 1));
+
+    /* a working set above the floor, read round and round: the first round misses all, the
+     * second misses what the floor evicted (each one grows the bound), the third hits all */
+    const uint64_t ws = floor + floor / 2;
+    CHECK_EQ_I64(pass(c, 2, 0, ws), (int64_t)ws);
+    CHECK_EQ_I64(pass(c, 2, 0, ws), (int64_t)(ws - floor));
+    CHECK_EQ_I64(pass(c, 2, 0, ws), 0);
+    CHECK_EQ_U64(cache_bytes(c), ws * piece);
+
+    /* a bigger one below max_bytes: held whole after a few rounds */
+    const uint64_t ws2 = max - 16;
+    for (int round = 0; round < 3; round++)
+        pass(c, 3, 0, ws2);
+    CHECK_EQ_I64(pass(c, 3, 0, ws2), 0);
+    CHECK_EQ_U64(cache_bytes(c), ws2 * piece);
+    /* one just above max_bytes: the bound stops there */
+    for (int round = 0; round < 4; round++)
+        pass(c, 4, 0, max + 8);
+    CHECK_EQ_U64(cache_bytes(c), max * piece);
+    cache_free(c);
+
+    /* below the floor, max_bytes is the bound from the start */
+    c = cache_new(4 * piece, piece);
+    CHECK_EQ_I64(pass(c, 1, 0, 4), 4);
+    CHECK_EQ_I64(pass(c, 1, 0, 4), 0);
+    CHECK_EQ_I64(pass(c, 1, 0, 5), 1);
+    CHECK_EQ_U64(cache_bytes(c), 4 * piece);
     cache_free(c);
 }
 
@@ -1255,6 +1321,7 @@ int main(void)
     RUN_TEST(test_evicted_while_held);
     RUN_TEST(test_recycle);
     RUN_TEST(test_pool_bounded);
+    RUN_TEST(test_bound_grows);
     RUN_TEST(test_nowait_peek);
     RUN_TEST(test_abandon_hands_over);
     RUN_TEST(test_notify);
