@@ -11,6 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
+import decode_support as D
 import npz_support as S
 import sozip_writer as W
 
@@ -146,6 +147,30 @@ def test_numpy_load_decodes_no_chunk_ahead(mount, tmp_path):
         del a
         # the header's two 128 KiB reads touch 4 chunks, each fault's 96 KiB window at most 3
         assert decoded(mnt / "c64k.npy") <= (4 + 3 * 5) * chunk
+
+
+def test_sequential_reader_gets_chunks_decoded_ahead(mount, tmp_path):
+    """Three reads in a row make a sequential reader: the chunks after them are decoded on
+    the workers before anyone asks (a job of 256 KiB per worker at once), and read as the
+    archive has them."""
+    chunk = 64 << 10
+    want = np.cumsum(np.random.default_rng(4).integers(-3, 4, 600_000), dtype=np.int64)
+    path = tmp_path / "seq.npz"
+    W.build(path, [W.Member("seq.npy", npy(want), chunk=chunk)])
+    data = npy(want)
+    with mount(path, "-o", "noprefetch") as mnt:
+        f = mnt / "seq.npy"
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # the kernel's readahead off
+            for off in range(0, 3 * PIECE, PIECE):
+                assert os.pread(fd, PIECE, off) == data[off:off + PIECE]
+            ahead = D.poll_until(lambda: decoded(f) >= 3 * PIECE + (256 << 10), timeout=20)
+            assert ahead, decoded(f)
+            rest = os.pread(fd, len(data), 3 * PIECE)
+            assert rest == data[3 * PIECE:]
+        finally:
+            os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------
