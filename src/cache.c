@@ -11,8 +11,9 @@
  * plus what is in flight.
  *
  * The bound in force starts at CACHE_FLOOR (or max_bytes when smaller) and grows towards
- * max_bytes one piece per "ghost hit": a claim on a piece evicted so recently that a cache of
- * max_bytes would still hold it. Fresh memory is dear on a virtual machine (zeroing new 2 MiB
+ * max_bytes, never shrinking, one piece per "ghost hit": a claim on a piece that is among the
+ * last (max_bytes - floor) / piece evicted, that is, roughly one a cache of max_bytes would
+ * still hold. Fresh memory is dear on a virtual machine (zeroing new 2 MiB
  * huge pages took a third of the daemon's time in 200 random reads of a SOZip member, as
  * every read leaves two or three pieces behind that no one reads again), so the pool grows
  * only for a working set that shows reuse: the 200 reads took 3 to 22 % less time with an
@@ -65,6 +66,8 @@ struct cache_entry {
 struct cache {
     pthread_mutex_t lock;
     pthread_cond_t filled;
+    pthread_cond_t grown;           /* signalled when a thread stops growing the pool */
+    bool growing;                   /* a thread is adding a slab, with the lock dropped */
     size_t piece;
     uint64_t max_bytes;
     uint64_t ready;                 /* READY entries in the table: what the bound counts */
@@ -212,6 +215,7 @@ struct cache *cache_new(uint64_t max_bytes, size_t piece)
     }
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->filled, NULL);
+    pthread_cond_init(&c->grown, NULL);
     return c;
 }
 
@@ -285,12 +289,22 @@ static void pool_add(struct cache *c, struct slab *sl)
         spare_push(c, (unsigned char *)sl->mem + i * sl->stride);
 }
 
-/* Grows the pool by a slab, dropping the lock meanwhile. Returns 0 or -ENOMEM. */
+/* Grows the pool by a slab, dropping the lock meanwhile; one thread at a time, so that
+ * threads short of a buffer together wait for one slab instead of adding one each. Lock
+ * held. Returns 0 (a slab was added, or another thread's growth ended: look again) or
+ * -ENOMEM. */
 static int grow_pool(struct cache *c)
 {
+    if (c->growing) {
+        pthread_cond_wait(&c->grown, &c->lock);
+        return 0;
+    }
+    c->growing = true;
     pthread_mutex_unlock(&c->lock);
     struct slab *sl = slab_new(c->piece);
     pthread_mutex_lock(&c->lock);
+    c->growing = false;
+    pthread_cond_broadcast(&c->grown);
     if (!sl)
         return -ENOMEM;
     pool_add(c, sl);
@@ -319,6 +333,7 @@ void cache_free(struct cache *c)
     ghosts_free(&c->ghosts);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->filled);
+    pthread_cond_destroy(&c->grown);
     free(c);
 }
 
@@ -397,11 +412,14 @@ unsigned char *cache_buffer(struct cache *c)
 {
     c = own(c);
     pthread_mutex_lock(&c->lock);
-    /* At the bound, the least recently used piece nobody reads gives up its buffer. */
-    if (!c->spare && (c->ready + 1) * c->piece > c->bound && c->tail && c->tail->refs == 0)
-        evict_tail(c);
-    while (!c->spare && grow_pool(c) == 0)
-        ; /* another thread may take the new buffers while the lock is dropped */
+    /* At the bound, the least recently used piece nobody reads gives up its buffer; else the
+     * pool grows. Either may have to be done again: the lock is dropped while it grows. */
+    while (!c->spare) {
+        if ((c->ready + 1) * c->piece > c->bound && c->tail && c->tail->refs == 0)
+            evict_tail(c);
+        else if (grow_pool(c) < 0)
+            break;
+    }
     unsigned char *buf = c->spare;
     if (buf) {
         c->spare = *(void **)buf;
@@ -570,10 +588,12 @@ void cache_insert(struct cache *c, uint64_t a, uint64_t b, unsigned char *buf, s
         unlock_notify(c);
         return;
     }
-    if (e || !(e = add(c, a, b)))
+    if (e || !(e = add(c, a, b))) {
         spare_push(c, buf);
-    else
+    } else {
+        ghost_take(&c->ghosts, a, b); /* back without being asked for: no sign of reuse */
         make_ready(c, e, buf, len);
+    }
     unlock_notify(c);
 }
 
@@ -590,6 +610,15 @@ const unsigned char *cache_data(const struct cache_entry *e, size_t *len)
 {
     *len = e->len;
     return e->data;
+}
+
+uint64_t cache_bound(struct cache *c)
+{
+    c = own(c);
+    pthread_mutex_lock(&c->lock);
+    uint64_t n = c->bound;
+    pthread_mutex_unlock(&c->lock);
+    return n;
 }
 
 uint64_t cache_bytes(struct cache *c)

@@ -11,8 +11,9 @@
  * so the true footprint can exceed the bound by what readers and decoders hold at that moment
  * (a few pieces per thread). The most recently added piece is never evicted by its own arrival.
  * The bound in force starts at 8 MiB (or max_bytes when smaller) and grows towards max_bytes
- * only as pieces evicted recently are asked for again, so that pieces nobody reads twice (a
- * random reader's) do not grow the pool.
+ * (it never shrinks) only as pieces evicted recently, among the last (max_bytes - 8 MiB) /
+ * piece evictions (65,536 at most), are claimed again, so that pieces nobody reads twice (a
+ * random reader's) do not grow the pool. cache_bound() tells the bound in force.
  *
  * Protocol for a reader:
  *     rc = cache_get(c, a, b, how, &e);
@@ -90,6 +91,8 @@ const unsigned char *cache_data(const struct cache_entry *e, size_t *len);
 
 /* Bytes of piece buffers currently held by ready pieces (for tests and statistics). */
 uint64_t cache_bytes(struct cache *c);
+/* The bound in force (see above): what decode-ahead may fill without evicting its own work. */
+uint64_t cache_bound(struct cache *c);
 
 void cache_set_notify(struct cache *c, void (*fn)(void *ctx), void *ctx);
 

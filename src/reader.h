@@ -21,8 +21,9 @@
  * Errors are negative errno; -EIO means the member cannot be served, -EACCES that it
  * is encrypted and the password is missing or wrong, -EREMOTEIO that the archive could not
  * be read this time (its source failed: a remote server timed out, say), which fails the
- * read but not the member, so that a later read may succeed (npz_read reports it as -EIO). why() may be called at
- * any time, with or without state, and always returns a one-line reason (never NULL; a
+ * read but not the member, so that a later read may succeed (npz_read reports it as -EIO).
+ * why() may be called at any time, with or without state, and always returns a one-line
+ * reason (never NULL; a
  * generic one before any failure), which lives as long as the member's state, that is until
  * the archive is closed (npz_close).
  */
@@ -65,7 +66,8 @@ struct reader_env {
     int (*ahead)(void *ctx, uint64_t idx, uint64_t off, size_t len, unsigned width);
     void *ahead_ctx;
     unsigned threads;     /* decode worker threads: the widest useful decode-ahead */
-    uint64_t cache_bytes; /* the cache's bound: what decode-ahead may fill */
+    uint64_t cache_bytes; /* the cache's largest bound (-o cache); cache_bound() is the one
+                           * in force, what decode-ahead may fill */
     struct budget *decoder_mem;        /* bounds the state of reader_archive's decoders */
     struct archive_decoders *decoders; /* reader_archive's open decoders */
     const char *password;     /* for encrypted members; NULL: none given */

@@ -38,7 +38,7 @@
 #define SOZIP_MAX_CHUNK (16u << 20) /* a group holds its pieces until its chunks pass */
 #define AHEAD_JOB (256u << 10) /* least output of one decode-ahead job: a job costs a wakeup */
 #define AHEAD_MIN (1u << 20)  /* least decode-ahead of a sequential reader */
-#define AHEAD_AFTER 2         /* reads in a row that make a sequential reader */
+#define AHEAD_AFTER 2         /* reads continuing the one before that make a sequential reader */
 #define NO_READ UINT64_MAX
 
 struct sozip_state {
@@ -477,9 +477,10 @@ static int produce(const struct reader_env *env, const struct reader_member *m, 
 /* ---- reading ---- */
 
 /* Whether a read at off continues the one that ended at prev (NO_READ: none yet): it starts
- * there or a little before. Reads of compressed members are synchronous, so a sequential
- * reader's come in order, while a page fault a piece past the last read is a random reader's
- * (np.load's two reads, then a mapping read near the header). */
+ * there or a little before. Reads of compressed members are synchronous unless -o async_read
+ * says otherwise, so a sequential reader's come in order, while a page fault a piece past the
+ * last read is a random reader's (np.load's two reads, then a mapping read near the header).
+ * With asynchronous reads out of order, decode-ahead may start late or not at all. */
 static bool continues(uint64_t prev, uint64_t off, uint64_t piece)
 {
     return prev != NO_READ && off <= prev && off + 2 * piece >= prev;
@@ -532,8 +533,9 @@ static void maybe_ahead(const struct reader_env *env, const struct reader_member
     uint64_t unit = st->ix.chunk > AHEAD_JOB ? st->ix.chunk : AHEAD_JOB;
     uint64_t span = 2 * (env->threads ? env->threads : 1) * unit;
     span = span > AHEAD_MIN ? span : AHEAD_MIN;
-    if (span > env->cache_bytes / 2)
-        span = env->cache_bytes / 2;
+    uint64_t room = cache_bound(env->cache) / 2; /* more would evict its own work */
+    if (span > room)
+        span = room;
     uint64_t from = atomic_load(&st->ahead_to);
     from = from > end ? from : end;
     uint64_t limit = end + span < st->usize ? end + span : st->usize;

@@ -726,6 +726,49 @@ static void test_bound_grows(void)
     cache_free(c);
 }
 
+/* Threads short of a buffer at once wait for one new slab rather than add one each. */
+struct grab {
+    struct cache *c;
+    pthread_barrier_t *go, *done;
+};
+
+static void *grab_one(void *arg)
+{
+    struct grab *g = arg;
+    pthread_barrier_wait(g->go);
+    unsigned char *b = cache_buffer(g->c);
+    pthread_barrier_wait(g->done); /* all hold theirs: none was handed back and reused */
+    cache_unused(g->c, b);
+    return b ? NULL : (void *)1;
+}
+
+static void test_pool_grows_once(void)
+{
+    enum { T = 8 };
+    struct cache *c = cache_new(64u << 20, 64 << 10); /* 32 buffers per slab */
+    pthread_barrier_t go, done;
+    pthread_barrier_init(&go, NULL, T);
+    pthread_barrier_init(&done, NULL, T);
+    struct grab g = {c, &go, &done};
+    pthread_t t[T];
+    uint64_t h0 = heap_in_use();
+    for (int i = 0; i < T; i++)
+        pthread_create(&t[i], NULL, grab_one, &g);
+    int failed = 0;
+    for (int i = 0; i < T; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        failed += r != NULL;
+    }
+    CHECK_EQ_I64(failed, 0);
+    uint64_t grown = heap_in_use() - h0; /* glibc counts a 2 MiB slab's alignment slack too */
+    if (!CHECK(grown <= (4u << 20) + (64u << 10)))
+        printf("    %d threads at once added %.1f MiB of slabs\n", T, (double)grown / (1 << 20));
+    pthread_barrier_destroy(&go);
+    pthread_barrier_destroy(&done);
+    cache_free(c);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Modes, abandon and notify. */
 
@@ -1322,6 +1365,7 @@ int main(void)
     RUN_TEST(test_recycle);
     RUN_TEST(test_pool_bounded);
     RUN_TEST(test_bound_grows);
+    RUN_TEST(test_pool_grows_once);
     RUN_TEST(test_nowait_peek);
     RUN_TEST(test_abandon_hands_over);
     RUN_TEST(test_notify);
