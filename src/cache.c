@@ -13,13 +13,13 @@
  * The bound in force starts at CACHE_FLOOR (or max_bytes when smaller) and grows towards
  * max_bytes, never shrinking, one piece per "ghost hit": a claim on a piece that is among the
  * last (max_bytes - floor) / piece evicted, that is, roughly one a cache of max_bytes would
- * still hold. Fresh memory is dear on a virtual machine (zeroing new 2 MiB
- * huge pages took a third of the daemon's time in 200 random reads of a SOZip member, as
- * every read leaves two or three pieces behind that no one reads again), so the pool grows
- * only for a working set that shows reuse: the 200 reads took 3 to 22 % less time with an
- * 8 MiB bound than with 16 MiB, depending on how fresh the machine's memory was. Ghosts are
- * keys only, in a ring of as many as the pieces between the floor and max_bytes (65,536 at
- * most), with their own hash chains.
+ * still hold. Fresh memory is dear on a virtual machine (zeroing new 2 MiB huge pages took a
+ * third of the daemon's time in 200 random reads of a SOZip member, as every read leaves two
+ * or three pieces behind that no one reads again), so the pool grows only for a working set
+ * that shows reuse: the 200 reads took 3 to 22 % less time with an 8 MiB bound than with
+ * 16 MiB, depending on how fresh the machine's memory was. Ghosts are keys only, in a ring of
+ * as many as the pieces between the floor and max_bytes (65,536 at most), with their own hash
+ * chains.
  */
 #include "cache.h"
 
@@ -311,7 +311,6 @@ static int grow_pool(struct cache *c)
     return 0;
 }
 
-
 void cache_free(struct cache *c)
 {
     if (!c || c->base) {
@@ -348,7 +347,6 @@ static struct cache_entry **slot(struct cache *c, uint64_t a, uint64_t b)
 {
     return &c->buckets[hash(a, b) & c->mask];
 }
-
 
 static void lru_unlink(struct cache *c, struct cache_entry *e)
 {

@@ -23,9 +23,8 @@
  * be read this time (its source failed: a remote server timed out, say), which fails the
  * read but not the member, so that a later read may succeed (npz_read reports it as -EIO).
  * why() may be called at any time, with or without state, and always returns a one-line
- * reason (never NULL; a
- * generic one before any failure), which lives as long as the member's state, that is until
- * the archive is closed (npz_close).
+ * reason (never NULL; a generic one before any failure), which lives as long as the member's
+ * state, that is until the archive is closed (npz_close).
  */
 #ifndef NPZMOUNT_READER_H
 #define NPZMOUNT_READER_H

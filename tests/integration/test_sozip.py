@@ -131,14 +131,22 @@ def test_random_reads_decode_only_what_they_touch(good, mount, name):
             os.close(fd)
 
 
+CHUNK_64K = 64 << 10
+
+
+def one_member(tmp_path, name, seed):
+    """An archive of one SOZip int64 member (4.6 MiB, 64 KiB chunks); returns it and the array."""
+    want = np.cumsum(np.random.default_rng(seed).integers(-3, 4, 600_000), dtype=np.int64)
+    path = tmp_path / f"{name}.npz"
+    W.build(path, [W.Member(f"{name}.npy", npy(want), chunk=CHUNK_64K)])
+    return path, want
+
+
 def test_numpy_load_decodes_no_chunk_ahead(mount, tmp_path):
     """np.load reads the header, and the kernel the window after it, then a mapping is read at
     random: that is no sequential reader, so nothing is decoded ahead of what was asked for
     (a third read in a row would start it: 1 MiB)."""
-    chunk = 64 << 10
-    want = np.cumsum(np.random.default_rng(3).integers(-3, 4, 600_000), dtype=np.int64)
-    path = tmp_path / "c64k.npz"
-    W.build(path, [W.Member("c64k.npy", npy(want), chunk=chunk)])
+    path, want = one_member(tmp_path, "c64k", 3)
     with mount(path) as mnt:
         a = np.load(mnt / "c64k.npy", mmap_mode="r")
         for frac in (0.1, 0.35, 0.6, 0.85, 0.5):
@@ -146,17 +154,14 @@ def test_numpy_load_decodes_no_chunk_ahead(mount, tmp_path):
             assert a[i] == want[i]
         del a
         # the header's two 128 KiB reads touch 4 chunks, each fault's 96 KiB window at most 3
-        assert decoded(mnt / "c64k.npy") <= (4 + 3 * 5) * chunk
+        assert decoded(mnt / "c64k.npy") <= (4 + 3 * 5) * CHUNK_64K
 
 
 def test_sequential_reader_gets_chunks_decoded_ahead(mount, tmp_path):
     """Three reads in a row make a sequential reader: the chunks after them are decoded on
     the workers before anyone asks (a job of 256 KiB per worker at once), and read as the
     archive has them."""
-    chunk = 64 << 10
-    want = np.cumsum(np.random.default_rng(4).integers(-3, 4, 600_000), dtype=np.int64)
-    path = tmp_path / "seq.npz"
-    W.build(path, [W.Member("seq.npy", npy(want), chunk=chunk)])
+    path, want = one_member(tmp_path, "seq", 4)
     data = npy(want)
     with mount(path, "-o", "noprefetch") as mnt:
         f = mnt / "seq.npy"
