@@ -23,7 +23,7 @@ ISAL_PC   := $(shell pkg-config --exists libisal 2>/dev/null && echo libisal)
 # libcurl and libarchive: headers only; src/http.c and src/reader_archive.c load them when an
 # archive needs them (remote, or members of other methods), so that a mount of a numpy archive
 # does not start a dozen libraries it never uses.
-CORE_PKGS := zlib libarchive libcurl $(ISAL_PC)
+CORE_PKGS := zlib libdeflate libarchive libcurl $(ISAL_PC)
 PKGS      := fuse3 $(CORE_PKGS)
 LINK_PKGS := $(filter-out libcurl libarchive,$(PKGS))
 CORE_DEP_CFLAGS = $(shell pkg-config --cflags $(CORE_PKGS) 2>/dev/null)

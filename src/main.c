@@ -182,7 +182,7 @@ static void usage(FILE *f)
             "    -o askpass             ask for that password on the terminal\n"
             "    --optimize IN OUT      rewrite IN as a seek-optimized ZIP (SOZip) into OUT;\n"
             "                           with --compress (stored members deflated too),\n"
-            "                           --chunk-size=SIZE (default 64k), --threads=N\n"
+            "                           --chunk-size=SIZE (default 32k), --threads=N\n"
             "    SIZE is a number of bytes with an optional k, M or G suffix (powers of 1024).\n"
             "\n");
 }

@@ -164,6 +164,7 @@ static void save_quietly(struct npz *npz, uint64_t i)
 }
 
 static int ahead(void *ctx, uint64_t idx, uint64_t off, size_t len, unsigned width);
+static int helper(void *ctx, void (*fn)(void *arg), void *arg);
 
 /* A wrong password fails the mount rather than every read: the smallest encrypted member's
  * first piece is decoded now, which checks the password (and, when the piece is the whole
@@ -269,6 +270,7 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
     npz->ahead_jobs = calloc(n, sizeof *npz->ahead_jobs);
     npz->env.ahead = ahead;
     npz->env.ahead_ctx = npz;
+    npz->env.helper = helper;
     npz->env.password = opt ? opt->password : NULL;
     npz->shared = opt ? opt->shared : NULL;
     if (npz->shared)
@@ -429,6 +431,43 @@ static int ahead(void *ctx, uint64_t idx, uint64_t off, size_t len, unsigned wid
     }
     atomic_fetch_sub(&npz->ahead_jobs[idx], 1);
     atomic_fetch_sub(&npz->ahead_total, 1);
+    return rc;
+}
+
+/* A read's helper (reader.h), counted with the decode-ahead jobs so that npz_busy holds the
+ * npz open until it ran. */
+struct helper_job {
+    struct sched_job sj;
+    struct npz *npz;
+    void (*fn)(void *arg);
+    void *arg;
+};
+
+static int run_helper(struct sched_job *sj)
+{
+    struct helper_job *j = (struct helper_job *)sj;
+    struct npz *npz = j->npz;
+    j->fn(j->arg);
+    free(j);
+    atomic_fetch_sub(&npz->ahead_total, 1); /* the last touch of npz: it may go now */
+    return 0;
+}
+
+static int helper(void *ctx, void (*fn)(void *arg), void *arg)
+{
+    struct npz *npz = ctx;
+    if (!npz->sched)
+        return -EAGAIN;
+    struct helper_job *j = malloc(sizeof *j);
+    if (!j)
+        return -ENOMEM;
+    *j = (struct helper_job){.sj.run = run_helper, .npz = npz, .fn = fn, .arg = arg};
+    atomic_fetch_add(&npz->ahead_total, 1);
+    int rc = sched_submit(npz->sched, &j->sj);
+    if (rc < 0) {
+        atomic_fetch_sub(&npz->ahead_total, 1);
+        free(j);
+    }
     return rc;
 }
 

@@ -75,8 +75,9 @@ struct npz;
 struct npz_shared;
 struct npz_shared *npz_shared_new(const struct npz_options *opt);
 void npz_shared_free(struct npz_shared *s);
-/* Whether decode-ahead jobs of npz are queued or running on the workers (which they do for
- * sequential readers of compressed members; they end on their own, within a few pieces). An
+/* Whether decode-ahead jobs or read helpers of npz are queued or running on the workers
+ * (which they are for sequential readers of compressed members, and for random reads of
+ * SOZip members; they end on their own, within a few pieces). An
  * npz of a shared set, whose workers outlive it, may be closed once it is not busy and nothing
  * else uses it, or once npz_shared_shutdown has returned. */
 bool npz_busy(struct npz *npz);

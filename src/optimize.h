@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 /* Chosen by measurement: see "Choosing the chunk size" in the man page. */
-#define OPTIMIZE_DEFAULT_CHUNK (64u << 10)
+#define OPTIMIZE_DEFAULT_CHUNK (32u << 10)
 #define OPTIMIZE_MIN_CHUNK 4096u
 #define OPTIMIZE_MAX_CHUNK (64u << 20)
 

@@ -9,7 +9,8 @@
  *
  * How far a read may go is the caller's choice (struct read_ctl): READ_CACHED serves only what
  * needs no decoding (stored bytes, ready pieces), READ_NOWAIT decodes but never waits for
- * another thread's decode, READ_BLOCK does both. Instead of waiting, a read returns -EAGAIN,
+ * another thread's decode (but for its own helper's, one chunk at most: see helper below),
+ * READ_BLOCK does both. Instead of waiting, a read returns -EAGAIN,
  * and the reader promises that the thread it would have waited for calls cache_notify (or
  * fills a cache piece, which notifies) when it is done, so the caller knows when to retry.
  *
@@ -63,7 +64,12 @@ struct reader_env {
      * once. Returns 0 when queued, or -EBUSY (width reached), -ENOMEM, -EAGAIN. Its jobs read
      * with read_ctl.ahead set. May be NULL. */
     int (*ahead)(void *ctx, uint64_t idx, uint64_t off, size_t len, unsigned width);
-    void *ahead_ctx;
+    void *ahead_ctx;      /* for ahead and helper */
+    /* Runs fn(arg) on a worker thread soon: a read's helper, decoding part of it side by
+     * side. fn may run after the read returned; env and the member's state outlive it
+     * (npz_busy counts it). Returns 0 when queued, else a negative errno (-EAGAIN, -ENOMEM),
+     * and fn never runs. May be NULL. */
+    int (*helper)(void *ctx, void (*fn)(void *arg), void *arg);
     unsigned threads;     /* decode worker threads: the widest useful decode-ahead */
     uint64_t cache_bytes; /* the cache's largest bound (-o cache); cache_bound() is the one
                            * in force, what decode-ahead may fill */

@@ -6,6 +6,10 @@
  * member, or one whose index fails its checks (logged once), is reader_deflate's: this
  * reader's state then only wraps reader_deflate's, and every call is passed on.
  *
+ * A large read that does not continue the one before (a page fault's window) is decoded
+ * chunk by chunk straight into the caller's buffer, with a helper thread (direct_read); any
+ * other read goes through the cache, as follows.
+ *
  * The unit of work is a "group": the chunks piece q (of the cache) overlaps, and the whole
  * pieces they hold. A thread that claims piece q in the cache also claims the other pieces of
  * its group that nobody is producing, so that two threads never decode the same chunks, then
@@ -13,8 +17,10 @@
  * overlaps has passed the checks that an untrusted index needs: the chunk decodes from an
  * empty window (a back reference into the previous chunk is corrupt data), to exactly its
  * length, from input that starts right after a flush marker and ends on one, and the decoder
- * then stands on a byte-aligned block boundary (an appended final empty stored block ends the
- * stream with no output). A chunk that fails reads EIO, and so does the member from then on.
+ * then stands on a byte-aligned block boundary (an appended final empty block ends the stream
+ * with no output). Members whose chunks are mostly literals are decoded by libdeflate, one
+ * call per chunk, the others by ISA-L (see one_shot). A chunk that fails reads EIO, and so
+ * does the member from then on.
  * What per-chunk checks cannot see (a stream crafted to parse two ways) the CRC-32 catches
  * once every chunk has been decoded: the member then fails, as a plain deflated one does.
  */
@@ -25,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <isa-l/crc.h>
+#include <libdeflate.h>
 #include <zlib.h> /* crc32_combine */
 
 #include "inflater.h"
@@ -40,6 +47,11 @@
 #define AHEAD_MIN (1u << 20)  /* least decode-ahead of a sequential reader */
 #define AHEAD_AFTER 2         /* reads continuing the one before that make a sequential reader */
 #define NO_READ UINT64_MAX
+#define ONE_SHOT_MAX (64u << 10) /* the largest chunk libdeflate decodes (see one_shot) */
+
+/* A final empty block with fixed codes, appended to a chunk that ends on a flush so that
+ * libdeflate, which decodes whole streams only, stops there. */
+static const unsigned char final_block[] = {0x03, 0x00};
 
 struct sozip_state {
     void *deflate;          /* reader_deflate's state when the member has no usable index */
@@ -47,6 +59,7 @@ struct sozip_state {
     atomic_bool told;
     struct sozip_index ix;
     const struct inflater_ops *ops;
+    bool one_shot;          /* chunks decode with libdeflate (see sozip_new) */
     struct budget *mem;
     uint64_t usize;
     uint32_t crc32;
@@ -112,6 +125,11 @@ static void *sozip_new(const struct reader_env *env, const struct zip_member *zm
     st->usize = zm->usize;
     st->crc32 = zm->crc32;
     st->ops = &inflater_isal;
+    /* Which decoder is faster depends on the data (scripts/bench-tools/chunk-decoders.c):
+     * libdeflate on chunks of mostly literals (float32 noise: 0.78x ISA-L's time), ISA-L on
+     * chunks of mostly matches (int64 arange: libdeflate takes 1.6x its time); they cross near
+     * half the input size. */
+    st->one_shot = zm->csize >= zm->usize / 2;
     st->last_end = NO_READ;
     pthread_mutex_init(&st->lock, NULL);
     int rc = sozip_load(env->src, zm, st->mem, &st->ix, st->ignored, sizeof st->ignored);
@@ -192,13 +210,17 @@ static struct group group_of(const struct sozip_state *st, uint64_t piece, uint6
     return g;
 }
 
-/* A thread's decoder and input buffer, kept from one group to the next: allocating an ISA-L
+/* A thread's decoders and buffers, kept from one group to the next: allocating an ISA-L
  * state per group made glibc grow and trim its heap on every random read (perf: a tenth of
- * the daemon's time in sysmalloc and page clearing). */
+ * the daemon's time in sysmalloc and page clearing). The input buffer has room for the final
+ * block decode_whole appends; out is decode_whole's output when it cannot go straight where
+ * it belongs. */
 struct kit {
     const struct inflater_ops *ops;
     struct inflater *f;
-    unsigned char in[IN_BUF];
+    struct libdeflate_decompressor *ld; /* made for the first one_shot member */
+    unsigned char in[IN_BUF + sizeof final_block];
+    unsigned char out[ONE_SHOT_MAX];
 };
 
 static void kit_free(void *p)
@@ -206,13 +228,16 @@ static void kit_free(void *p)
     struct kit *k = p;
     if (k->f)
         k->ops->free(k->f);
+    if (k->ld)
+        libdeflate_free_decompressor(k->ld);
     free(k);
 }
 
 static struct tls kits = TLS_INIT(sizeof(struct kit), kit_free);
 
-/* This thread's kit with a decoder of kind ops, or NULL when out of memory. */
-static struct kit *thread_kit(const struct inflater_ops *ops)
+/* This thread's kit with a decoder of kind ops (and libdeflate's, with one_shot), or NULL
+ * when out of memory. */
+static struct kit *thread_kit(const struct inflater_ops *ops, bool one_shot)
 {
     struct kit *k = tls_get(&kits);
     if (k && k->f && k->ops != ops) {
@@ -223,7 +248,9 @@ static struct kit *thread_kit(const struct inflater_ops *ops)
         k->ops = ops;
         k->f = ops->new();
     }
-    return k && k->f ? k : NULL;
+    if (k && one_shot && !k->ld)
+        k->ld = libdeflate_alloc_decompressor();
+    return k && k->f && (k->ld || !one_shot) ? k : NULL;
 }
 
 /* One thread decoding one group. */
@@ -237,8 +264,12 @@ struct run {
     struct cache_entry **claim; /* per whole piece (k - k0): our claim in the cache, or NULL */
     unsigned char **buf;        /* per whole piece: its buffer, until handed to the cache */
     uint64_t handed;            /* whole pieces handed over, from k0 on */
-    unsigned char *scratch;     /* output outside the whole pieces */
+    unsigned char *scratch;     /* output outside the whole pieces (and the caller's) */
+    unsigned char *out;         /* a direct read's buffer: output [out_off, out_end) goes */
+    uint64_t out_off, out_end;  /* there, and no piece is made (see direct_read) */
     struct inflater *f;
+    struct libdeflate_decompressor *ld;
+    unsigned char *whole;       /* ONE_SHOT_MAX bytes for libdeflate's output */
     unsigned char *in;          /* compressed bytes [in_at, in_at + in_have) of the member */
     uint64_t in_at;
     size_t in_have;
@@ -288,6 +319,13 @@ static int check_marker(struct run *r, uint64_t at, const char *where)
 static int dest(struct run *r, uint64_t pos, uint64_t end, unsigned char **dst, size_t *room)
 {
     uint64_t k = pos / r->piece, start = k * r->piece, stop = piece_end(r, k);
+    if (r->out && pos >= r->out_off && pos < r->out_end) {
+        *dst = r->out + (pos - r->out_off);
+        *room = (size_t)((end < r->out_end ? end : r->out_end) - pos);
+        return 0;
+    }
+    if (r->out && pos < r->out_off && r->out_off < stop)
+        stop = r->out_off;
     if (stop > end)
         stop = end;
     unsigned char *base = r->scratch;
@@ -320,18 +358,116 @@ static int ends_on_boundary(struct run *r)
     }
 }
 
+/* Where chunk c lies: its input [in, in_end) and its output [pos, end). */
+struct chunk_span {
+    uint64_t in, in_end, pos, end;
+    bool last;
+};
+
+static struct chunk_span chunk_span(const struct sozip_state *st, uint64_t c)
+{
+    uint64_t pos = c * st->ix.chunk;
+    return (struct chunk_span){st->ix.off[c], st->ix.off[c + 1], pos,
+                               pos + st->ix.chunk < st->usize ? pos + st->ix.chunk : st->usize,
+                               c + 1 == st->ix.nchunks};
+}
+
+static const char bad_start[] = "SOZip chunk does not start on a flush marker";
+static const char bad_end[] = "SOZip chunk does not end on a flush marker";
+static const char bad_size[] = "SOZip chunk does not decode to its size";
+static const char bad_input[] = "SOZip chunk past its member's data";
+
+/* Copies [pos, pos + n) of the member's output from src to where dest() puts it. */
+static int emit(struct run *r, uint64_t pos, const unsigned char *src, size_t n)
+{
+    while (n) {
+        unsigned char *dst;
+        size_t room;
+        int rc = dest(r, pos, pos + n, &dst, &room);
+        if (rc < 0)
+            return rc;
+        room = room < n ? room : n;
+        memcpy(dst, src, room);
+        pos += room;
+        src += room;
+        n -= room;
+    }
+    return 0;
+}
+
+/* decode_chunk with one call to libdeflate: the chunk's input, from its start marker on, in
+ * the input buffer at once, a final empty block appended to it (unless it is the last), and
+ * its output in one buffer. The checks are the streaming decode's: the markers, and the whole
+ * input consumed to exactly the chunk's length, ending with the appended block, which proves
+ * a byte-aligned block boundary there (the marker's last byte leaves no bits that could
+ * start a block). Returns -ENOTSUP when the chunk is too large for that. */
+static int decode_whole(struct run *r, uint64_t c)
+{
+    struct sozip_state *st = r->st;
+    struct chunk_span k = chunk_span(st, c);
+    if (c > 0 && k.in < SOZIP_MARKER_LEN)
+        return fail(st, bad_start);
+    uint64_t from = c > 0 ? k.in - SOZIP_MARKER_LEN : 0;
+    if (k.end - k.pos > ONE_SHOT_MAX || k.in_end - from > IN_BUF)
+        return -ENOTSUP;
+    const unsigned char *p;
+    size_t n;
+    int rc = input_at(r, from, k.in_end, &p, &n);
+    if (rc == 0 && n < k.in_end - from) { /* the buffer ends inside: read it from here */
+        r->in_have = 0;
+        rc = input_at(r, from, k.in_end, &p, &n);
+    }
+    if (rc < 0)
+        return rc == -EIO ? fail(st, bad_input) : rc;
+    if (c > 0 && memcmp(p, sozip_marker, SOZIP_MARKER_LEN) != 0)
+        return fail(st, bad_start);
+    if (!k.last && (k.in_end - k.in < SOZIP_MARKER_LEN ||
+                    memcmp(p + n - SOZIP_MARKER_LEN, sozip_marker, SOZIP_MARKER_LEN) != 0))
+        return fail(st, bad_end);
+    /* The final block goes over the two bytes after the chunk (the next chunk's, maybe), which
+     * are put back afterwards: in_end is within IN_BUF of in_at, and the buffer has room. */
+    unsigned char *src = r->in + (k.in - r->in_at), kept[sizeof final_block] = {0};
+    size_t src_len = (size_t)(k.in_end - k.in);
+    if (!k.last) {
+        memcpy(kept, src + src_len, sizeof kept);
+        memcpy(src + src_len, final_block, sizeof final_block);
+    }
+    unsigned char *dst;
+    size_t room, len = (size_t)(k.end - k.pos), used = 0, made = 0;
+    rc = dest(r, k.pos, k.end, &dst, &room);
+    dst = room < len ? r->whole : dst;
+    enum libdeflate_result res =
+        rc < 0 ? LIBDEFLATE_BAD_DATA
+               : libdeflate_deflate_decompress_ex(r->ld, src, src_len + (k.last ? 0 : 2), dst,
+                                                  len, &used, &made);
+    if (!k.last)
+        memcpy(src + src_len, kept, sizeof kept);
+    if (rc < 0)
+        return rc;
+    if (res != LIBDEFLATE_SUCCESS || made != len || used != src_len + (k.last ? 0 : 2))
+        return fail(st, bad_size);
+    atomic_fetch_add_explicit(&st->decoded, made, memory_order_relaxed);
+    uint32_t crc = crc32_gzip_refl(0, dst, made);
+    if (dst == r->whole && (rc = emit(r, k.pos, dst, made)) < 0)
+        return rc;
+    return record_chunk(st, c, crc);
+}
+
 /* Decodes chunk c on its own and checks it (see the top of this file). */
 static int decode_chunk(struct run *r, uint64_t c)
 {
     struct sozip_state *st = r->st;
+    if (st->one_shot) {
+        int rc = decode_whole(r, c);
+        if (rc != -ENOTSUP)
+            return rc;
+    }
     const struct inflater_ops *ops = st->ops;
-    uint64_t in = st->ix.off[c], in_end = st->ix.off[c + 1];
-    uint64_t pos = c * st->ix.chunk;
-    uint64_t end = pos + st->ix.chunk < st->usize ? pos + st->ix.chunk : st->usize;
-    bool last = c + 1 == st->ix.nchunks, ended = false;
+    struct chunk_span k = chunk_span(st, c);
+    uint64_t in = k.in, in_end = k.in_end, pos = k.pos, end = k.end;
+    bool last = k.last, ended = false;
     /* The input is read from the start marker on, so that both markers are checked in the
      * buffer (the end one once decoded, before any piece is handed over). */
-    const char *bad_start = "SOZip chunk does not start on a flush marker";
     if (c > 0) {
         const unsigned char *p;
         size_t n;
@@ -353,7 +489,7 @@ static int decode_chunk(struct run *r, uint64_t c)
         if (rc == 0 && pos < end)
             rc = dest(r, pos, end, &dst, &room);
         if (rc < 0)
-            return rc == -EIO ? fail(st, "SOZip chunk past its member's data") : rc;
+            return rc == -EIO ? fail(st, bad_input) : rc;
         rc = ops->step(r->f, p, n, &used, dst, room, &made, 0);
         in += used;
         if (made && pos >= end)
@@ -368,8 +504,8 @@ static int decode_chunk(struct run *r, uint64_t c)
             break; /* input used up (or a stall, which the checks below reject) */
     }
     if (pos != end || ended != last || in != in_end)
-        return fail(st, "SOZip chunk does not decode to its size");
-    int rc = last ? 0 : check_marker(r, in_end, "SOZip chunk does not end on a flush marker");
+        return fail(st, bad_size);
+    int rc = last ? 0 : check_marker(r, in_end, bad_end);
     if (rc == 0 && !last && ends_on_boundary(r) < 0)
         rc = -EIO;
     if (rc < 0)
@@ -437,6 +573,21 @@ static void release(struct run *r, int rc)
     free(r->buf);
 }
 
+/* Gives r this thread's decoder and input buffer, and a scratch buffer (release gives it
+ * back). Returns 0 or -ENOMEM. */
+static int equip(struct run *r)
+{
+    struct kit *kit = thread_kit(r->st->ops, r->st->one_shot);
+    r->scratch = cache_buffer(r->env->cache);
+    if (kit) {
+        r->f = kit->f;
+        r->ld = kit->ld;
+        r->in = kit->in;
+        r->whole = kit->out;
+    }
+    return kit && r->scratch ? 0 : -ENOMEM;
+}
+
 /* Produces piece q, which the caller claimed as e: decodes its group. Returns 0 with e ready
  * and still referenced, or an error with e gone. */
 static int produce(const struct reader_env *env, const struct reader_member *m, uint64_t q,
@@ -448,13 +599,7 @@ static int produce(const struct reader_env *env, const struct reader_member *m, 
     uint64_t n = r.g.k1 - r.g.k0;
     r.claim = calloc(n, sizeof *r.claim);
     r.buf = calloc(n, sizeof *r.buf);
-    struct kit *kit = thread_kit(st->ops);
-    r.scratch = cache_buffer(env->cache);
-    if (kit) {
-        r.f = kit->f;
-        r.in = kit->in;
-    }
-    if (!r.claim || !r.buf || !kit || !r.scratch) {
+    if (equip(&r) < 0 || !r.claim || !r.buf) {
         cache_abandon(env->cache, e);
         release(&r, -ENOMEM);
         return -ENOMEM;
@@ -472,6 +617,135 @@ static int produce(const struct reader_env *env, const struct reader_member *m, 
     rc = rc == 1 ? 0 : rc;
     release(&r, rc);
     return rc;
+}
+
+/* ---- random reads, decoded straight into the caller's buffer ---- */
+
+/* A read of at least a piece that does not continue the one before (a page fault of
+ * np.load's mapping, say) is decoded chunk by chunk into the caller's buffer when chunks are
+ * no larger than a piece, with no whole pieces around it: the kernel asks for 96 KiB around a
+ * fault, which takes 4 chunks of 32 KiB, where the pieces it touches take 2.5 of 64 KiB.
+ * Each chunk is still decoded whole and passes every check before the read returns. Nothing
+ * goes to the cache: the kernel keeps the pages of so large a read, and random reads seldom
+ * come back to the chunks around them (smaller reads, which may, take the pieces' way).
+ * A helper on a worker takes chunks from the far end while the reader takes them from the
+ * near end. The split outlives whichever of the two ends last (the helper may start after
+ * the reader is done); the reader waits for the chunks the helper claimed, which write into
+ * its buffer. */
+struct split {
+    pthread_mutex_t lock;
+    pthread_cond_t idle;
+    uint64_t next, stop; /* the chunks nobody claimed: [next, stop) */
+    unsigned busy;       /* chunks the helper claimed and has not finished */
+    int rc;              /* the first failure, which ends the claims */
+    int refs;            /* the reader, and the helper once queued */
+    struct reader_member member;
+    struct run r;        /* what both decode with, but for their equipment (equip) */
+};
+
+/* Claims the first (or, for the helper, the last) chunk nobody claimed; false when none is
+ * left or one failed. */
+static bool claim_chunk(struct split *s, bool helper, uint64_t *c)
+{
+    pthread_mutex_lock(&s->lock);
+    bool ok = s->rc == 0 && s->next < s->stop;
+    if (ok && helper) {
+        *c = --s->stop;
+        s->busy++;
+    } else if (ok) {
+        *c = s->next++;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return ok;
+}
+
+/* Records how a chunk went, decoded by the helper or by the reader. */
+static void chunk_done(struct split *s, bool helper, int rc)
+{
+    pthread_mutex_lock(&s->lock);
+    if (rc < 0 && s->rc == 0)
+        s->rc = rc;
+    if (helper && --s->busy == 0)
+        pthread_cond_signal(&s->idle);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Drops a reference: the last frees s. */
+static void split_put(struct split *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool last = --s->refs == 0;
+    pthread_mutex_unlock(&s->lock);
+    if (!last)
+        return;
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->idle);
+    free(s);
+}
+
+/* Decodes the chunks this thread claims from s until none is left. It is equipped at its
+ * first claim, so that a helper that starts late takes nothing. */
+static void decode_claims(struct split *s, bool helper, const struct stop *stop)
+{
+    struct run r = s->r;
+    bool equipped = false;
+    uint64_t c;
+    while (claim_chunk(s, helper, &c)) {
+        int rc = equipped ? 0 : equip(&r);
+        equipped = true;
+        if (rc == 0 && atomic_load(&r.st->why))
+            rc = -EIO;
+        if (rc == 0 && !helper && c > r.g.c0 && stop_now(stop))
+            rc = -EINTR;
+        if (rc == 0)
+            rc = decode_chunk(&r, c);
+        chunk_done(s, helper, rc);
+    }
+    release(&r, 0);
+}
+
+/* The helper's job (env->helper). */
+static void help(void *arg)
+{
+    struct split *s = arg;
+    decode_claims(s, true, NULL);
+    split_put(s);
+}
+
+/* Reads [off, off + len) as the top of this section says: returns len or an error. */
+static ssize_t direct_read(const struct reader_env *env, const struct reader_member *m,
+                           unsigned char *out, size_t len, uint64_t off,
+                           const struct read_ctl *ctl)
+{
+    struct sozip_state *st = m->state;
+    struct split *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    s->next = off / st->ix.chunk;
+    s->stop = (off + len - 1) / st->ix.chunk + 1;
+    s->refs = 1;
+    s->member = *m; /* the caller's may be gone by the time the helper starts */
+    s->r = (struct run){.env = env, .m = &s->member, .st = st, .piece = cache_piece(env->cache),
+                        .g = {s->next, s->stop - 1, 0, 0}, .out = out, .out_off = off,
+                        .out_end = off + len};
+    if (s->stop - s->next > 1 && env->helper) {
+        s->refs++;
+        if (env->helper(env->ahead_ctx, help, s) < 0)
+            s->refs--; /* never queued: no lock needed */
+    }
+    decode_claims(s, false, ctl->stop);
+    pthread_mutex_lock(&s->lock);
+    s->next = s->stop; /* a helper that starts now finds nothing */
+    while (s->busy)
+        pthread_cond_wait(&s->idle, &s->lock);
+    int rc = s->rc;
+    pthread_mutex_unlock(&s->lock);
+    split_put(s);
+    if (rc == 0 && ctl->pins)
+        rc = read_pins_add(ctl->pins, NULL, NULL, out, len);
+    return rc < 0 ? rc : (ssize_t)len;
 }
 
 /* ---- reading ---- */
@@ -543,8 +817,8 @@ static void maybe_ahead(const struct reader_env *env, const struct reader_member
 }
 
 /* A read over several groups has the later ones decoded by the workers while this thread
- * decodes the first: the kernel asks for 128 KiB around a page fault, which spans several
- * small chunks, and chunks decode independently. A group a worker has not started by the
+ * decodes the first: a sequential reader's reads of 128 KiB span several small chunks, and
+ * chunks decode independently. A group a worker has not started by the
  * time this thread reaches it is decoded here (the cache's claims keep it to one decode). */
 static void split_read(const struct reader_env *env, const struct reader_member *m,
                        uint64_t off, size_t len, const struct read_ctl *ctl)
@@ -557,6 +831,20 @@ static void split_read(const struct reader_env *env, const struct reader_member 
     submit_groups(env, m, from, off + len, 1);
 }
 
+/* Whether a read takes direct_read's way: chunks no larger than a piece, a read of at least
+ * a piece that does not continue the last one, by no decode-ahead job, with neither end
+ * already in the cache (made by decode-ahead, or for another reader, it would be decoded
+ * again for nothing). */
+static bool goes_direct(const struct reader_env *env, const struct reader_member *m,
+                        uint64_t off, size_t len, const struct read_ctl *ctl)
+{
+    struct sozip_state *st = m->state;
+    uint64_t piece = cache_piece(env->cache);
+    return st->ix.chunk <= piece && len >= piece && !ctl->ahead && ctl->mode != READ_CACHED &&
+           !continues(atomic_load(&st->last_end), off, piece) &&
+           !reader_cached(env, m, off / piece) && !reader_cached(env, m, (off + len - 1) / piece);
+}
+
 static ssize_t sozip_read(const struct reader_env *env, const struct reader_member *m,
                           void *out, size_t len, uint64_t off, const struct read_ctl *ctl)
 {
@@ -566,6 +854,12 @@ static ssize_t sozip_read(const struct reader_env *env, const struct reader_memb
     struct sozip_state *st = m->state;
     unsigned char *buf = out;
     size_t done = 0, piece = cache_piece(env->cache);
+    if (goes_direct(env, m, off, len, ctl)) {
+        ssize_t n = direct_read(env, m, buf, len, off, ctl);
+        if (n >= 0)
+            maybe_ahead(env, m, off, off + len, ctl);
+        return n;
+    }
     split_read(env, m, off, len, ctl);
     while (done < len) {
         if (atomic_load(&st->why)) /* a failed member's pieces are not served either */

@@ -21,7 +21,7 @@ import tempfile
 import time
 import zlib
 
-DEFAULT_CHUNK_SIZE = 64 << 10
+DEFAULT_CHUNK_SIZE = 32 << 10
 
 _LOCAL = struct.Struct("<IHHHHHIIIHH")
 _CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")

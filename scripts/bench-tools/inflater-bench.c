@@ -28,6 +28,7 @@
  * Every decode is checked once against the CRC-32 of zlib's plain decode.
  */
 #include "inflater.h"
+#include "cputime.h"
 
 #include <errno.h>
 #ifdef __x86_64__
@@ -64,26 +65,6 @@ struct index {
     size_t np;
     unsigned char *windows;
 };
-
-/* CPU time of this thread: the machine is shared, and wall time mostly measures the others. */
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, size_t n)
-{
-    qsort(v, n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 static void die(const char *what)
 {

@@ -41,6 +41,8 @@ class Member:
     level: int = 6
     # hostile knobs
     full_flush: bool = True        # False: Z_SYNC_FLUSH only, back references cross chunks
+    final_in: Optional[int] = None  # this chunk ends in a final block (then the flush marker,
+                                    # then a new stream for the rest)
     index: Optional[bool] = None   # None: for sozip members above one chunk; True: always
                                    # (also after a stored member); False: never
     offsets: Optional[Callable[[list], list]] = None  # rewrites the chunk offsets
@@ -56,7 +58,7 @@ def index_name(name):
     return f"{head}{sep}.{base}.sozip.idx"
 
 
-def chunked_deflate(data, chunk, level=6, full_flush=True):
+def chunked_deflate(data, chunk, level=6, full_flush=True, final_in=None):
     """The deflate stream and the offsets of chunks 1..n-1 in it."""
     c = zlib.compressobj(level, zlib.DEFLATED, -15)
     out, offsets = bytearray(), []
@@ -65,7 +67,10 @@ def chunked_deflate(data, chunk, level=6, full_flush=True):
         if i:
             offsets.append(len(out))
         out += c.compress(data[at:at + chunk])
-        if i + 1 < len(starts):
+        if i == final_in:
+            out += c.flush(zlib.Z_FINISH) + b"\x00\x00\xff\xff"
+            c = zlib.compressobj(level, zlib.DEFLATED, -15)
+        elif i + 1 < len(starts):
             out += c.flush(zlib.Z_SYNC_FLUSH)
             if full_flush:
                 out += c.flush(zlib.Z_FULL_FLUSH)
@@ -128,7 +133,8 @@ def _write(path, out, central, count, members):
             c = zlib.compressobj(m.level, zlib.DEFLATED, -15)
             payload, offsets, method = c.compress(m.data) + c.flush(), [], 8
         else:
-            payload, offsets = chunked_deflate(m.data, m.chunk, m.level, m.full_flush)
+            payload, offsets = chunked_deflate(m.data, m.chunk, m.level, m.full_flush,
+                                               m.final_in)
             method = 8
         offsets = m.offsets(list(offsets)) if m.offsets else offsets
         written[m.name] = offsets

@@ -199,6 +199,14 @@ def _mid_chunk(offs):
 
 DATA = np.cumsum(np.random.default_rng(5).integers(-3, 4, 200_000), dtype=np.int32)
 REPEATS = os.urandom(3000) * 200  # back references reach across every chunk boundary
+# Chunks that compress to more than half their size are decoded by another decoder
+# (libdeflate), which every hostile case must meet too: the same cases, of noise.
+NOISE = np.random.default_rng(6).normal(size=200_000).astype(np.float32)
+KINDS = {"": DATA, "_noise": NOISE}
+# 3000 random bytes, then 1000 of them again: mostly literals, back references across every
+# chunk boundary.
+NOISY_REPEATS = b"".join(r + r[:1000] for r in (os.urandom(3000) for _ in range(200)))
+BACKREFS = {"backrefs.bin": REPEATS, "backrefs_noise.bin": NOISY_REPEATS}
 
 # name -> (Member knobs, what must happen: "fallback" (logged), "silent" (no index), "eio")
 HOSTILE = {
@@ -212,6 +220,7 @@ HOSTILE = {
     "truncated": (dict(truncate=6), "fallback"),
     "wrong_name": (dict(index_name="other.sozip.idx"), "silent"),
     "mid_chunk": (dict(offsets=_mid_chunk), "eio"),
+    "final_mid": (dict(final_in=2), "eio"),  # a final block ends chunk 2
     "chunk_lies": (dict(header={"chunk_size": 64 << 10}), "eio"),
 }
 
@@ -219,13 +228,16 @@ HOSTILE = {
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
     path = tmp_path_factory.mktemp("sozip") / "hostile.npz"
-    members = [W.Member(f"{k}.npy", npy(DATA), chunk=32 << 10, **knobs)
-               for k, (knobs, _) in HOSTILE.items()]
-    members.append(W.Member("backrefs.bin", REPEATS, chunk=32 << 10, full_flush=False))
-    members.append(W.Member("crc.npy", npy(DATA), chunk=32 << 10))
+    members = [W.Member(f"{k}{kind}.npy", npy(data), chunk=32 << 10, **knobs)
+               for k, (knobs, _) in HOSTILE.items() for kind, data in KINDS.items()]
+    members += [W.Member(name, data, chunk=32 << 10, full_flush=False)
+                for name, data in BACKREFS.items()]
+    members += [W.Member(f"crc{kind}.npy", npy(data), chunk=32 << 10)
+                for kind, data in KINDS.items()]
     members.append(W.Member("stored_indexed.npy", npy(DATA), method="stored", index=True))
     W.build(path, members)
-    S.set_central_crc(path, "crc.npy", zipfile.crc32(npy(DATA)) ^ 1)
+    for kind, data in KINDS.items():
+        S.set_central_crc(path, f"crc{kind}.npy", zipfile.crc32(npy(data)) ^ 1)
     return path
 
 
@@ -252,38 +264,41 @@ def _reads_or_eio(path, want, rng, count=40):
 
 def test_hostile_indexes_fall_back_or_fail(hostile, mount, tmp_path):
     log = tmp_path / "npz.log"
-    want = npy(DATA)
     rng = random.Random(7)
+    names = [(f"{name}{kind}", outcome, npy(data))
+             for name, (_, outcome) in HOSTILE.items() for kind, data in KINDS.items()]
     with mount(hostile, "-o", f"logfile={log}") as mnt:
-        for name, (_, outcome) in HOSTILE.items():
+        for name, outcome, want in names:
             p = mnt / f"{name}.npy"
             if outcome == "eio":
                 _reads_or_eio(p, want, rng)
                 assert S.read_errno(p) == errno.EIO, name
-                assert sozip_chunk(p) == 32 << 10 or name == "chunk_lies", name
+                assert sozip_chunk(p) == 32 << 10 or name.startswith("chunk_lies"), name
             else:
                 assert S.read_file(p) == want, name
                 assert _reads_or_eio(p, want, rng) == 0, name
                 assert sozip_chunk(p) is None, name
-        assert S.read_file(mnt / "stored_indexed.npy") == want
+        assert S.read_file(mnt / "stored_indexed.npy") == npy(DATA)
         S.poll(lambda: "mid_chunk.npy" in log.read_text(), 5, "the log line of mid_chunk")
     text = log.read_text()
-    for name, (_, outcome) in HOSTILE.items():
+    for name, outcome, _ in names:
         lines = [l for l in text.splitlines() if f"{name}.npy: SOZip index ignored" in l]
         assert len(lines) == (1 if outcome == "fallback" else 0), (name, text)
 
 
-def test_back_references_across_chunks_read_eio(hostile, mount):
+@pytest.mark.parametrize("name", BACKREFS)
+def test_back_references_across_chunks_read_eio(hostile, mount, name):
     with mount(hostile) as mnt:
-        p = mnt / "backrefs.bin"
-        assert _reads_or_eio(p, REPEATS, random.Random(3)) > 0
+        p = mnt / name
+        assert _reads_or_eio(p, BACKREFS[name], random.Random(3)) > 0
         assert S.read_errno(p) == errno.EIO
 
 
-def test_crc_checked_once_read_through(hostile, mount):
-    want = npy(DATA)
+@pytest.mark.parametrize("kind", KINDS)
+def test_crc_checked_once_read_through(hostile, mount, kind):
+    want = npy(KINDS[kind])
     with mount(hostile) as mnt:
-        p = mnt / "crc.npy"
+        p = mnt / f"crc{kind}.npy"
         with open(p, "rb") as f:  # any part alone is served: only the whole has a CRC
             assert f.read(1 << 16) == want[:1 << 16]
         assert S.read_errno(p) == errno.EIO

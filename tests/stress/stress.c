@@ -32,9 +32,17 @@ static int reads_per_thread = 300;
 static atomic_int failures, eagains, cached_hits;
 static pthread_mutex_t fail_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* Member bytes by formula (make_archive.py's too): runs of 7 that deflate squeezes to a few
+ * percent, but noise in members 10, 22, ... (SOZip ones, which libdeflate then decodes). */
 static unsigned char expected(uint64_t member, uint64_t j)
 {
-    return (unsigned char)(((j / 7 * 2654435761ull) + member * 97) >> 11);
+    if (member % 12 != 10)
+        return (unsigned char)(((j / 7 * 2654435761ull) + member * 97) >> 11);
+    uint64_t v = j * 0x9E3779B97F4A7C15ull + member;
+    v ^= v >> 29;
+    v *= 0xBF58476D1CE4E5B9ull;
+    v ^= v >> 32;
+    return (unsigned char)(v >> 24);
 }
 
 static unsigned member_number(const char *name)
