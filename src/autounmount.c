@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -141,7 +142,7 @@ int autounmount_start(const char *mountpoint, int argc, char **argv, struct auto
         close(ready[0]);
         return rc;
     }
-    *w = (struct autounmount){p[1], ready[0]};
+    *w = (struct autounmount){p[1], ready[0], pid, 0};
     return 0;
 }
 
@@ -151,7 +152,16 @@ void autounmount_mounted(struct autounmount *w)
     while (read(w->ready, &b, 1) < 0 && errno == EINTR)
         ;
     close(w->ready);
+    w->told = 1;
     const char m = MOUNTED;
     while (write(w->fd, &m, 1) < 0 && errno == EINTR)
+        ;
+}
+
+void autounmount_abandon(struct autounmount *w)
+{
+    close(w->fd);
+    close(w->ready);
+    while (waitpid(w->pid, NULL, 0) < 0 && errno == EINTR)
         ;
 }

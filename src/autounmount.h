@@ -24,6 +24,8 @@
 struct autounmount {
     int fd;    /* the pipe's write end (close-on-exec), kept for as long as the daemon lives */
     int ready; /* end of file once the waiter has its name and nothing of ours */
+    int pid;   /* the waiter, a child of the starter */
+    int told;  /* autounmount_mounted was called */
 };
 
 /* Starts the waiter for a mount about to be made at mountpoint (absolute). argv is main's,
@@ -34,5 +36,10 @@ int autounmount_start(const char *mountpoint, int argc, char **argv, struct auto
 /* Tells the waiter that the mount now exists, once it is ready (waits for that): from then
  * on no process but the daemon shows as one. Call it once. */
 void autounmount_mounted(struct autounmount *w);
+
+/* For a starter that will not mount (a refused archive): lets the waiter go and waits for it
+ * to end, so that no process is left behind that still bears the mount command's arguments
+ * (a waiter not yet ready does). Call it instead of autounmount_mounted, at most once. */
+void autounmount_abandon(struct autounmount *w);
 
 #endif

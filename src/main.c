@@ -1006,12 +1006,12 @@ int main(int argc, char **argv)
                   "stale mount", opts.mountpoint, strerror(-rc));
     bool watched = rc == 0;
     if ((status = get_password(&cfg, &password)) != 0)
-        goto out_session;
+        goto out_waiter;
     nopt.password = password ? secret_str(password) : NULL;
     rc = open_mounted(&cfg, &nopt, &fs, msg, sizeof msg);
     if (rc < 0) {
         status = error(1, "%s: %s", shown(cfg.archive), msg);
-        goto out_session;
+        goto out_waiter;
     }
     fs.max_read = cfg.max_read;
     fs.max_readahead = readahead ? readahead : default_readahead(fs.gens[0].fo);
@@ -1023,6 +1023,9 @@ int main(int argc, char **argv)
     status = archive_abs ? run(se, &opts, &fs, &cfg, watched ? &waiter : NULL)
                          : error(1, "out of memory");
     fs_close(&fs);
+out_waiter:
+    if (watched && !waiter.told) /* nothing was mounted */
+        autounmount_abandon(&waiter);
 out_session:
     fuse_session_destroy(se);
 out:

@@ -38,10 +38,10 @@ def pid_alive(pid):
     return state is not None and state not in ("Z", "X")
 
 
-def find_daemons(mountpoint, cwd=None):
+def find_daemons(mountpoint, cwd=None, waiters=False):
     """Live npzmount processes (other than us) with mountpoint among their arguments (not
     the fusermount3 helper that auto_unmount leaves waiting, which names it too, nor root's
-    own waiter, "npzmount-umount MOUNTPOINT")."""
+    own waiter, "npzmount-umount MOUNTPOINT", unless waiters says so)."""
     target = os.path.realpath(mountpoint)
     found = []
     for d in os.listdir("/proc"):
@@ -52,7 +52,8 @@ def find_daemons(mountpoint, cwd=None):
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if os.path.basename(os.fsdecode(argv[0])) in (FUSERMOUNT, "npzmount-umount"):
+        if os.path.basename(os.fsdecode(argv[0])) in (FUSERMOUNT, "npzmount-umount") and \
+                not waiters:
             continue
         for arg in argv[1:]:
             if not arg:

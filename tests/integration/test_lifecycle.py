@@ -72,6 +72,23 @@ def test_option_refused(opt, small_npz, tmp_path):
         S.force_unmount(mp)
 
 
+def test_refused_archive_leaves_no_process(tmp_path):
+    """Root's auto-unmount waiter is forked before the archive is opened; a refused archive
+    lets it go and waits for it, so that nothing bearing the mount point is left behind when
+    the command returns (a waiter still starting showed the command's own arguments)."""
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x05\x06" + b"\xff" * 18)  # an end record pointing nowhere
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    try:
+        for _ in range(20):
+            r = S.run_npzmount([bad, mp])
+            assert_clean_failure(r, mp)
+            assert not S.find_daemons(mp, waiters=True)
+    finally:
+        S.force_unmount(mp)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
                          ids=lambda s: signal.Signals(s).name)
 def test_foreground_stop_by_signal_exits_0(sig, small_npz, tmp_path):
