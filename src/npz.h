@@ -167,7 +167,8 @@ struct archive_watch *npz_watch(struct npz *npz);
 /* Copies up to len bytes of file ino, starting at off, into buf. Returns the number of bytes
  * (short only at the end of the file, 0 at or past it) or a negative errno (-EIO for a member
  * that cannot be served, -EISDIR, -ENOENT). mode is as in reader.h: READ_CACHED never decodes,
- * READ_NOWAIT never waits for another thread (-EAGAIN: run it as a job, see npz_submit).
+ * READ_QUICK decodes only a little (a few chunks of a SOZip member), READ_NOWAIT never waits
+ * for another thread (-EAGAIN from any of them: run it as a job, see npz_submit).
  * cancel, when not NULL, is a flag that makes a long decode give up with -EINTR; so does
  * npz_shutdown. Never allocates for stored members of a local archive.
  * pins, when not NULL, takes the bytes instead, as slices (pins.h): those

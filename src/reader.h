@@ -8,9 +8,10 @@
  * slot npz owns, whatever the number of concurrent first readers.
  *
  * How far a read may go is the caller's choice (struct read_ctl): READ_CACHED serves only what
- * needs no decoding (stored bytes, ready pieces), READ_NOWAIT decodes but never waits for
- * another thread's decode (but for its own helper's, one chunk at most: see helper below),
- * READ_BLOCK does both. Instead of waiting, a read returns -EAGAIN,
+ * needs no decoding (stored bytes, ready pieces), READ_QUICK also what takes a few chunks
+ * of a local archive's SOZip member to decode (reader_sozip's direct reads), READ_NOWAIT
+ * decodes but never waits for another thread's decode (but for its own helper's, one chunk
+ * at most: see helper below), READ_BLOCK does both. Instead of waiting, a read returns -EAGAIN,
  * and the reader promises that the thread it would have waited for calls cache_notify (or
  * fills a cache piece, which notifies) when it is done, so the caller knows when to retry.
  *
@@ -154,6 +155,12 @@ int reader_load_index(const struct reader_env *env, const struct zip_member *zm,
 
 /* The cache mode that matches a read mode. */
 enum cache_how reader_cache_how(const struct read_ctl *ctl);
+
+/* Whether the read may decode whatever it needs (READ_NOWAIT, READ_BLOCK). */
+static inline bool reader_decodes(const struct read_ctl *ctl)
+{
+    return ctl->mode == READ_NOWAIT || ctl->mode == READ_BLOCK;
+}
 
 /* Sets m->state from slot, creating the state first if the slot is empty; a thread that loses
  * the race to install it frees its own copy. Returns 0 or -ENOMEM. */

@@ -791,7 +791,7 @@ static ssize_t archive_member_read(const struct reader_env *env, const struct re
             return failed;
         uint64_t at = off + done, k = at / piece;
         ssize_t n = reader_serve_cached(env, ctl, m, k, buf + done, len - done, at);
-        if (n == 0 && ctl->mode == READ_CACHED)
+        if (n == 0 && !reader_decodes(ctl))
             return -EAGAIN;
         if (n == 0) {
             if (ctl->mode == READ_NOWAIT ? pthread_mutex_trylock(&c->lock) != 0

@@ -207,7 +207,7 @@ static void split_restart(const struct reader_env *env, const struct reader_memb
     struct deflate_state *st = m->state;
     size_t piece = cache_piece(env->cache);
     uint64_t first = off / piece, last = (off + len - 1) / piece;
-    if (!env->ahead || ctl->mode == READ_CACHED || ctl->ahead || len == 0 || last == first ||
+    if (!env->ahead || !reader_decodes(ctl) || ctl->ahead || len == 0 || last == first ||
         off + len > m->zm->usize || zindex_ready(st->zi, last) != 1 ||
         reader_cached(env, m, first))
         return;
@@ -233,7 +233,7 @@ static ssize_t deflate_read(const struct reader_env *env, const struct reader_me
         uint64_t q = (off + done) / piece;
         ssize_t n = reader_serve_cached(env, ctl, m, q, buf + done, len - done, off + done);
         if (n == 0) {
-            int rc = ctl->mode == READ_CACHED ? -EAGAIN : make_ready(env, m, q, ctl);
+            int rc = reader_decodes(ctl) ? make_ready(env, m, q, ctl) : -EAGAIN;
             if (rc < 0)
                 return rc;
             continue; /* normally ready now; if already evicted, the next turn restarts it */

@@ -825,7 +825,7 @@ static void split_read(const struct reader_env *env, const struct reader_member 
 {
     struct sozip_state *st = m->state;
     uint64_t piece = cache_piece(env->cache);
-    if (!env->ahead || ctl->ahead || ctl->mode == READ_CACHED || len == 0)
+    if (!env->ahead || ctl->ahead || !reader_decodes(ctl) || len == 0)
         return;
     uint64_t from = group_of(st, piece, off / piece).k1 * piece;
     submit_groups(env, m, from, off + len, 1);
@@ -834,13 +834,16 @@ static void split_read(const struct reader_env *env, const struct reader_member 
 /* Whether a read takes direct_read's way: chunks no larger than a piece, a read of at least
  * a piece that does not continue the last one, by no decode-ahead job, with neither end
  * already in the cache (made by decode-ahead, or for another reader, it would be decoded
- * again for nothing). */
+ * again for nothing). Such a read is READ_QUICK's when the archive is local: a few chunks
+ * of decoding with no wait but for the disk, so that the FUSE thread that received it needs
+ * no worker's wakeup (5 % of a random element's time). */
 static bool goes_direct(const struct reader_env *env, const struct reader_member *m,
                         uint64_t off, size_t len, const struct read_ctl *ctl)
 {
     struct sozip_state *st = m->state;
     uint64_t piece = cache_piece(env->cache);
-    return st->ix.chunk <= piece && len >= piece && !ctl->ahead && ctl->mode != READ_CACHED &&
+    bool mode = reader_decodes(ctl) || (ctl->mode == READ_QUICK && !env->src->remote);
+    return st->ix.chunk <= piece && len >= piece && !ctl->ahead && mode &&
            !continues(atomic_load(&st->last_end), off, piece) &&
            !reader_cached(env, m, off / piece) && !reader_cached(env, m, (off + len - 1) / piece);
 }
@@ -868,7 +871,7 @@ static ssize_t sozip_read(const struct reader_env *env, const struct reader_memb
         struct cache_entry *e;
         int rc = cache_get(env->cache, m->idx, q, reader_cache_how(ctl), &e);
         if (rc == 0)
-            rc = ctl->mode == READ_CACHED ? -EAGAIN : produce(env, m, q, e, ctl);
+            rc = reader_decodes(ctl) ? produce(env, m, q, e, ctl) : -EAGAIN;
         if (rc < 0)
             return rc;
         ssize_t n = reader_serve_entry(env, ctl, e, q, buf + done, len - done, off + done);

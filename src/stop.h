@@ -19,7 +19,7 @@ struct stop {
 
 /* How far a read may go (reader.h says what each means). Here, so that npz.h can offer it
  * without showing the readers. */
-enum read_mode { READ_BLOCK, READ_NOWAIT, READ_CACHED };
+enum read_mode { READ_BLOCK, READ_NOWAIT, READ_QUICK, READ_CACHED };
 
 static inline bool stop_now(const struct stop *s)
 {
