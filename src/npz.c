@@ -28,6 +28,7 @@
 #include "npz_core.h"
 #include "npz_shared.h"
 #include "reader.h"
+#include "sozip.h"
 #include "spill.h"
 
 #define SAVE_DEADLINE_MS 400 /* for saving indexes at unmount */
@@ -37,7 +38,7 @@ struct npz {
     struct ns *ns;
     struct reader_env env;
     struct budget index_mem;
-    uint64_t stored_bytes, decoded_bytes; /* npz_fsinfo's */
+    uint64_t stored_bytes, decoded_bytes, sozip_bytes; /* npz_fsinfo's */
     char index_dir[4096];
     struct sched *sched;
     struct npz_shared *shared;  /* whose cache (a view), workers and budgets it uses; NULL:
@@ -207,6 +208,34 @@ unsigned npz_worker_threads(const struct npz_options *opt)
     return n < 2 ? 2 : n > 64 ? 64 : (unsigned)n;
 }
 
+#define SOZIP_PROBES 16
+
+/* Bytes of the deflated members that carry a SOZip index of chunks no larger than a piece
+ * (random reads decode them straight into the reply), found by probing the largest members,
+ * at most SOZIP_PROBES of them (two small reads each), until half the decoded bytes were
+ * probed; 0 for a remote archive, where every probe would be a request. */
+static uint64_t probe_sozip(struct npz *npz)
+{
+    uint64_t top[SOZIP_PROBES], n = 0, probed = 0, found = 0;
+    const struct zip_member *zms = npz->zip.members;
+    for (uint64_t i = 0; i < npz->zip.count && !npz->env.src->remote; i++) {
+        if (npz->ops[i] != &reader_sozip ||
+            (n == SOZIP_PROBES && zms[i].usize <= zms[top[n - 1]].usize))
+            continue;
+        uint64_t k = n < SOZIP_PROBES ? n++ : n - 1; /* insertion, largest first */
+        for (; k > 0 && zms[top[k - 1]].usize < zms[i].usize; k--)
+            top[k] = top[k - 1];
+        top[k] = i;
+    }
+    for (uint64_t k = 0; k < n && 2 * probed <= npz->decoded_bytes; k++) {
+        uint64_t chunk;
+        probed += zms[top[k]].usize;
+        if (sozip_peek(npz->env.src, &zms[top[k]], &chunk) == 0 && chunk <= NPZ_PIECE)
+            found += zms[top[k]].usize;
+    }
+    return found;
+}
+
 /* The shared set's cache (a view of it), workers and bounds instead of the npz's own. */
 static void use_shared(struct npz *npz)
 {
@@ -298,6 +327,7 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
         else
             npz->decoded_bytes += npz->zip.members[i].usize;
     }
+    npz->sozip_bytes = probe_sozip(npz);
     for (uint64_t ino = NS_ROOT; ino <= ns_count(npz->ns); ino++) {
         uint64_t m = ns_get(npz->ns, ino)->member;
         if (m != NS_NO_MEMBER)
@@ -819,7 +849,8 @@ void npz_statfs(struct npz *npz, struct npz_fsinfo *out)
     *out = (struct npz_fsinfo){.archive_bytes = npz->zip.file_size,
                                .inodes = ns_count(npz->ns), .members = npz->zip.count,
                                .stored_bytes = npz->stored_bytes,
-                               .decoded_bytes = npz->decoded_bytes};
+                               .decoded_bytes = npz->decoded_bytes,
+                               .sozip_bytes = npz->sozip_bytes};
 }
 
 int npz_lookup(struct npz *npz, uint64_t dir, const char *name, uint64_t *ino)

@@ -133,6 +133,9 @@ struct npz_fsinfo {
     uint64_t members;       /* entries of the archive */
     uint64_t stored_bytes;  /* member bytes served as they lie in the archive */
     uint64_t decoded_bytes; /* the other members' bytes (0 for a tree: unknown) */
+    uint64_t sozip_bytes;   /* of those, bytes of SOZip members with chunks of at most a
+                             * piece (at least: only the largest members are probed; 0 for a
+                             * remote archive or a tree) */
 };
 
 void npz_statfs(struct npz *npz, struct npz_fsinfo *out);

@@ -151,23 +151,43 @@ static int load_offsets(struct source *src, uint64_t at, uint64_t file_size, con
     return 0;
 }
 
-int sozip_load(struct source *src, const struct zip_member *zm, struct budget *mem, struct sozip_index *out,
-               char *why, size_t why_len)
+/* Finds member zm's index and reads its header into *hd; returns where the header starts, or
+ * a negative errno (-ENOENT: no index). */
+static int64_t read_header(struct source *src, const struct zip_member *zm,
+                           struct sozip_header *hd, uint64_t *stored_len, char *why,
+                           size_t why_len)
 {
-    *out = (struct sozip_index){0};
     if (zm->method != ZIP_METHOD_DEFLATED || zm->err)
         return -ENOENT;
-    uint64_t stored_len = 0;
-    uint64_t at = find_hidden(src, zm, &stored_len);
+    uint64_t at = find_hidden(src, zm, stored_len);
     if (!at)
         return -ENOENT;
     unsigned char h[SOZIP_HEADER];
     if (source_read(src, h, sizeof h, at) < 0)
         return io_fail(why, why_len, -EINVAL, "index truncated");
+    int rc = sozip_parse_header(h, zm->csize, zm->usize, hd, why, why_len);
+    return rc < 0 ? rc : (int64_t)at;
+}
+
+int sozip_peek(struct source *src, const struct zip_member *zm, uint64_t *chunk)
+{
     struct sozip_header hd;
-    int rc = sozip_parse_header(h, zm->csize, zm->usize, &hd, why, why_len);
-    if (rc < 0)
-        return rc;
+    uint64_t stored_len = 0;
+    char why[128];
+    int64_t at = read_header(src, zm, &hd, &stored_len, why, sizeof why);
+    *chunk = at < 0 ? 0 : hd.chunk;
+    return at < 0 ? (int)at : 0;
+}
+
+int sozip_load(struct source *src, const struct zip_member *zm, struct budget *mem, struct sozip_index *out,
+               char *why, size_t why_len)
+{
+    *out = (struct sozip_index){0};
+    struct sozip_header hd;
+    uint64_t stored_len = 0;
+    int64_t at = read_header(src, zm, &hd, &stored_len, why, why_len);
+    if (at < 0)
+        return (int)at;
     uint64_t need = SOZIP_HEADER + (uint64_t)hd.skip + sozip_entries(&hd) * hd.offset_size;
     if (stored_len != 0xffffffffu && stored_len < need)
         return io_fail(why, why_len, -EINVAL, "index truncated");

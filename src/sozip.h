@@ -69,4 +69,8 @@ int sozip_load(struct source *src, const struct zip_member *zm, struct budget *m
 
 void sozip_index_free(struct sozip_index *ix, struct budget *mem);
 
+/* Whether member zm carries an index whose header agrees with it, read without its offsets
+ * (two small reads): 0 with the chunk size in *chunk, -ENOENT, or another negative errno. */
+int sozip_peek(struct source *src, const struct zip_member *zm, uint64_t *chunk);
+
 #endif

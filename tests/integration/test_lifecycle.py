@@ -159,15 +159,23 @@ def _read_ahead_kb(mnt):
 @pytest.mark.parametrize("kind,opts,kb", [
     ("compressed", [], 96),          # every byte of a fault's window is decoded: 96 KiB
     ("stored", [], 128),             # the kernel's own window: extra pages cost one pread
+    ("sozip32k", [], 64),            # just the window's chunks are decoded: 64 KiB
+    ("sozip256k", [], 96),           # chunks larger than a piece go through the cache
     ("compressed", ["-o", "max_readahead=32768"], 32),
     ("stored", ["-o", "max_readahead=16k"], 16),
+    ("sozip32k", ["-o", "max_readahead=128k"], 128),
     ("compressed", ["-o", "max_readahead=1M"], 128),  # the kernel's own is the most
 ])
 def test_readahead_window(kind, opts, kb, tmp_path, mount):
     import numpy as np
+    import sozip_writer as W
     path = tmp_path / f"{kind}.npz"
-    arr = np.arange(50_000, dtype=np.int64)
-    (np.savez_compressed if kind == "compressed" else np.savez)(path, a=arr)
+    arr = np.arange(200_000, dtype=np.int64)
+    if kind.startswith("sozip"):
+        chunk = int(kind[len("sozip"):-1]) << 10
+        W.build(path, [W.Member("a.npy", S.npy_bytes(arr), chunk=chunk)])
+    else:
+        (np.savez_compressed if kind == "compressed" else np.savez)(path, a=arr)
     with mount(path, *opts) as mnt:
         assert _read_ahead_kb(mnt) == kb
         assert np.array_equal(np.load(mnt / "a.npy", mmap_mode="r"), arr)

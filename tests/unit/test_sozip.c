@@ -153,8 +153,9 @@ static int make_file(const struct layout *l)
     return fd;
 }
 
-static int load(const struct layout *l, uint16_t flags, struct budget *mem,
-                struct sozip_index *ix)
+/* sozip_load of the layout's member, or sozip_peek when peek is not NULL. */
+static int load_or_peek(const struct layout *l, uint16_t flags, struct budget *mem,
+                        struct sozip_index *ix, uint64_t *peek)
 {
     int fd = make_file(l);
     if (!CHECK(fd >= 0))
@@ -163,11 +164,36 @@ static int load(const struct layout *l, uint16_t flags, struct budget *mem,
     struct zip_member zm = {.name = name, .name_len = 9, .method = ZIP_METHOD_DEFLATED,
                             .flags = flags, .csize = CSIZE, .usize = USIZE, .data_off = 0};
     struct source *src = fd_source(fd);
-    int rc = src ? sozip_load(src, &zm, mem, ix, why, sizeof why) : -EBADF;
+    int rc = !src ? -EBADF : peek ? sozip_peek(src, &zm, peek)
+                                  : sozip_load(src, &zm, mem, ix, why, sizeof why);
     source_close(src);
-    CHECK(rc == 0 || rc == -ENOENT || why[0]);
+    CHECK(rc == 0 || rc == -ENOENT || peek || why[0]);
     close(fd);
     return rc;
+}
+
+static int load(const struct layout *l, uint16_t flags, struct budget *mem,
+                struct sozip_index *ix)
+{
+    return load_or_peek(l, flags, mem, ix, NULL);
+}
+
+/* sozip_peek reads the header only: what only the offsets show passes. */
+static void test_peek(void)
+{
+    uint64_t chunk = 1;
+    struct layout l = {.idx_name = "dir/.m.npy.sozip.idx"};
+    CHECK_EQ_I64(load_or_peek(&l, 0, NULL, NULL, &chunk), 0);
+    CHECK_EQ_U64(chunk, CHUNK);
+    l.file_cut = 1; /* the last offset cut short */
+    CHECK_EQ_I64(load_or_peek(&l, 0, NULL, NULL, &chunk), 0);
+    l.file_cut = 0;
+    l.idx_name = ".m.npy.sozip.idx";
+    CHECK_EQ_I64(load_or_peek(&l, 0, NULL, NULL, &chunk), -ENOENT);
+    CHECK_EQ_U64(chunk, 0);
+    l.idx_name = "dir/.m.npy.sozip.idx";
+    l.file_cut = 4 * ((USIZE - 1) / CHUNK) + 1; /* into the header */
+    CHECK_EQ_I64(load_or_peek(&l, 0, NULL, NULL, &chunk), -EINVAL);
 }
 
 static void test_load(void)
@@ -221,5 +247,6 @@ int main(void)
     RUN_TEST(test_offsets);
     RUN_TEST(test_names);
     RUN_TEST(test_load);
+    RUN_TEST(test_peek);
     return check_summary("test_sozip");
 }
