@@ -20,11 +20,13 @@
 #ifndef NPZMOUNT_AUTOUNMOUNT_H
 #define NPZMOUNT_AUTOUNMOUNT_H
 
+#include <sys/types.h>
+
 /* The waiter as its starter holds it. */
 struct autounmount {
     int fd;    /* the pipe's write end (close-on-exec), kept for as long as the daemon lives */
     int ready; /* end of file once the waiter has its name and nothing of ours */
-    int pid;   /* the waiter, a child of the starter */
+    pid_t pid; /* the waiter, a child of the starter */
     int told;  /* autounmount_mounted was called */
 };
 

@@ -429,8 +429,8 @@ static void lru_push(struct forest *f, uint32_t i)
 
 /* Closes the least recently used idle slots while more than max_open are open. Idle: not
  * pinned, and no decode-ahead job or read helper of its npz on the workers (no reader can
- * start one once the slot is closed, so the check holds). Called with the lock held; returns with it held, but
- * drops it around each close. */
+ * start one once the slot is closed, so the check holds). Called with the lock held; returns
+ * with it held, but drops it around each close. */
 static void trim(struct forest *f)
 {
     while (f->nopen > f->max_open) {

@@ -214,8 +214,9 @@ static unsigned char *thread_buffer(size_t len)
     return b ? b->data : NULL;
 }
 
-/* A read that needs decoding, run by the core's workers (sched.h) so that no FUSE thread
- * waits for a decode: the FUSE thread that received it is free at once. */
+/* A read that needs decoding (more than READ_QUICK's few chunks), run by the core's workers
+ * (sched.h) so that no FUSE thread waits for a long decode: the FUSE thread that received it
+ * is free at once. */
 struct read_job {
     struct sched_job sj;
     fuse_req_t req;

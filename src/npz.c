@@ -38,7 +38,8 @@ struct npz {
     struct ns *ns;
     struct reader_env env;
     struct budget index_mem;
-    uint64_t stored_bytes, decoded_bytes, sozip_bytes; /* npz_fsinfo's */
+    uint64_t stored_bytes, decoded_bytes; /* npz_fsinfo's */
+    _Atomic uint64_t sozip_bytes;         /* npz_fsinfo's, probed on first use: NOT_PROBED */
     char index_dir[4096];
     struct sched *sched;
     struct npz_shared *shared;  /* whose cache (a view), workers and budgets it uses; NULL:
@@ -209,16 +210,20 @@ unsigned npz_worker_threads(const struct npz_options *opt)
 }
 
 #define SOZIP_PROBES 16
+#define NOT_PROBED UINT64_MAX
 
-/* Bytes of the deflated members that carry a SOZip index of chunks no larger than a piece
- * (random reads decode them straight into the reply), found by probing the largest members,
- * at most SOZIP_PROBES of them (two small reads each), until half the decoded bytes were
- * probed; 0 for a remote archive, where every probe would be a request. */
+/* An estimate of the bytes of the deflated members that carry a SOZip index of chunks no
+ * larger than a piece (random reads decode them straight into the reply), from the largest
+ * members: at most SOZIP_PROBES of them (a few small reads each), until half the decoded
+ * bytes were probed, and scaled to all decoded bytes. 0 for a remote archive, where every
+ * probe would be a request. */
 static uint64_t probe_sozip(struct npz *npz)
 {
     uint64_t top[SOZIP_PROBES], n = 0, probed = 0, found = 0;
     const struct zip_member *zms = npz->zip.members;
-    for (uint64_t i = 0; i < npz->zip.count && !npz->env.src->remote; i++) {
+    if (npz->env.src->remote)
+        return 0;
+    for (uint64_t i = 0; i < npz->zip.count; i++) {
         if (npz->ops[i] != &reader_sozip ||
             (n == SOZIP_PROBES && zms[i].usize <= zms[top[n - 1]].usize))
             continue;
@@ -233,7 +238,7 @@ static uint64_t probe_sozip(struct npz *npz)
         if (sozip_peek(npz->env.src, &zms[top[k]], &chunk) == 0 && chunk <= NPZ_PIECE)
             found += zms[top[k]].usize;
     }
-    return found;
+    return probed ? (uint64_t)((double)found / (double)probed * (double)npz->decoded_bytes) : 0;
 }
 
 /* The shared set's cache (a view of it), workers and bounds instead of the npz's own. */
@@ -327,7 +332,7 @@ int npz_open(const char *path, const struct npz_options *opt, struct npz **out, 
         else
             npz->decoded_bytes += npz->zip.members[i].usize;
     }
-    npz->sozip_bytes = probe_sozip(npz);
+    atomic_init(&npz->sozip_bytes, NOT_PROBED);
     for (uint64_t ino = NS_ROOT; ino <= ns_count(npz->ns); ino++) {
         uint64_t m = ns_get(npz->ns, ino)->member;
         if (m != NS_NO_MEMBER)
@@ -725,7 +730,8 @@ ssize_t npz_read_member(struct npz *npz, uint64_t idx, void *buf, size_t len, ui
     struct read_ctl ctl = {mode, &stop, false, pins};
     struct reader_member m = {.idx = idx, .zm = zm};
     ssize_t n = reader_attach(npz->ops[idx], &npz->env, &npz->state[idx], &m);
-    bool decodes = mode != READ_CACHED && npz->ops[idx] != &reader_stored;
+    /* READ_QUICK's little decoding is not worth the background indexer's pause */
+    bool decodes = (mode == READ_NOWAIT || mode == READ_BLOCK) && npz->ops[idx] != &reader_stored;
     if (decodes)
         atomic_fetch_add(&npz->decoding, 1);
     if (n == 0)
@@ -850,7 +856,9 @@ void npz_statfs(struct npz *npz, struct npz_fsinfo *out)
                                .inodes = ns_count(npz->ns), .members = npz->zip.count,
                                .stored_bytes = npz->stored_bytes,
                                .decoded_bytes = npz->decoded_bytes,
-                               .sozip_bytes = npz->sozip_bytes};
+                               .sozip_bytes = atomic_load(&npz->sozip_bytes)};
+    if (out->sozip_bytes == NOT_PROBED) /* two first callers would both probe: harmless */
+        atomic_store(&npz->sozip_bytes, out->sozip_bytes = probe_sozip(npz));
 }
 
 int npz_lookup(struct npz *npz, uint64_t dir, const char *name, uint64_t *ino)

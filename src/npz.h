@@ -134,8 +134,8 @@ struct npz_fsinfo {
     uint64_t stored_bytes;  /* member bytes served as they lie in the archive */
     uint64_t decoded_bytes; /* the other members' bytes (0 for a tree: unknown) */
     uint64_t sozip_bytes;   /* of those, bytes of SOZip members with chunks of at most a
-                             * piece (at least: only the largest members are probed; 0 for a
-                             * remote archive or a tree) */
+                             * piece: an estimate from the largest members, probed on the
+                             * first call (0 for a remote archive or a tree) */
 };
 
 void npz_statfs(struct npz *npz, struct npz_fsinfo *out);
@@ -170,7 +170,7 @@ struct archive_watch *npz_watch(struct npz *npz);
 /* Copies up to len bytes of file ino, starting at off, into buf. Returns the number of bytes
  * (short only at the end of the file, 0 at or past it) or a negative errno (-EIO for a member
  * that cannot be served, -EISDIR, -ENOENT). mode is as in reader.h: READ_CACHED never decodes,
- * READ_QUICK decodes only a little (a few chunks of a SOZip member), READ_NOWAIT never waits
+ * READ_QUICK decodes only a little (a few chunks of a local SOZip member), READ_NOWAIT never waits
  * for another thread (-EAGAIN from any of them: run it as a job, see npz_submit).
  * cancel, when not NULL, is a flag that makes a long decode give up with -EINTR; so does
  * npz_shutdown. Never allocates for stored members of a local archive.

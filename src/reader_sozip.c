@@ -47,6 +47,7 @@
 #define AHEAD_MIN (1u << 20)  /* least decode-ahead of a sequential reader */
 #define AHEAD_AFTER 2         /* reads continuing the one before that make a sequential reader */
 #define NO_READ UINT64_MAX
+#define QUICK_CHUNKS 8  /* the most chunks a READ_QUICK read decodes (on a FUSE thread) */
 #define ONE_SHOT_MAX (64u << 10) /* the largest chunk libdeflate decodes (see one_shot) */
 
 /* A final empty block with fixed codes, appended to a chunk that ends on a flush so that
@@ -831,19 +832,31 @@ static void split_read(const struct reader_env *env, const struct reader_member 
     submit_groups(env, m, from, off + len, 1);
 }
 
+/* Whether a READ_QUICK read may decode [off, off + len) on the thread that asked: a local
+ * archive (no wait but for the disk), at most QUICK_CHUNKS chunks, whose input is at most
+ * twice their output (an index may say anything: empty blocks could make a chunk's input
+ * as long as the member's). */
+static bool quick_enough(const struct reader_env *env, const struct sozip_state *st,
+                         uint64_t off, size_t len)
+{
+    uint64_t c0 = off / st->ix.chunk, c1 = (off + len - 1) / st->ix.chunk;
+    return !env->src->remote && c1 - c0 < QUICK_CHUNKS &&
+           st->ix.off[c1 + 1] - st->ix.off[c0] <= 2 * (c1 - c0 + 1) * st->ix.chunk;
+}
+
 /* Whether a read takes direct_read's way: chunks no larger than a piece, a read of at least
  * a piece that does not continue the last one, by no decode-ahead job, with neither end
  * already in the cache (made by decode-ahead, or for another reader, it would be decoded
- * again for nothing). Such a read is READ_QUICK's when the archive is local: a few chunks
- * of decoding with no wait but for the disk, so that the FUSE thread that received it needs
- * no worker's wakeup (5 % of a random element's time). */
+ * again for nothing). Such a read is READ_QUICK's when quick_enough: then the FUSE thread
+ * that received it needs no worker's wakeup (5 % of a random element's time). */
 static bool goes_direct(const struct reader_env *env, const struct reader_member *m,
                         uint64_t off, size_t len, const struct read_ctl *ctl)
 {
     struct sozip_state *st = m->state;
     uint64_t piece = cache_piece(env->cache);
-    bool mode = reader_decodes(ctl) || (ctl->mode == READ_QUICK && !env->src->remote);
-    return st->ix.chunk <= piece && len >= piece && !ctl->ahead && mode &&
+    if (!(reader_decodes(ctl) || (ctl->mode == READ_QUICK && quick_enough(env, st, off, len))))
+        return false;
+    return st->ix.chunk <= piece && len >= piece && !ctl->ahead &&
            !continues(atomic_load(&st->last_end), off, piece) &&
            !reader_cached(env, m, off / piece) && !reader_cached(env, m, (off + len - 1) / piece);
 }

@@ -179,8 +179,8 @@ int sozip_peek(struct source *src, const struct zip_member *zm, uint64_t *chunk)
     return at < 0 ? (int)at : 0;
 }
 
-int sozip_load(struct source *src, const struct zip_member *zm, struct budget *mem, struct sozip_index *out,
-               char *why, size_t why_len)
+int sozip_load(struct source *src, const struct zip_member *zm, struct budget *mem,
+               struct sozip_index *out, char *why, size_t why_len)
 {
     *out = (struct sozip_index){0};
     struct sozip_header hd;

@@ -64,13 +64,13 @@ int sozip_index_name(const char *name, size_t name_len, char *out, size_t cap);
  * (NULL: unbounded). Returns 0 with *out set (free with sozip_index_free), -ENOENT when the
  * member has none, or another negative errno with a reason in why. */
 struct source;
-int sozip_load(struct source *src, const struct zip_member *zm, struct budget *mem, struct sozip_index *out,
-               char *why, size_t why_len);
+int sozip_load(struct source *src, const struct zip_member *zm, struct budget *mem,
+               struct sozip_index *out, char *why, size_t why_len);
 
 void sozip_index_free(struct sozip_index *ix, struct budget *mem);
 
 /* Whether member zm carries an index whose header agrees with it, read without its offsets
- * (two small reads): 0 with the chunk size in *chunk, -ENOENT, or another negative errno. */
+ * (a few small reads): 0 with the chunk size in *chunk, -ENOENT, or another negative errno. */
 int sozip_peek(struct source *src, const struct zip_member *zm, uint64_t *chunk);
 
 #endif

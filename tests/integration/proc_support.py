@@ -52,8 +52,8 @@ def find_daemons(mountpoint, cwd=None, waiters=False):
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if os.path.basename(os.fsdecode(argv[0])) in (FUSERMOUNT, "npzmount-umount") and \
-                not waiters:
+        name = os.path.basename(os.fsdecode(argv[0]))
+        if name == FUSERMOUNT or (name == "npzmount-umount" and not waiters):
             continue
         for arg in argv[1:]:
             if not arg:

@@ -22,6 +22,8 @@
 #include "check.h"
 #include "forest.h"
 #include "npz.h"
+#include "npz_core.h"
+#include "optimize.h"
 #include "zipwrite.h"
 
 #define ARCHIVES 12
@@ -217,6 +219,41 @@ static void test_pins(struct forest *tree, const struct npz_options *opt)
     forest_close(one);
 }
 
+/* READ_QUICK, the FUSE thread's first try: a random read of a local SOZip member is decoded
+ * there and then; a small one's, a continuing one's and a plain deflated member's are left to
+ * the workers (-EAGAIN). */
+static void test_read_quick(const struct npz_options *opt)
+{
+    char plain[512], sozip[512], msg[256];
+    snprintf(plain, sizeof plain, "%s/a00.npz", dir);
+    snprintf(sozip, sizeof sozip, "%s/quick.zip", dir);
+    struct optimize_options oo = {.chunk_size = 32u << 10, .threads = 1};
+    struct optimize_stats os;
+    if (!CHECK(optimize_run(plain, sozip, &oo, NULL, NULL, &os, msg, sizeof msg) == 0) ||
+        !CHECK_EQ_U64(os.indexed, 1))
+        return;
+    static unsigned char want[MEMBER_BYTES], got[MEMBER_BYTES];
+    member_bytes(0, 1, want, MEMBER_BYTES);
+    const size_t len = 96u << 10;
+    const uint64_t off = 100000;
+    for (int p = 0; p < 2; p++) {
+        struct npz *z;
+        if (!CHECK(npz_open(p ? plain : sozip, opt, &z, msg, sizeof msg) == 0))
+            continue;
+        if (p == 0) { /* d.bin is member 1 */
+            CHECK_EQ_I64(npz_read_member(z, 1, got, 4096, off, READ_QUICK, NULL, NULL), -EAGAIN);
+            CHECK_EQ_I64(npz_read_member(z, 1, got, len, off, READ_QUICK, NULL, NULL), len);
+            CHECK(memcmp(got, want + off, len) == 0);
+            CHECK_EQ_I64(npz_read_member(z, 1, got, len, off + len, READ_QUICK, NULL, NULL),
+                         -EAGAIN);
+        } else {
+            CHECK_EQ_I64(npz_read_member(z, 1, got, len, off, READ_QUICK, NULL, NULL), -EAGAIN);
+        }
+        npz_shutdown(z);
+        npz_close(z);
+    }
+}
+
 struct names {
     char all[512];
 };
@@ -322,6 +359,7 @@ int main(void)
         forest_shutdown(f);
         forest_close(f);
     }
+    test_read_quick(&opt);
     const char *twice[2] = {dir, dir};
     CHECK_EQ_I64(forest_open(twice, 2, &opt, 0, &f, msg, sizeof msg), -EEXIST);
     char cmd[600];
