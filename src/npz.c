@@ -445,6 +445,17 @@ static int run_ahead(struct sched_job *sj)
     return 0;
 }
 
+/* Queues a job that npz_busy counts until the job, as its last touch of npz, takes itself
+ * off ahead_total. Returns 0 or sched_submit's error (then nothing is counted). */
+static int submit_counted(struct npz *npz, struct sched_job *sj)
+{
+    atomic_fetch_add(&npz->ahead_total, 1);
+    int rc = sched_submit(npz->sched, sj);
+    if (rc < 0)
+        atomic_fetch_sub(&npz->ahead_total, 1);
+    return rc;
+}
+
 static int ahead(void *ctx, uint64_t idx, uint64_t off, size_t len, unsigned width)
 {
     struct npz *npz = ctx;
@@ -454,18 +465,16 @@ static int ahead(void *ctx, uint64_t idx, uint64_t off, size_t len, unsigned wid
         atomic_fetch_sub(&npz->ahead_jobs[idx], 1);
         return -EBUSY;
     }
-    atomic_fetch_add(&npz->ahead_total, 1);
     struct ahead_job *j = malloc(sizeof *j);
     int rc = j ? 0 : -ENOMEM;
     if (j) {
         *j = (struct ahead_job){.sj.run = run_ahead, .npz = npz, .idx = idx, .off = off,
                                 .len = len};
-        if ((rc = sched_submit(npz->sched, &j->sj)) == 0)
+        if ((rc = submit_counted(npz, &j->sj)) == 0)
             return 0;
         free(j);
     }
     atomic_fetch_sub(&npz->ahead_jobs[idx], 1);
-    atomic_fetch_sub(&npz->ahead_total, 1);
     return rc;
 }
 
@@ -497,12 +506,9 @@ static int helper(void *ctx, void (*fn)(void *arg), void *arg)
     if (!j)
         return -ENOMEM;
     *j = (struct helper_job){.sj.run = run_helper, .npz = npz, .fn = fn, .arg = arg};
-    atomic_fetch_add(&npz->ahead_total, 1);
-    int rc = sched_submit(npz->sched, &j->sj);
-    if (rc < 0) {
-        atomic_fetch_sub(&npz->ahead_total, 1);
+    int rc = submit_counted(npz, &j->sj);
+    if (rc < 0)
         free(j);
-    }
     return rc;
 }
 
@@ -731,7 +737,7 @@ ssize_t npz_read_member(struct npz *npz, uint64_t idx, void *buf, size_t len, ui
     struct reader_member m = {.idx = idx, .zm = zm};
     ssize_t n = reader_attach(npz->ops[idx], &npz->env, &npz->state[idx], &m);
     /* READ_QUICK's little decoding is not worth the background indexer's pause */
-    bool decodes = (mode == READ_NOWAIT || mode == READ_BLOCK) && npz->ops[idx] != &reader_stored;
+    bool decodes = reader_decodes(&ctl) && npz->ops[idx] != &reader_stored;
     if (decodes)
         atomic_fetch_add(&npz->decoding, 1);
     if (n == 0)

@@ -420,11 +420,12 @@ static int decode_whole(struct run *r, uint64_t c)
     }
     if (rc < 0)
         return rc == -EIO ? fail(st, bad_input) : rc;
-    if (c > 0 && memcmp(p, sozip_marker, SOZIP_MARKER_LEN) != 0)
-        return fail(st, bad_start);
-    if (!k.last && (k.in_end - k.in < SOZIP_MARKER_LEN ||
-                    memcmp(p + n - SOZIP_MARKER_LEN, sozip_marker, SOZIP_MARKER_LEN) != 0))
-        return fail(st, bad_end);
+    /* both markers lie in the buffer now */
+    rc = c > 0 ? check_marker(r, k.in, bad_start) : 0;
+    if (rc == 0 && !k.last)
+        rc = check_marker(r, k.in_end, bad_end);
+    if (rc < 0)
+        return rc;
     /* The final block goes over the two bytes after the chunk (the next chunk's, maybe), which
      * are put back afterwards: in_end is within IN_BUF of in_at, and the buffer has room. */
     unsigned char *src = r->in + (k.in - r->in_at), kept[sizeof final_block] = {0};
@@ -736,9 +737,9 @@ static ssize_t direct_read(const struct reader_env *env, const struct reader_mem
         if (env->helper(env->ahead_ctx, help, s) < 0)
             s->refs--; /* never queued: no lock needed */
     }
-    decode_claims(s, false, ctl->stop);
+    decode_claims(s, false, ctl->stop); /* ends with none unclaimed, or a failure: a helper
+                                         * that starts now finds nothing */
     pthread_mutex_lock(&s->lock);
-    s->next = s->stop; /* a helper that starts now finds nothing */
     while (s->busy)
         pthread_cond_wait(&s->idle, &s->lock);
     int rc = s->rc;
